@@ -122,6 +122,11 @@ def fov_corners(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     lo = [-0.5] * 3
     hi = [n - 0.5 for n in shape]
     corners = np.array(
-        [[(lo, hi)[b0][0], (lo, hi)[b1][1], (lo, hi)[b2][2]] for b0 in (0, 1) for b1 in (0, 1) for b2 in (0, 1)]
+        [
+            [(lo, hi)[b0][0], (lo, hi)[b1][1], (lo, hi)[b2][2]]
+            for b0 in (0, 1)
+            for b1 in (0, 1)
+            for b2 in (0, 1)
+        ]
     )
     return voxel_to_world(affine, corners)

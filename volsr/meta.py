@@ -18,7 +18,9 @@ def affine_of(image: torch.Tensor) -> np.ndarray:
     return np.eye(4)
 
 
-def new_image(array: torch.Tensor, like: torch.Tensor, affine: np.ndarray | None = None, **meta) -> MetaTensor:
+def new_image(
+    array: torch.Tensor, like: torch.Tensor, affine: np.ndarray | None = None, **meta
+) -> MetaTensor:
     """``array`` as a MetaTensor with ``like``'s metadata, a new ``affine`` and extra ``meta`` entries.
 
     The spatial shape recorded in the metadata follows ``array``; the affine is stored in float64 so

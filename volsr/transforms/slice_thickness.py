@@ -185,8 +185,15 @@ class SliceThicknessd(MapTransform):
 
     backend = SliceThickness.backend
 
-    def __init__(self, keys, axis: int, thickness: float, spacing: float | None = None,
-                 profile: str | Sequence[float] = "boxcar", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys,
+        axis: int,
+        thickness: float,
+        spacing: float | None = None,
+        profile: str | Sequence[float] = "boxcar",
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = SliceThickness(axis, thickness, spacing, profile)
 
@@ -202,9 +209,16 @@ class RandSliceThicknessd(RandomizableTransform, MapTransform):
 
     backend = SliceThickness.backend
 
-    def __init__(self, keys, prob: float = 1.0, axes: int | Sequence[int] = (0, 1, 2),
-                 factor: float | Sequence[float] = (2.0, 5.0), profiles: str | Sequence[str] = PROFILES,
-                 gap: float | Sequence[float] = 1.0, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys,
+        prob: float = 1.0,
+        axes: int | Sequence[int] = (0, 1, 2),
+        factor: float | Sequence[float] = (2.0, 5.0),
+        profiles: str | Sequence[str] = PROFILES,
+        gap: float | Sequence[float] = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, 1.0)
         self.rand = RandSliceThickness(prob, axes, factor, profiles, gap)

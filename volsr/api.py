@@ -1,0 +1,146 @@
+"""The Python API: ``SuperResolver``. The CLI and the bundle configs call this and nothing else.
+
+Example:
+    >>> from volsr import SuperResolver
+    >>> sr = SuperResolver.from_bundle("volsr_cnn3d")
+    >>> out = sr("scan.nii.gz", spacing=1.0)      # MetaTensor on a 1 mm grid, affine exact
+    >>> sr.predict_file("scan.nii.gz")            # writes ./scan_sr.nii.gz, never over the input
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from volsr.checkpoint import load_checkpoint
+from volsr.inference import DEFAULT_OVERLAP, DEFAULT_ROI, resolve_device, super_resolve
+from volsr.normalization import PercentileNormalizer
+
+__all__ = ["SuperResolver", "find_bundle", "DEFAULT_BUNDLE", "output_path_for"]
+
+DEFAULT_BUNDLE = "volsr_cnn3d"
+_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def bundle_search_path() -> list[Path]:
+    """Where bundle names are looked up, in order: ./bundles, the source tree, the install prefix."""
+    return [
+        Path.cwd() / "bundles",
+        Path(__file__).resolve().parents[1] / "bundles",
+        Path(sys.prefix) / "share" / "volsr" / "bundles",
+    ]
+
+
+def find_bundle(bundle: str | Path) -> Path:
+    """A bundle folder from a path or a name in ``bundles/`` (it must hold ``models/model.pt``)."""
+    candidates = [Path(bundle)] + [d / str(bundle) for d in bundle_search_path()]
+    for c in candidates:
+        if (c / "models" / "model.pt").is_file():
+            return c.resolve()
+    searched = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"{bundle}: no bundle with models/model.pt found (looked in {searched})")
+
+
+def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: str = "_sr") -> Path:
+    """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder)."""
+    src = Path(src)
+    name = src.name.rstrip("/")
+    stem = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s)), name)
+    return Path(out_dir or Path.cwd()) / f"{stem}{suffix}.nii.gz"
+
+
+class SuperResolver:
+    """A trained generator with the normalisation it was trained with, ready for whole scans.
+
+    Args:
+        network: the torch module (``sr.network``).
+        normalizer: intensity normalisation stored with the weights.
+        roi: sliding-window size in output voxels (coarse axis last).
+        overlap: window overlap fraction.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        amp: float16 autocast on CUDA.
+        progress: progress bar over windows.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        normalizer: PercentileNormalizer | None = None,
+        roi: Sequence[int] = DEFAULT_ROI,
+        overlap: float = DEFAULT_OVERLAP,
+        device: str | torch.device = "auto",
+        amp: bool = True,
+        progress: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.network = network.eval().to(self.device)
+        self.normalizer = normalizer or PercentileNormalizer()
+        self.roi = tuple(int(r) for r in roi)
+        self.overlap = float(overlap)
+        self.amp = amp
+        self.progress = progress
+        self.info: dict = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> SuperResolver:
+        network, normalizer, ckpt = load_checkpoint(path)
+        sr = cls(network, normalizer, **kwargs)
+        sr.info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
+        return sr
+
+    @classmethod
+    def from_bundle(cls, bundle: str | Path = DEFAULT_BUNDLE, **kwargs) -> SuperResolver:
+        """Load ``models/model.pt`` of a bundle given by name (``bundles/NAME``) or path."""
+        root = find_bundle(bundle)
+        sr = cls.from_checkpoint(root / "models" / "model.pt", **kwargs)
+        sr.info["bundle"] = str(root)
+        return sr
+
+    def __call__(
+        self,
+        image: torch.Tensor | str | Path,
+        spacing: float | Sequence[float | None] | None = None,
+        scale: float | Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """Super-resolve a MetaTensor or a file/DICOM folder; returns a MetaTensor (float32)."""
+        if isinstance(image, (str, Path)):
+            from volsr.io import load_image
+
+            image = load_image(image)
+        return super_resolve(
+            image,
+            self.network,
+            self.normalizer,
+            scale=scale,
+            spacing=spacing,
+            roi=self.roi,
+            overlap=self.overlap,
+            device=self.device,
+            amp=self.amp,
+            progress=self.progress,
+        )
+
+    def predict_file(
+        self,
+        src: str | Path,
+        dst: str | Path | None = None,
+        spacing: float | Sequence[float | None] | None = None,
+        scale: float | Sequence[float] | None = None,
+        dtype: str = "input",
+        overwrite: bool = False,
+    ) -> Path:
+        """Read ``src``, super-resolve it and write NIfTI to ``dst`` (default ``./<stem>_sr.nii.gz``).
+
+        The header's codes, units and description are kept; ``dtype="input"`` writes the input's
+        data type (rounded and clipped), ``"float32"`` keeps full precision. Never writes over
+        ``src``.
+        """
+        from volsr.io import load_image, save_image
+
+        image = load_image(src)
+        out = self(image, spacing=spacing, scale=scale)
+        return save_image(out, dst or output_path_for(src), dtype=dtype, overwrite=overwrite)

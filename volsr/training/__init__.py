@@ -1,0 +1,1 @@
+"""Training of SR generators on pairs synthesised from high-resolution scans."""

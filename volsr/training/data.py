@@ -1,0 +1,163 @@
+"""Training pairs synthesised on the fly from high-resolution volumes.
+
+Each sample: a random crop of a high-resolution volume (foreground-weighted) -> the degradation
+pipeline (``{"hr": crop} -> {"hr", "lr"}``) -> the low-resolution crop re-gridded back with the
+same cubic B-spline inference uses -> coarse axis moved last (as at inference) -> centre patch
+(dropping a margin where crop edges would disturb the degradation) -> random flips and an
+in-plane transpose. Degrading crops instead of whole volumes costs milliseconds per sample, so
+every sample gets a fresh factor, axis, profile and noise draw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from volsr.interpolation import resample_array
+from volsr.meta import affine_of
+from volsr.normalization import PercentileNormalizer
+from volsr.orientation import coarse_axis, to_canonical
+
+__all__ = ["list_volumes", "PatchPairSampler", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and any(p.name.endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def list_volumes(source: str | Path | Sequence[str | Path], key: str = "training") -> list[dict]:
+    """High-resolution training items as ``[{"hr": path}]`` (or ``{"hr", "lr"}`` for paired data).
+
+    ``source`` is a folder (every image in it), a list of paths, or a MONAI datalist JSON whose
+    ``key`` list holds ``{"image": path}`` / ``{"hr": path}`` items, optionally with ``"lr"`` for
+    paired low-resolution scans. Relative paths in a datalist are relative to the JSON file.
+    """
+    if isinstance(source, (list, tuple)):
+        return [{"hr": str(p)} for p in source]
+    src = Path(source)
+    if src.is_dir():
+        items = [{"hr": str(p)} for p in sorted(src.iterdir()) if _is_image(p)]
+    elif src.suffix == ".json":
+        entries = json.loads(src.read_text())[key]
+        items = []
+        for e in entries:
+            e = {"hr": e} if isinstance(e, str) else dict(e)
+            hr = e.pop("hr", e.pop("image", None))
+            if hr is None:
+                raise ValueError(f"{src}: datalist item {e} has no 'hr' or 'image' entry")
+            item = {"hr": str((src.parent / hr).resolve())}
+            if "lr" in e:
+                item["lr"] = str((src.parent / e["lr"]).resolve())
+            items.append(item)
+    elif _is_image(src):
+        items = [{"hr": str(src)}]
+    else:
+        raise ValueError(f"{src}: not a folder, an image or a datalist JSON")
+    if not items:
+        raise ValueError(f"{src}: no training volumes found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return items
+
+
+class PatchPairSampler:
+    """Draws ``(input, target)`` patch pairs of shape ``(1, P, P, P)`` in canonical orientation.
+
+    Args:
+        volumes: normalised high-resolution MetaTensors ``(1, X, Y, Z)`` (their affines give spacing).
+        degradation: callable mapping ``{"hr": crop}`` to a dict with ``"lr"`` (e.g. the Compose
+            from :func:`volsr.transforms.build_degradation`), seeded by its owner.
+        patch_size: edge of the cubic training patch in high-resolution voxels.
+        margin: voxels cropped on each side after degradation.
+        foreground: normalised intensity above which a voxel counts as foreground.
+        foreground_prob: probability that a patch is centred on foreground.
+        seed: seed of the crop positions and flips.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[torch.Tensor],
+        degradation: Callable[[dict], dict],
+        patch_size: int = 32,
+        margin: int = 8,
+        foreground: float = 0.1,
+        foreground_prob: float = 0.9,
+        seed: int = 0,
+    ) -> None:
+        self.volumes = list(volumes)
+        self.degradation = degradation
+        self.patch = int(patch_size)
+        self.margin = int(margin)
+        self.foreground = foreground
+        self.foreground_prob = foreground_prob
+        self.rng = np.random.default_rng(seed)
+        # volumes weighted by foreground size so large scans are not under-sampled
+        sizes = np.array([float((v > foreground).sum()) + 1.0 for v in self.volumes])
+        self.weights = sizes / sizes.sum()
+
+    def _crop(self, vol: torch.Tensor) -> MetaTensor:
+        size = [min(self.patch + 2 * self.margin, n) for n in vol.shape[1:]]
+        want_fg = self.rng.random() < self.foreground_prob
+        for _ in range(20):
+            start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(vol.shape[1:], size, strict=True)]
+            centre = tuple(st + s // 2 for st, s in zip(start, size, strict=True))
+            if not want_fg or vol[(0, *centre)] > self.foreground:
+                break
+        sl = tuple(slice(st, st + s) for st, s in zip(start, size, strict=True))
+        affine = affine_of(vol).copy()
+        affine[:3, 3] = affine[:3, :3] @ np.asarray(start, dtype=float) + affine[:3, 3]
+        data = vol.as_tensor() if hasattr(vol, "as_tensor") else vol
+        return MetaTensor(data[(slice(None), *sl)].clone(), affine=torch.as_tensor(affine))
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        vol = self.volumes[self.rng.choice(len(self.volumes), p=self.weights)]
+        hr = self._crop(vol)
+        out = self.degradation({"hr": hr})
+        lr = out["lr"]
+        scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+        x = resample_array(lr.as_tensor().float(), hr.shape[1:], "cubic")
+        y = hr.as_tensor()
+        axis = coarse_axis(scale)
+        x, y = to_canonical(x, axis), to_canonical(y, axis)
+        x, y = self._centre(x), self._centre(y)
+        x, y = self._augment(x, y)
+        history = lr.meta.get("degradation", []) if hasattr(lr, "meta") else []
+        return x.contiguous(), y.contiguous(), {"degradation": history, "scale": scale}
+
+    def _centre(self, t: torch.Tensor) -> torch.Tensor:
+        sl = []
+        for n in t.shape[1:]:
+            start = max(0, (n - self.patch) // 2)
+            sl.append(slice(start, start + self.patch))
+        return t[(slice(None), *sl)]
+
+    def _augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flips = [d for d in (1, 2, 3) if self.rng.random() < 0.5]
+        if flips:
+            x, y = x.flip(flips), y.flip(flips)
+        if self.rng.random() < 0.5:  # in-plane transpose; the coarse axis stays last
+            x, y = x.transpose(1, 2), y.transpose(1, 2)
+        return x, y
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.sample() for _ in range(batch_size)]
+        x = torch.stack([p[0] for p in pairs])
+        y = torch.stack([p[1] for p in pairs])
+        return x, y
+
+
+def load_normalized(
+    paths: Sequence[str], normalizer: PercentileNormalizer, loader: Callable[[str], torch.Tensor]
+) -> list[torch.Tensor]:
+    """Load and normalise each high-resolution volume once (they stay in memory)."""
+    out = []
+    for p in paths:
+        img = loader(p)
+        lo, hi = normalizer.fit(img)
+        out.append(MetaTensor(normalizer.normalize(img.as_tensor().float(), lo, hi), affine=img.affine))
+    return out

@@ -1,0 +1,203 @@
+"""Patch training of an SR generator with on-the-fly degradation; reads top to bottom.
+
+One step: sample a batch of (spline input, HR target) patches -> forward (autocast on CUDA) ->
+L1 (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate.
+Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
+``val_every`` steps the validation volumes are degraded with a fixed protocol, super-resolved by
+sliding-window inference and scored (masked PSNR/SSIM), and the best weights so far are written
+to ``model.pt`` with their numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from volsr.checkpoint import build_network, save_checkpoint
+from volsr.inference import resolve_device
+from volsr.normalization import PercentileNormalizer
+from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
+from volsr.training.validation import Validator
+
+__all__ = ["TrainConfig", "train", "learning_rate"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored in every checkpoint."""
+
+    data: str | list[str]
+    output_dir: str
+    network: dict = field(default_factory=lambda: {"name": "residual_sr", "arguments": {}})
+    degradation: dict = field(
+        default_factory=lambda: {
+            "slice_thickness": {"axis": [0, 1, 2], "factor": [2.0, 6.0], "profile": ["boxcar", "gaussian"]}
+        }
+    )
+    val_data: list[str] = field(default_factory=list)
+    val_protocol: dict = field(default_factory=lambda: {"axis": 2, "factor": 4.0, "profile": "boxcar"})
+    patch_size: int = 32
+    batch_size: int = 4
+    steps: int = 20000
+    lr: float = 1e-3
+    min_lr: float = 2e-5
+    warmup: int = 200
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ssim_weight: float = 0.0
+    checkpoint_every: int = 100
+    val_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    log_dir: str | None = None
+    progress: bool = True
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def _loss_fn(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    l1 = nn.L1Loss()
+    if cfg.ssim_weight <= 0:
+        return l1
+    from monai.losses import SSIMLoss
+
+    ssim = SSIMLoss(spatial_dims=3, data_range=1.0, win_size=7)
+    return lambda p, y: l1(p, y) + cfg.ssim_weight * ssim(p, y)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    degradation: Callable[[dict], dict] | None = None,
+    loader: Callable[[str], torch.Tensor] | None = None,
+) -> dict:
+    """Train ``cfg.network`` on ``cfg.data``; returns the best validation record."""
+    if loader is None:
+        from volsr.io import load_image as loader
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    network = build_network(cfg.network).to(device)
+    if device.type == "cpu":
+        network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
+    normalizer = PercentileNormalizer()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, best = 0, {"psnr_gain": -math.inf}
+    state_path = out_dir / "checkpoint.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state.get("best", best)
+        print(f"resumed from {state_path} at step {step} (best so far: {best})")
+
+    items = list_volumes(cfg.data)
+    volumes = load_normalized([it["hr"] for it in items], normalizer, loader)
+    if degradation is None:
+        from volsr.transforms import build_degradation
+
+        degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
+    sampler = PatchPairSampler(volumes, degradation, cfg.patch_size, seed=cfg.seed + step)
+    validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
+    loss_fn = _loss_fn(cfg)
+    writer = _writer(cfg.log_dir)
+    bar = _progress(cfg, step)
+
+    def save_state() -> None:
+        save_checkpoint(
+            state_path,
+            network,
+            normalizer,
+            step,
+            optimizer=optimizer.state_dict(),
+            best=best,
+            config=asdict(cfg),
+        )
+
+    t0 = time.time()
+    while step < cfg.steps:
+        lr = learning_rate(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = sampler.batch(cfg.batch_size)
+        x, y = x.to(device), y.to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+        with ctx:
+            pred = network(x)
+        loss = loss_fn(pred.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+
+        if writer:
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/lr", lr, step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_state()
+        if validator and (step % cfg.val_every == 0 or step == cfg.steps):
+            record = validator(network, normalizer, device)
+            record.update(step=step, hours=(time.time() - t0) / 3600)
+            _log_validation(out_dir, record, writer, step)
+            if record["psnr_gain"] > best["psnr_gain"]:
+                best = record
+                save_checkpoint(out_dir / "model.pt", network, normalizer, step, validation=record)
+            save_state()
+    if bar is not None:
+        bar.close()
+    if not validator:
+        save_checkpoint(out_dir / "model.pt", network, normalizer, step)
+    return best
+
+
+def _log_validation(out_dir: Path, record: dict, writer, step: int) -> None:
+    print(json.dumps(record), flush=True)
+    with open(out_dir / "validation.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer:
+        for k, v in record.items():
+            if isinstance(v, (int, float)):
+                writer.add_scalar(f"val/{k}", v, step)
+
+
+def _writer(log_dir: str | None):
+    if not log_dir:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir)
+
+
+def _progress(cfg: TrainConfig, step: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5.0)
