@@ -30,7 +30,9 @@ def _axis_matrix_cached(n_in: int, n_out: int, order: int) -> np.ndarray:
     # zoom of the identity = the operator's columns; 'reflect' is the half-sample-symmetric edge
     # that matches grids whose voxel edges (not centres) align
     eye = np.eye(n_in, dtype=np.float64)
-    return ndi.zoom(eye, (n_out / n_in, 1.0), order=order, grid_mode=True, mode="reflect", prefilter=True)
+    m = ndi.zoom(eye, (n_out / n_in, 1.0), order=order, grid_mode=True, mode="reflect", prefilter=True)
+    m.setflags(write=False)  # cached: callers must not edit it in place
+    return m
 
 
 def axis_matrix(n_in: int, n_out: int, mode: str = "cubic") -> np.ndarray:

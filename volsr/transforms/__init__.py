@@ -1,5 +1,14 @@
 """Degradation transforms: turn a high-resolution scan into a realistic low-resolution one."""
 
+from volsr.transforms.kspace import (
+    KSpaceTruncation,
+    KSpaceTruncationd,
+    RandKSpaceTruncation,
+    RandKSpaceTruncationd,
+    fourier_resample,
+)
+from volsr.transforms.noise import Noise, Noised, RandNoise, RandNoised
+from volsr.transforms.pipeline import build_degradation
 from volsr.transforms.slice_thickness import (
     RandSliceThickness,
     RandSliceThicknessd,
@@ -14,4 +23,14 @@ __all__ = [
     "RandSliceThickness",
     "RandSliceThicknessd",
     "slice_profile_matrix",
+    "KSpaceTruncation",
+    "KSpaceTruncationd",
+    "RandKSpaceTruncation",
+    "RandKSpaceTruncationd",
+    "fourier_resample",
+    "Noise",
+    "Noised",
+    "RandNoise",
+    "RandNoised",
+    "build_degradation",
 ]

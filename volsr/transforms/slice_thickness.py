@@ -4,13 +4,19 @@ Forward model along axis ``a`` with input voxel size ``d`` (mm): each output sli
 at input index ``c_j = (j + 0.5) * n / m - 0.5`` (``m = round(n * d / spacing)`` slices, field of
 view kept, see :mod:`volsr.geometry`) and records
 
-    lr_j = sum_i W[j, i] * hr_i,    W[j, i] = integral over [i - 1/2, i + 1/2] of p((x - c_j) / T) dx
+    lr_j = sum_i W[j, i] * hr_i
 
-normalised so each row sums to one, where ``T = thickness / d`` is the thickness in input voxels and
-``p`` the slice profile: a boxcar of width ``T``, a Gaussian of FWHM ``T``, or a user kernel sampled
-on ``len(kernel)`` equal bins across ``T``. Treating each input voxel as a box makes the operator exact
-for any non-integer factor: a linear ramp through a boxcar keeps its value at every slice centre.
-Near the ends the profile is truncated and renormalised (no edge darkening).
+where ``T = thickness / d`` is the thickness in input voxels and ``p`` the slice profile: a boxcar of
+width ``T``, a Gaussian of FWHM ``T``, or a user kernel sampled on ``len(kernel)`` equal bins across
+``T``. Each input voxel ``i`` is a box ``[i - 1/2, i + 1/2]``; the profile's mass over that box,
+``M[j, i] = integral over the box of p((x - c_j) / T) dx``, is placed at the profile's centroid inside
+the box, ``i + delta`` with ``|delta| <= 1/2``, by linear interpolation between voxel ``i`` (weight
+``1 - |delta|``) and its neighbour on the side of ``delta`` (weight ``|delta|``); rows are then
+normalised to sum to one. A slab that covers whole voxels (integer factor, contiguous boxcar) is
+therefore the plain mean of its ``s`` voxels, and for any factor, gap or overlap a linear ramp keeps
+its value at every slice centre (with plain box weights a slab cutting a voxel would count that
+voxel's part at the voxel centre and shift the slice by up to ``1 / (8 T)`` voxel). All weights are
+non-negative. Near the ends the profile is truncated and renormalised (no edge darkening).
 ``spacing > thickness`` leaves gaps between slices, ``spacing < thickness`` overlaps them.
 """
 
@@ -57,6 +63,28 @@ def _check_profile(profile: str | Sequence[float]) -> str | tuple[float, ...]:
     return kernel
 
 
+def _std_normal_pdf(z: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+
+
+def _place_at_centroids(mass: np.ndarray, moment: np.ndarray) -> np.ndarray:
+    """Weights that put ``mass[:, i]`` at ``i + moment / mass`` by linear interpolation between voxels.
+
+    The offset lies in ``[-1/2, 1/2]``; its share ``|offset|`` goes to the neighbour on its side (kept
+    on voxel ``i`` at the ends of the axis, where that neighbour does not exist).
+    """
+    offset = np.divide(moment, mass, out=np.zeros_like(mass), where=mass > 0).clip(-0.5, 0.5)
+    moved = mass * np.abs(offset)
+    w = mass - moved
+    to_next = np.where(offset > 0, moved, 0.0)
+    to_prev = np.where(offset < 0, moved, 0.0)
+    w[:, 1:] += to_next[:, :-1]
+    w[:, -1] += to_next[:, -1]
+    w[:, :-1] += to_prev[:, 1:]
+    w[:, 0] += to_prev[:, 0]
+    return w
+
+
 def slice_profile_matrix(
     n_in: int, n_out: int, thickness: float, profile: str | Sequence[float] = "boxcar"
 ) -> np.ndarray:
@@ -65,18 +93,27 @@ def slice_profile_matrix(
     profile = _check_profile(profile)
     step = n_in / n_out
     centres = 0.5 * step - 0.5 + step * np.arange(n_out)[:, None]  # (n_out, 1)
-    lo = np.arange(n_in)[None, :] - 0.5  # voxel i covers [lo, lo + 1]
+    index = np.arange(n_in, dtype=np.float64)[None, :]  # (1, n_in)
+    lo = index - 0.5  # voxel i covers [lo, lo + 1]
     hi = lo + 1.0
     if profile == "gaussian":
         sigma = thickness * _FWHM_TO_SIGMA
-        w = ndtr((hi - centres) / sigma) - ndtr((lo - centres) / sigma)
+        z_lo, z_hi = (lo - centres) / sigma, (hi - centres) / sigma
+        mass = ndtr(z_hi) - ndtr(z_lo)
+        # integral over the box of (x - i) * pdf: (c - i) * mass + sigma * (phi(z_lo) - phi(z_hi))
+        moment = (centres - index) * mass + sigma * (_std_normal_pdf(z_lo) - _std_normal_pdf(z_hi))
     else:
         kernel = np.array([1.0]) if profile == "boxcar" else np.asarray(profile)
         edges = np.linspace(-thickness / 2, thickness / 2, len(kernel) + 1)
-        w = np.zeros((n_out, n_in))
+        mass = np.zeros((n_out, n_in))
+        moment = np.zeros((n_out, n_in))
         for k, a, b in zip(kernel, edges[:-1], edges[1:], strict=True):
-            overlap = np.minimum(hi, centres + b) - np.maximum(lo, centres + a)
-            w += k * np.clip(overlap, 0.0, None)
+            left = np.maximum(lo, centres + a)
+            right = np.minimum(hi, centres + b)
+            length = np.clip(right - left, 0.0, None)
+            mass += k * length
+            moment += k * length * (0.5 * (left + right) - index)
+    w = _place_at_centroids(mass, moment)
     total = w.sum(axis=1, keepdims=True)
     return w / np.where(total > 0, total, 1.0)
 
@@ -106,7 +143,10 @@ class SliceThickness(Transform):
         spacing: float | None = None,
         profile: str | Sequence[float] = "boxcar",
     ) -> None:
-        self.axis = parse_axes(axis, "axis")[0]
+        axes = parse_axes(axis, "axis")
+        if len(axes) != 1:
+            raise ValueError(f"axis must be a single spatial axis, got {axis!r}")
+        self.axis = axes[0]
         self.thickness = check_positive(thickness, "thickness")
         self.spacing = self.thickness if spacing is None else check_positive(spacing, "spacing")
         self.profile = _check_profile(profile)

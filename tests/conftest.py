@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny synthetic volumes with honest geometry, and the real sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def oblique_affine(spacing=(1.0, 1.0, 4.0), angle_deg: float = 20.0, origin=(-30.0, 12.5, 7.0)) -> np.ndarray:
+    """A rotated (about z then x), flipped-x affine with the given voxel size."""
+    a, b = np.deg2rad(angle_deg), np.deg2rad(angle_deg / 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    m = np.eye(4)
+    m[:3, :3] = rz @ rx @ np.diag([-1.0, 1.0, 1.0]) @ np.diag(spacing)
+    m[:3, 3] = origin
+    return m
+
+
+def smooth_volume(shape=(24, 20, 16), seed: int = 0) -> np.ndarray:
+    """A smooth positive blob volume (sum of gaussians), values ~0..100."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    vol = np.zeros(shape)
+    for _ in range(6):
+        c = [rng.uniform(0.2 * n, 0.8 * n) for n in shape]
+        w = rng.uniform(2.0, 5.0)
+        vol += rng.uniform(30, 80) * np.exp(-sum((g - ci) ** 2 for g, ci in zip(grids, c)) / (2 * w * w))
+    return vol
+
+
+def make_image(array: np.ndarray, affine: np.ndarray) -> MetaTensor:
+    return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=torch.as_tensor(affine))
+
+
+@pytest.fixture
+def thick_image() -> MetaTensor:
+    """24 x 20 x 6 voxels of 1 x 1 x 4 mm on an oblique grid."""
+    return make_image(smooth_volume((24, 20, 6)), oblique_affine((1.0, 1.0, 4.0)))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
