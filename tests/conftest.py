@@ -9,6 +9,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+# tiny tensors: one thread avoids OpenMP overhead (and oversubscription beside other jobs)
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

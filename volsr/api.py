@@ -64,6 +64,8 @@ class SuperResolver:
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         amp: float16 autocast on CUDA.
         progress: progress bar over windows.
+        consistency: make every output reproduce its input exactly under the boxcar thick-slice
+            model (:func:`volsr.consistency.project_consistent`).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class SuperResolver:
         device: str | torch.device = "auto",
         amp: bool = True,
         progress: bool = False,
+        consistency: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.network = network.eval().to(self.device)
@@ -83,6 +86,7 @@ class SuperResolver:
         self.overlap = float(overlap)
         self.amp = amp
         self.progress = progress
+        self.consistency = consistency
         self.info: dict = {}
 
     @classmethod
@@ -122,6 +126,7 @@ class SuperResolver:
             device=self.device,
             amp=self.amp,
             progress=self.progress,
+            consistency=self.consistency,
         )
 
     def predict_file(

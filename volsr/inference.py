@@ -17,6 +17,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from volsr.consistency import project_consistent
 from volsr.geometry import scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
@@ -90,6 +91,7 @@ def super_resolve(
     amp: bool = True,
     progress: bool = False,
     sw_batch_size: int = 1,
+    consistency: bool = False,
 ) -> torch.Tensor:
     """Super-resolve a channel-first scan ``(C, X, Y, Z)``.
 
@@ -105,6 +107,11 @@ def super_resolve(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where windows run; the volume stays on the CPU.
         amp: float16 autocast on CUDA (ignored on CPU).
         progress: show a progress bar over windows.
+        sw_batch_size: windows per network call.
+        consistency: project the output onto the volumes whose boxcar thick-slice degradation onto
+            the input grid reproduces the input exactly (:func:`volsr.consistency.project_consistent`),
+            in normalised units, before de-normalising. Exact and cheap, but it assumes contiguous
+            boxcar slices on every up-sampled axis.
 
     Returns:
         MetaTensor on the output grid (field of view kept), float32 in the input's units.
@@ -118,8 +125,8 @@ def super_resolve(
 
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)
-    x = normalizer.normalize(data.float(), lo, hi)
-    x = resample_array(x, out_shape, "cubic")  # (C, *out_shape): the only whole-volume resampling
+    x_lr = normalizer.normalize(data.float(), lo, hi)  # (C, *in_shape)
+    x = resample_array(x_lr, out_shape, "cubic")  # (C, *out_shape): the only whole-volume resampling
 
     axis = coarse_axis(effective)
     x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last
@@ -136,6 +143,8 @@ def super_resolve(
         device=torch.device("cpu"),
         progress=progress,
     )
-    y = from_canonical(y, axis)[0]
+    y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
+    if consistency:  # the input grid is the low-resolution grid of the model: same field of view
+        y = project_consistent(y, x_lr)
     y = normalizer.denormalize(y, lo, hi)
     return new_image(y.contiguous(), image, out_affine)

@@ -58,7 +58,7 @@ def resample_array(x: torch.Tensor, new_shape: Sequence[int], mode: str = "cubic
         n_in = out.shape[axis]
         if n_in == n_out:
             continue
-        m = torch.as_tensor(axis_matrix(n_in, n_out, mode))
+        m = torch.tensor(axis_matrix(n_in, n_out, mode))  # a copy: the cached matrix is read-only
         out = apply_along_axis(out, m, axis)
     return out
 

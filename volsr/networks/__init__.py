@@ -1,5 +1,6 @@
 """Generators and discriminators; they know tensors, never files."""
 
+from volsr.networks.discriminator import PatchDiscriminator3D, PatchDiscriminatorConfig
 from volsr.networks.residual_sr import (
     PRESETS,
     ResidualSR3D,
@@ -9,6 +10,15 @@ from volsr.networks.residual_sr import (
 )
 
 #: name -> class; a checkpoint stores ``{"name": ..., "arguments": {...}}`` and is rebuilt from here
-NETWORKS = {"residual_sr": ResidualSR3D}
+NETWORKS = {"residual_sr": ResidualSR3D, "patch_discriminator": PatchDiscriminator3D}
 
-__all__ = ["NETWORKS", "PRESETS", "ResidualSR3D", "ResidualSRConfig", "count_parameters", "flops_per_voxel"]
+__all__ = [
+    "NETWORKS",
+    "PRESETS",
+    "PatchDiscriminator3D",
+    "PatchDiscriminatorConfig",
+    "ResidualSR3D",
+    "ResidualSRConfig",
+    "count_parameters",
+    "flops_per_voxel",
+]
