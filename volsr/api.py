@@ -20,7 +20,7 @@ from volsr.checkpoint import load_checkpoint
 from volsr.inference import DEFAULT_OVERLAP, DEFAULT_ROI, resolve_device, super_resolve
 from volsr.normalization import PercentileNormalizer
 
-__all__ = ["SuperResolver", "find_bundle", "DEFAULT_BUNDLE", "output_path_for"]
+__all__ = ["SuperResolver", "find_bundle", "find_bundle_root", "DEFAULT_BUNDLE", "output_path_for"]
 
 DEFAULT_BUNDLE = "volsr_cnn3d"
 _SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -35,14 +35,19 @@ def bundle_search_path() -> list[Path]:
     ]
 
 
-def find_bundle(bundle: str | Path) -> Path:
-    """A bundle folder from a path or a name in ``bundles/`` (it must hold ``models/model.pt``)."""
+def find_bundle_root(bundle: str | Path, need: str = "configs/metadata.json") -> Path:
+    """A bundle folder from a path or a name in ``bundles/``, holding the file ``need``."""
     candidates = [Path(bundle)] + [d / str(bundle) for d in bundle_search_path()]
     for c in candidates:
-        if (c / "models" / "model.pt").is_file():
+        if (c / need).is_file():
             return c.resolve()
     searched = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"{bundle}: no bundle with models/model.pt found (looked in {searched})")
+    raise FileNotFoundError(f"{bundle}: no bundle with {need} found (looked in {searched})")
+
+
+def find_bundle(bundle: str | Path) -> Path:
+    """A bundle folder with trained weights (``models/model.pt``)."""
+    return find_bundle_root(bundle, "models/model.pt")
 
 
 def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: str = "_sr") -> Path:
@@ -137,6 +142,8 @@ class SuperResolver:
         scale: float | Sequence[float] | None = None,
         dtype: str = "input",
         overwrite: bool = False,
+        series_uid: str | None = None,
+        volume: int | None = None,
     ) -> Path:
         """Read ``src``, super-resolve it and write NIfTI to ``dst`` (default ``./<stem>_sr.nii.gz``).
 
@@ -144,8 +151,9 @@ class SuperResolver:
         data type (rounded and clipped), ``"float32"`` keeps full precision. Never writes over
         ``src``.
         """
-        from volsr.io import load_image, save_image
+        from volsr.io import check_output, load_image, save_image
 
-        image = load_image(src)
+        image = load_image(src, series_uid=series_uid, volume=volume)
+        dst = check_output(dst or output_path_for(src), image, dtype, overwrite)  # fail before the work
         out = self(image, spacing=spacing, scale=scale)
-        return save_image(out, dst or output_path_for(src), dtype=dtype, overwrite=overwrite)
+        return save_image(out, dst, dtype=dtype, overwrite=overwrite)

@@ -142,41 +142,56 @@ def _markdown(report: dict) -> str:
 
 
 def montage(report: dict, path: Path, axis: int | None = None) -> Path:
-    """PNG: LR, every method, reference on a slice through the degraded axis, plus error maps."""
+    """PNG of an evaluation report: LR, every method, reference, and their error maps."""
+    axis = int(report["protocol"].get("axis", 2)) if axis is None else axis
+    title = f"{report.get('name', '')}: {report['protocol_name']}"
+    return save_montage(report["images"], path, axis, title, report["methods"], reference="reference")
+
+
+def save_montage(
+    images: Mapping[str, torch.Tensor],
+    path: str | Path,
+    axis: int,
+    title: str,
+    scores: Mapping[str, Mapping] | None = None,
+    reference: str | None = None,
+) -> Path:
+    """Same-grid images side by side on a plane through ``axis`` (where thick slices show).
+
+    With a ``reference`` key, a second row holds each method's absolute error against it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = report["images"]
-    ref = images["reference"]
-    axis = int(report["protocol"].get("axis", 2)) if axis is None else axis
-    # show a plane that contains the degraded axis: cut through the middle of another axis
-    cut = 1 if axis != 1 else 0
-    idx = ref.shape[1 + cut] // 2
+    first = next(iter(images.values()))
+    cut = 1 if axis != 1 else 0  # a plane that contains the degraded axis
+    idx = first.shape[1 + cut] // 2
 
     def plane(t: torch.Tensor) -> np.ndarray:
         a = (t.as_tensor() if hasattr(t, "as_tensor") else t)[0].float().numpy()
         return np.rot90(np.take(a, idx, axis=cut))
 
-    r = plane(ref)
-    vmin, vmax = np.percentile(r, [0.5, 99.5])
-    names = [n for n in images if n not in ("reference",)] + ["reference"]
-    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.6), squeeze=False)
+    shown = images[reference] if reference else first
+    vmin, vmax = np.percentile(plane(shown), [0.5, 99.5])
+    names = [n for n in images if n != reference] + ([reference] if reference else [])
+    rows = 2 if reference else 1
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.6 * len(names), 2.8 * rows), squeeze=False)
+    ref_plane = plane(images[reference]) if reference else None
     for col, name in enumerate(names):
         p = plane(images[name])
         axes[0, col].imshow(p, cmap="gray", vmin=vmin, vmax=vmax)
-        title = name
-        if name in report["methods"]:
-            title += f"\n{report['methods'][name]['psnr']:.2f} dB"
-        axes[0, col].set_title(title, fontsize=9)
-        if name not in ("lr", "reference"):
-            axes[1, col].imshow(np.abs(p - r), cmap="magma", vmin=0, vmax=0.25 * (vmax - vmin))
+        label = name if not scores or name not in scores else f"{name}\n{scores[name]['psnr']:.2f} dB"
+        axes[0, col].set_title(label, fontsize=9)
+        if reference and name not in ("lr", reference):
+            axes[1, col].imshow(np.abs(p - ref_plane), cmap="magma", vmin=0, vmax=0.25 * (vmax - vmin))
             axes[1, col].set_title("|error|", fontsize=8)
-        for row in (0, 1):
+        for row in range(rows):
             axes[row, col].axis("off")
-    fig.suptitle(f"{report.get('name', '')}: {report['protocol_name']}", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

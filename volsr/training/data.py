@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from volsr.interpolation import resample_array
+from volsr.geometry import index_map
+from volsr.interpolation import apply_along_axis, resample_array
 from volsr.meta import affine_of
 from volsr.normalization import PercentileNormalizer
 from volsr.orientation import coarse_axis, to_canonical
+from volsr.transforms.slice_thickness import slice_profile_matrix
 
 __all__ = ["list_volumes", "PatchPairSampler", "IMAGE_SUFFIXES"]
 
@@ -76,6 +78,8 @@ class PatchPairSampler:
         margin: voxels cropped on each side after degradation.
         foreground: normalised intensity above which a voxel counts as foreground.
         foreground_prob: probability that a patch is centred on foreground.
+        zoom: range of a random coarsening of the high-resolution crop (box-averaged), so a network
+            trained on 0.5-1 mm scans also meets anatomy at 1-2 mm per voxel; ``(1, 1)`` disables it.
         seed: seed of the crop positions and flips.
     """
 
@@ -87,9 +91,11 @@ class PatchPairSampler:
         margin: int = 8,
         foreground: float = 0.1,
         foreground_prob: float = 0.9,
+        zoom: tuple[float, float] = (1.0, 1.0),
         seed: int = 0,
     ) -> None:
         self.volumes = list(volumes)
+        self.zoom = (float(zoom[0]), float(zoom[1]))
         self.degradation = degradation
         self.patch = int(patch_size)
         self.margin = int(margin)
@@ -101,7 +107,9 @@ class PatchPairSampler:
         self.weights = sizes / sizes.sum()
 
     def _crop(self, vol: torch.Tensor) -> MetaTensor:
-        size = [min(self.patch + 2 * self.margin, n) for n in vol.shape[1:]]
+        edge = self.patch + 2 * self.margin
+        z = self.rng.uniform(*self.zoom)
+        size = [min(round(edge * z), n) for n in vol.shape[1:]]
         want_fg = self.rng.random() < self.foreground_prob
         for _ in range(20):
             start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(vol.shape[1:], size, strict=True)]
@@ -112,7 +120,16 @@ class PatchPairSampler:
         affine = affine_of(vol).copy()
         affine[:3, 3] = affine[:3, :3] @ np.asarray(start, dtype=float) + affine[:3, 3]
         data = vol.as_tensor() if hasattr(vol, "as_tensor") else vol
-        return MetaTensor(data[(slice(None), *sl)].clone(), affine=torch.as_tensor(affine))
+        crop = data[(slice(None), *sl)].clone()
+        for ax, n in enumerate(size):  # coarsen by box averaging (anti-aliased), affine to match
+            n_out = min(edge, n)
+            if n_out != n:
+                w = torch.as_tensor(slice_profile_matrix(n, n_out, n / n_out, "boxcar"), dtype=crop.dtype)
+                crop = apply_along_axis(crop, w, 1 + ax)
+                step, offset = index_map(n, n_out)
+                affine[:3, 3] += affine[:3, ax] * offset
+                affine[:3, ax] *= step
+        return MetaTensor(crop, affine=torch.as_tensor(affine))
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
         vol = self.volumes[self.rng.choice(len(self.volumes), p=self.weights)]

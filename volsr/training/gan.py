@@ -36,7 +36,6 @@ adversarial network and 3D multi-level densely connected network" (mDCSRN-GAN, M
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from monai.losses import PatchAdversarialLoss
 from torch import nn
 
 from volsr.checkpoint import build_network, load_checkpoint, network_name, save_checkpoint
-from volsr.inference import resolve_device
+from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.normalization import PercentileNormalizer
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
 from volsr.training.trainer import TrainConfig, _log_validation, _loss_fn, _progress, _writer
@@ -225,22 +224,24 @@ def gan_step(
         content_loss: ``(pred, target) -> loss``, e.g. L1.
         adversarial_loss: MONAI ``PatchAdversarialLoss``.
         update_generator: False during the discriminator warm-up.
-        amp: float16 autocast (CUDA only).
+        amp: mixed precision (float16 autocast on CUDA, bfloat16 on CPUs with native bf16).
 
     Returns:
         Scalars for logging: ``d_loss``, ``d_real``/``d_fake`` (mean logits) and, with a generator
         step, ``g_loss``, ``g_content``, ``g_adv``, ``g_fm``.
     """
     g, d = parts.generator, parts.discriminator
-    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+
+    def ctx():  # float16 on CUDA, bfloat16 on CPUs with native bf16, else float32
+        return autocast(x.device, amp)
 
     # 1. generator forward (the graph is kept for the generator step)
-    with torch.set_grad_enabled(update_generator), ctx:
+    with torch.set_grad_enabled(update_generator), ctx():
         fake = g(x)  # (B, C, P, P, P)
 
     # 2. discriminator: y is real, the generator's output is fake
     d.requires_grad_(True)
-    with ctx:
+    with ctx():
         real_logits, _ = d(y)  # (B, 1, *S')
         fake_logits, _ = d(fake.detach())  # (B, 1, *S')
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
@@ -259,7 +260,7 @@ def gan_step(
 
     # 3. generator: content + adversarial + feature matching, through a frozen discriminator
     d.requires_grad_(False)
-    with ctx:
+    with ctx():
         fake_logits, fake_features = d(fake)  # (B, 1, *S'), [(B, F_l, *S_l)]
         with torch.no_grad():
             _, real_features = d(y)
@@ -331,8 +332,10 @@ def train_gan(
     if device.type == "cpu":  # ~1.7x faster conv3d on CPU
         generator = generator.to(memory_format=torch.channels_last_3d)
         discriminator = discriminator.to(memory_format=torch.channels_last_3d)
-    use_amp = cfg.amp and device.type == "cuda"
-    parts = GanParts.create(generator, discriminator, cfg, amp=use_amp)
+    use_amp = cfg.amp
+    parts = GanParts.create(
+        generator, discriminator, cfg, amp=autocast_dtype(device, cfg.amp) == torch.float16
+    )
     step, best, start = 0, {"psnr_gain": -math.inf}, None
     if state is not None:
         parts.load_training_state(state)
@@ -345,7 +348,9 @@ def train_gan(
         from volsr.transforms import build_degradation
 
         degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
-    sampler = PatchPairSampler(volumes, degradation, cfg.patch_size, seed=cfg.seed + step)
+    sampler = PatchPairSampler(
+        volumes, degradation, cfg.patch_size, zoom=tuple(cfg.zoom), seed=cfg.seed + step
+    )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     content_loss, adversarial_loss = _loss_fn(cfg), adversarial_loss_for(cfg)
     writer = _writer(cfg.log_dir)

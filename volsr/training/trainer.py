@@ -1,6 +1,7 @@
 """Patch training of an SR generator with on-the-fly degradation; reads top to bottom.
 
-One step: sample a batch of (spline input, HR target) patches -> forward (autocast on CUDA) ->
+One step: sample a batch of (spline input, HR target) patches -> forward (float16 autocast on CUDA,
+bfloat16 on CPUs with native bf16) ->
 L1 (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate.
 Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
 ``val_every`` steps the validation volumes are degraded with a fixed protocol, super-resolved by
@@ -10,7 +11,6 @@ to ``model.pt`` with their numbers.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from volsr.checkpoint import build_network, save_checkpoint
-from volsr.inference import resolve_device
+from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.normalization import PercentileNormalizer
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
 from volsr.training.validation import Validator
@@ -45,6 +45,7 @@ class TrainConfig:
     val_data: list[str] = field(default_factory=list)
     val_protocol: dict = field(default_factory=lambda: {"axis": 2, "factor": 4.0, "profile": "boxcar"})
     patch_size: int = 32
+    zoom: tuple[float, float] = (1.0, 1.0)
     batch_size: int = 4
     steps: int = 20000
     lr: float = 1e-3
@@ -99,8 +100,8 @@ def train(
         network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
     normalizer = PercentileNormalizer()
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # float16 on CUDA needs loss scaling; bfloat16 on CPU (native bf16 only: ~2x faster conv3d) does not
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
     step, best = 0, {"psnr_gain": -math.inf}
     state_path = out_dir / "checkpoint.pt"
     if resume and state_path.exists():
@@ -116,7 +117,9 @@ def train(
         from volsr.transforms import build_degradation
 
         degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
-    sampler = PatchPairSampler(volumes, degradation, cfg.patch_size, seed=cfg.seed + step)
+    sampler = PatchPairSampler(
+        volumes, degradation, cfg.patch_size, zoom=tuple(cfg.zoom), seed=cfg.seed + step
+    )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     loss_fn = _loss_fn(cfg)
     writer = _writer(cfg.log_dir)
@@ -142,8 +145,7 @@ def train(
         x, y = x.to(device), y.to(device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-        with ctx:
+        with autocast(device, cfg.amp):
             pred = network(x)
         loss = loss_fn(pred.float(), y)
         optimizer.zero_grad(set_to_none=True)

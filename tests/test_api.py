@@ -1,0 +1,78 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import oblique_affine, smooth_volume
+
+from volsr.api import SuperResolver, find_bundle, output_path_for
+from volsr.checkpoint import save_checkpoint
+from volsr.errors import VolsrInputError
+from volsr.geometry import fov_corners, voxel_spacing
+from volsr.networks import ResidualSR3D
+from volsr.normalization import PercentileNormalizer
+
+
+@pytest.fixture
+def scan(tmp_path):
+    aff = oblique_affine((1.0, 1.0, 3.0))
+    path = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((20, 18, 6)).astype(np.int16), aff), path)
+    return path
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "ckpt" / "model.pt", ResidualSR3D(features=4, num_blocks=1),
+                           PercentileNormalizer(), step=1)
+
+
+def test_output_path_for_strips_known_suffixes(tmp_path):
+    assert output_path_for("a/b/scan.nii.gz", tmp_path) == tmp_path / "scan_sr.nii.gz"
+    assert output_path_for("series_folder/", tmp_path) == tmp_path / "series_folder_sr.nii.gz"
+    assert output_path_for("x.mha", tmp_path).name == "x_sr.nii.gz"
+
+
+def test_missing_bundle_names_what_was_searched():
+    with pytest.raises(FileNotFoundError, match="no_such_bundle"):
+        find_bundle("no_such_bundle")
+
+
+def test_predict_file_writes_beside_cwd_with_exact_world_grid(scan, checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sr = SuperResolver.from_checkpoint(checkpoint, device="cpu", roi=(16, 16, 16))
+    out = sr.predict_file(scan)
+    assert out == tmp_path / "thick_sr.nii.gz"
+    img = nib.load(out)
+    assert img.shape == (20, 18, 18)
+    assert np.allclose(voxel_spacing(img.affine), [1.0, 1.0, 1.0], atol=1e-5)
+    src = nib.load(scan)
+    assert np.allclose(fov_corners(img.affine, img.shape), fov_corners(src.affine, src.shape), atol=1e-4)
+    assert img.get_data_dtype() == np.int16  # dtype="input" by default
+
+
+def test_never_overwrites_input_and_checks_output_before_work(scan, checkpoint, tmp_path):
+    sr = SuperResolver.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(VolsrInputError, match="refusing to write over"):
+        sr.predict_file(scan, scan)
+    existing = tmp_path / "exists.nii.gz"
+    existing.write_bytes(b"keep me")
+
+    class Exploding(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("inference ran although the output could not be written")
+
+    sr.network = Exploding()
+    with pytest.raises(VolsrInputError, match="already exists"):
+        sr.predict_file(scan, existing)
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_call_accepts_path_and_metatensor_alike(scan, checkpoint):
+    sr = SuperResolver.from_checkpoint(checkpoint, device="cpu", roi=(16, 16, 16))
+    a = sr(scan, spacing=(1.0, 1.0, 1.5))
+    from volsr.io import load_image
+
+    b = sr(load_image(scan), spacing=(1.0, 1.0, 1.5))
+    assert a.shape == (1, 20, 18, 12)
+    assert torch.equal(a.as_tensor(), b.as_tensor())
+    assert np.allclose(np.asarray(a.affine), np.asarray(b.affine))

@@ -1,0 +1,146 @@
+"""Smoke tests of the benchmark scripts' logic on tiny synthetic volumes (nothing is timed)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+
+def _benchmarks_package():
+    """``benchmarks/`` is not installed: import it by path (the repository root need not be on sys.path)."""
+    if "benchmarks" not in sys.modules:
+        folder = Path(__file__).resolve().parents[1] / "benchmarks"
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = module
+        spec.loader.exec_module(module)
+    return [importlib.import_module(f"benchmarks.{m}") for m in ("common", "quality", "speed")]
+
+
+common, quality, speed = _benchmarks_package()
+crop, write_section = common.crop, common.write_section
+
+
+def smooth_volume(shape=(24, 24, 24), seed: int = 0) -> MetaTensor:
+    """A smooth blob phantom (a few gaussians) on a 1 mm grid: cubic beats nearest on it."""
+    g = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1)
+    vol = np.zeros(shape, np.float32)
+    for _ in range(6):
+        c, s = g.uniform(4, min(shape) - 4, 3), g.uniform(3, 6)
+        vol += g.uniform(0.5, 1.0) * np.exp(-((grid - c) ** 2).sum(-1) / (2 * s**2))
+    return MetaTensor(torch.from_numpy(vol)[None] * 1000, affine=torch.eye(4, dtype=torch.float64))
+
+
+def test_quality_rows_table_and_plot(tmp_path):
+    volumes = {"blob": smooth_volume()}
+    protocols = [
+        {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"},
+        {"kind": "thickness", "axis": 0, "factor": 2.0, "profile": "boxcar"},
+    ]
+    rows = quality.run(volumes, protocols, {}, ["nearest", "linear", "cubic"], log=None)
+    assert len(rows) == 2 * 3
+    by = {(r["degradation"], r["method"]): r for r in rows}
+    for deg in {r["degradation"] for r in rows}:
+        assert by[(deg, "cubic")]["psnr"] > by[(deg, "nearest")]["psnr"]
+        assert by[(deg, "cubic")]["gain_psnr"] == 0.0
+        assert np.isfinite(by[(deg, "cubic")]["ssim"])
+
+    table = quality.markdown_table(rows).strip().splitlines()
+    assert table[0] == "| volume | degradation | nearest | linear | cubic |"
+    assert len(table) == 2 + 2 + 1  # header, rule, one row per (volume, degradation), mean gain
+    assert table[2].startswith("| blob | thick x4 axis 2 boxcar |")
+    assert "**" in table[2]  # the best PSNR of the row is bold
+
+    png = quality.plot_gain(rows, tmp_path / "gain.png")
+    assert png.stat().st_size > 0
+
+
+def test_quality_protocols_and_quick():
+    full, quick = quality.protocols(), quality.protocols(quick=True)
+    thick = [p for p in full if p["kind"] == "thickness"]
+    assert {(p["axis"], p["factor"]) for p in thick} == {(a, f) for a in (0, 1, 2) for f in (2.0, 4.0)}
+    if quality.kspace_available():
+        assert sorted(round(p["fraction"], 3) for p in full if p["kind"] == "kspace") == [0.333, 0.5]
+        assert "fourier" in quality.baselines()
+    assert len(quick) == 2
+
+
+def test_find_bundles_only_with_weights(tmp_path):
+    (tmp_path / "a" / "models").mkdir(parents=True)
+    (tmp_path / "a" / "models" / "model.pt").write_bytes(b"")
+    (tmp_path / "b" / "configs").mkdir(parents=True)
+    assert list(quality.find_bundles(["all"], tmp_path)) == ["a"]
+    with pytest.raises(SystemExit):
+        quality.find_bundles(["b"], tmp_path)
+
+
+def test_crop_keeps_world_coordinates():
+    vol = smooth_volume((10, 12, 14))
+    vol.affine[:3, 3] = torch.tensor([5.0, -3.0, 2.0], dtype=torch.float64)
+    out = crop(vol, (4, 4, 4))
+    assert tuple(out.shape[1:]) == (4, 4, 4)
+    start = np.array([3, 4, 5])
+    np.testing.assert_allclose(np.asarray(out.affine)[:3, 3], start + [5.0, -3.0, 2.0])
+    assert torch.equal(out[0, 0, 0, 0], vol[0, 3, 4, 5])
+
+
+def test_write_section_replaces_between_markers(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    write_section(md, "quality", "one")
+    write_section(md, "speed", "two")
+    write_section(md, "quality", "three")
+    text = md.read_text()
+    assert "one" not in text and text.count("<!-- quality:begin -->") == 1
+    assert text.index("three") < text.index("two")
+
+
+def test_speed_window_count_and_memory_case_report():
+    assert speed.window_count((64, 64, 64), (96, 96, 96), 0.25) == (1, 1.0)
+    n, frac = speed.window_count((160, 160, 151), (96, 96, 96), 0.25)
+    assert n == 8 and frac > 1.5
+    # MONAI pads a volume smaller than its roi: the default recomputes the padding
+    assert speed.window_count((64, 64, 64), (96, 96, 96), 0.25, pad=True)[1] == pytest.approx(1.5**3)
+    result = {
+        "command": "x",
+        "date": "d",
+        "quick": True,
+        "hardware": {"cpu": "c", "cores_usable": 2, "torch": "t", "cpu_capability": "AVX2", "monai": "m"},
+        "weights": "w",
+        "json": "speed.json",
+        "devices": {},
+        "memory": {
+            "shape": [8, 8, 2],
+            "scale": [1, 1, 4],
+            "output_shape": [8, 8, 8],
+            "cases": {"c_super_resolve": {"peak_rss_gib": 1.0, "rss_before_gib": 0.5, "seconds": 1.0}},
+        },
+    }
+    assert "| c_super_resolve | 1.00 |" in speed.section(result)
+    json.dumps(result)
+
+
+def test_quality_main_quick_writes_json_and_section(tmp_path):
+    import nibabel as nib
+
+    data = tmp_path / "val"
+    data.mkdir()
+    nib.save(nib.Nifti1Image(smooth_volume()[0].numpy(), np.eye(4)), data / "blob.nii.gz")
+    out = tmp_path / "docs" / "benchmarks"
+    result = quality.main(
+        ["--data", str(data), "--quick", "--bundles", "none", "--out", str(out), "--no-plot"]
+    )
+    assert json.loads((out / "quality.json").read_text())["volumes"] == {"blob": [24, 24, 24]}
+    assert {r["method"] for r in result["rows"]} == set(quality.baselines())
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "<!-- quality:begin -->" in text and "| blob |" in text

@@ -1,0 +1,65 @@
+import math
+
+import nibabel as nib
+import numpy as np
+import torch
+from conftest import smooth_volume
+
+from volsr.checkpoint import load_checkpoint
+from volsr.training.data import PatchPairSampler, list_volumes
+from volsr.training.trainer import TrainConfig, learning_rate, train
+from volsr.transforms import build_degradation
+
+
+def _write(path, shape, seed):
+    nib.save(nib.Nifti1Image(smooth_volume(shape, seed).astype(np.float32), np.eye(4)), path)
+    return path
+
+
+def test_learning_rate_warmup_then_cosine_to_min():
+    cfg = TrainConfig(data="x", output_dir="y", steps=1000, warmup=100, lr=1e-3, min_lr=1e-5)
+    assert math.isclose(learning_rate(0, cfg), 1e-5)
+    assert math.isclose(learning_rate(99, cfg), 1e-3)
+    assert math.isclose(learning_rate(100, cfg), 1e-3)
+    assert math.isclose(learning_rate(550, cfg), (1e-3 + 1e-5) / 2)
+    assert math.isclose(learning_rate(1000, cfg), 1e-5)
+
+
+def test_sampler_pairs_are_spline_inputs_of_degraded_crops():
+    vol = torch.as_tensor(smooth_volume((40, 40, 40)), dtype=torch.float32)[None] / 100
+    from monai.data import MetaTensor
+
+    hr = MetaTensor(vol, affine=torch.eye(4, dtype=torch.float64))
+    # factor 1 slice thickness is the identity: input must equal target exactly
+    identity = build_degradation({"slice_thickness": {"axis": [0, 1, 2], "factor": 1.0}}, seed=0)
+    x, y, info = PatchPairSampler([hr], identity, patch_size=16, margin=4, seed=0).sample()
+    assert x.shape == y.shape == (1, 16, 16, 16)
+    assert torch.allclose(x, y, atol=1e-5)
+    # a real degradation: the coarse axis is moved last, so the input is smooth along it
+    thick = build_degradation({"slice_thickness": {"axis": [0], "factor": 4.0}}, seed=0)
+    x, y, info = PatchPairSampler([hr], thick, patch_size=16, margin=4, seed=0).sample()
+    assert info["scale"][0] == 4.0 and not torch.allclose(x, y, atol=1e-3)
+
+
+def test_train_writes_checkpoints_and_resumes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _write(data / f"v{i}.nii.gz", (28, 28, 28), i)
+    val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
+    assert [it["hr"] for it in list_volumes(data)] == [str(data / "v0.nii.gz"), str(data / "v1.nii.gz")]
+    cfg = TrainConfig(
+        data=str(data), output_dir=str(tmp_path / "out"), steps=3, batch_size=2, patch_size=12, warmup=1,
+        network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}},
+        val_data=[str(val)], val_every=3, checkpoint_every=1, device="cpu", progress=False,
+        degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
+    )
+    best = train(cfg)
+    assert "psnr_gain" in best and best["step"] == 3
+    net, _, ckpt = load_checkpoint(tmp_path / "out" / "model.pt")
+    assert ckpt["step"] == 3 and ckpt["validation"]["step"] == 3
+    cfg.steps = 5
+    train(cfg, resume=True)
+    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 5
+    assert (tmp_path / "out" / "validation.jsonl").read_text().count("\n") == 2

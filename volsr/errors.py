@@ -1,0 +1,31 @@
+"""Errors that blame the user's input rather than volsr (kept import-free so the CLI starts fast)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["VolsrInputError"]
+
+
+class VolsrInputError(ValueError):
+    """A file (or folder) the user gave cannot be used: missing, unreadable, 2-D, ambiguous, ...
+
+    The message is one line, ``"{path}: {problem}"``; the CLI prints it as
+    ``volsr: error: {path}: {problem}`` and exits with status 2.
+
+    Args:
+        path: the offending file or folder, as the user gave it.
+        problem: what is wrong and, where possible, how to fix it.
+
+    Example:
+        >>> raise VolsrInputError("scan.nii.gz", "is 2-D (shape 256x256); volsr needs a 3-D volume")
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())  # always a single line
+        super().__init__(f"{self.path}: {self.problem}")
+
+    def __reduce__(self):
+        # picklable across worker processes despite the two-argument constructor
+        return (type(self), (self.path, self.problem))
