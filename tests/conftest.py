@@ -35,7 +35,9 @@ def smooth_volume(shape=(24, 20, 16), seed: int = 0) -> np.ndarray:
     for _ in range(6):
         c = [rng.uniform(0.2 * n, 0.8 * n) for n in shape]
         w = rng.uniform(2.0, 5.0)
-        vol += rng.uniform(30, 80) * np.exp(-sum((g - ci) ** 2 for g, ci in zip(grids, c)) / (2 * w * w))
+        vol += rng.uniform(30, 80) * np.exp(
+            -sum((g - ci) ** 2 for g, ci in zip(grids, c, strict=True)) / (2 * w * w)
+        )
     return vol
 
 

@@ -22,8 +22,9 @@ def scan(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    return save_checkpoint(tmp_path / "ckpt" / "model.pt", ResidualSR3D(features=4, num_blocks=1),
-                           PercentileNormalizer(), step=1)
+    return save_checkpoint(
+        tmp_path / "ckpt" / "model.pt", ResidualSR3D(features=4, num_blocks=1), PercentileNormalizer(), step=1
+    )
 
 
 def test_output_path_for_strips_known_suffixes(tmp_path):

@@ -58,10 +58,20 @@ def test_monai_bundle_run_inference_writes_exact_grid(tmp_path):
     aff = oblique_affine((1.0, 1.0, 3.0))
     nib.save(nib.Nifti1Image(smooth_volume((20, 16, 6)).astype(np.float32), aff), src)
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", str(BUNDLE / "configs" / "inference.json"),
-        "--bundle_root", str(BUNDLE), "--image", str(src), "--output_dir", str(tmp_path / "out"),
-        "--device", "cpu",
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(BUNDLE / "configs" / "inference.json"),
+        "--bundle_root",
+        str(BUNDLE),
+        "--image",
+        str(src),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

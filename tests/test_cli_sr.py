@@ -23,8 +23,9 @@ def bundle(tmp_path):
     """A copy of the default bundle's configs with a tiny network, so tests stay fast."""
     root = tmp_path / "tiny_bundle"
     shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
-    save_checkpoint(root / "models" / "model.pt", ResidualSR3D(features=4, num_blocks=1),
-                    PercentileNormalizer(), step=1)
+    save_checkpoint(
+        root / "models" / "model.pt", ResidualSR3D(features=4, num_blocks=1), PercentileNormalizer(), step=1
+    )
     return root
 
 
@@ -32,8 +33,9 @@ def bundle(tmp_path):
 def scan(tmp_path):
     path = tmp_path / "in" / "thick.nii.gz"
     path.parent.mkdir()
-    nib.save(nib.Nifti1Image(smooth_volume((16, 12, 5)).astype(np.float32), oblique_affine((1.0, 1.0, 2.0))),
-             path)
+    nib.save(
+        nib.Nifti1Image(smooth_volume((16, 12, 5)).astype(np.float32), oblique_affine((1.0, 1.0, 2.0))), path
+    )
     return path
 
 
@@ -49,8 +51,24 @@ def test_infer_default_output_in_cwd_isotropic_and_fov_kept(bundle, scan, tmp_pa
 
 def test_infer_spacing_keeps_an_axis_at_its_own_spacing(bundle, scan, tmp_path):
     dst = tmp_path / "o.nii.gz"
-    r = runner.invoke(app, ["infer", str(scan), "-o", str(dst), "--bundle", str(bundle), "--device", "cpu",
-                            "--spacing", "1", "1", "2", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "infer",
+            str(scan),
+            "-o",
+            str(dst),
+            "--bundle",
+            str(bundle),
+            "--device",
+            "cpu",
+            "--spacing",
+            "1",
+            "1",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert nib.load(dst).shape == (16, 12, 5)
 
@@ -62,8 +80,10 @@ def test_infer_bad_input_is_one_line_and_exit_2(bundle, tmp_path):
 
 
 def test_infer_refuses_spacing_and_scale_together(bundle, scan):
-    r = runner.invoke(app, ["infer", str(scan), "--bundle", str(bundle), "--spacing", "1", "1", "1",
-                            "--scale", "1", "1", "2"])
+    r = runner.invoke(
+        app,
+        ["infer", str(scan), "--bundle", str(bundle), "--spacing", "1", "1", "1", "--scale", "1", "1", "2"],
+    )
     assert r.exit_code == 2 and "mutually exclusive" in r.output
 
 
@@ -78,8 +98,23 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
     hr = tmp_path / "hr.nii.gz"
     nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).astype(np.float32), np.eye(4)), hr)
     out = tmp_path / "report"
-    r = runner.invoke(app, ["evaluate", str(hr), "--factor", "3", "--axis", "2", "--bundle", str(bundle),
-                            "--device", "cpu", "-o", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(hr),
+            "--factor",
+            "3",
+            "--axis",
+            "2",
+            "--bundle",
+            str(bundle),
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     methods = summary["scans"]["hr"]["methods"]

@@ -12,15 +12,6 @@ from volsr.networks import ResidualSR3D
 from volsr.transforms import SliceThickness
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine (10x faster on 2 busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def hr():
     """24 x 20 x 30 voxels of 1 mm, oblique."""

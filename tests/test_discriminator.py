@@ -6,15 +6,6 @@ from volsr.networks import NETWORKS, PatchDiscriminator3D
 from volsr.normalization import PercentileNormalizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine (10x faster on 2 busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize(
     "patch, layers, expected",
     [((32, 32, 32), 2, (6, 6, 6)), ((16, 16, 16), 2, (2, 2, 2)), ((24, 16, 32), 1, (10, 6, 14))],

@@ -29,15 +29,6 @@ SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
 TINY_D = {"name": "patch_discriminator", "arguments": {"channels": 4}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine (10x faster on 2 busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_generator(seed: int = 0) -> ResidualSR3D:
     """A 'trained' generator: its output layer is not the zero-initialised identity."""
     torch.manual_seed(seed)

@@ -27,7 +27,9 @@ def test_default_grid_is_isotropic_at_finest_spacing_and_keeps_fov(thick_image, 
 def test_identity_network_reproduces_cubic_spline_through_sliding_windows(thick_image, identity_net):
     # windows smaller than the volume, coarse axis moved and restored, intensities denormalised:
     # with an identity network all of that must give back exactly the spline up-sampling
-    out = super_resolve(thick_image, identity_net, scale=(1, 1, 4), roi=(12, 12, 12), overlap=0.25, device="cpu")
+    out = super_resolve(
+        thick_image, identity_net, scale=(1, 1, 4), roi=(12, 12, 12), overlap=0.25, device="cpu"
+    )
     cubic = resample(thick_image, scale=(1, 1, 4), mode="cubic")
     assert torch.allclose(out.as_tensor(), cubic.as_tensor(), atol=1e-3 * float(cubic.abs().max()))
     assert np.allclose(np.asarray(out.affine), np.asarray(cubic.affine))
@@ -60,3 +62,14 @@ def test_bad_scale_and_device_are_refused(thick_image, identity_net):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             super_resolve(thick_image, identity_net, device="cuda")
+
+
+def test_sheared_affine_is_carried_exactly_not_straightened(identity_net):
+    shear = oblique_affine((0.5, 0.5, 2.4))
+    shear[:3, 2] += 0.4 * shear[:3, 1]  # gantry tilt: the slice axis leans along y
+    img = make_image(smooth_volume((12, 12, 5)), shear)
+    out = super_resolve(img, identity_net, roi=(16, 16, 16), device="cpu")
+    from volsr.geometry import is_sheared
+
+    assert is_sheared(np.asarray(out.affine))
+    assert np.allclose(fov_corners(out.affine, out.shape[1:]), fov_corners(shear, img.shape[1:]))

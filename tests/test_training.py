@@ -49,9 +49,18 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
     assert [it["hr"] for it in list_volumes(data)] == [str(data / "v0.nii.gz"), str(data / "v1.nii.gz")]
     cfg = TrainConfig(
-        data=str(data), output_dir=str(tmp_path / "out"), steps=3, batch_size=2, patch_size=12, warmup=1,
+        data=str(data),
+        output_dir=str(tmp_path / "out"),
+        steps=3,
+        batch_size=2,
+        patch_size=12,
+        warmup=1,
         network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}},
-        val_data=[str(val)], val_every=3, checkpoint_every=1, device="cpu", progress=False,
+        val_data=[str(val)],
+        val_every=3,
+        checkpoint_every=1,
+        device="cpu",
+        progress=False,
         degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
     )
     best = train(cfg)

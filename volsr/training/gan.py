@@ -49,9 +49,14 @@ from torch import nn
 from volsr.checkpoint import build_network, load_checkpoint, network_name, save_checkpoint
 from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.normalization import PercentileNormalizer
-from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
-from volsr.training.trainer import TrainConfig, _log_validation, _loss_fn, _progress, _writer
-from volsr.training.validation import Validator
+from volsr.training.trainer import (
+    TrainConfig,
+    _log_validation,
+    _loss_fn,
+    _progress,
+    _writer,
+    training_data,
+)
 from volsr.transforms.validation import check_positive, check_probability, parse_choices
 
 __all__ = ["GanConfig", "GanParts", "gan_learning_rates", "gan_step", "train_gan", "ADVERSARIAL"]
@@ -342,16 +347,7 @@ def train_gan(
         step, best, start = state["step"], state.get("best", best), state.get("start")
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
 
-    items = list_volumes(cfg.data)
-    volumes = load_normalized([it["hr"] for it in items], normalizer, loader)
-    if degradation is None:
-        from volsr.transforms import build_degradation
-
-        degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
-    sampler = PatchPairSampler(
-        volumes, degradation, cfg.patch_size, zoom=tuple(cfg.zoom), seed=cfg.seed + step
-    )
-    validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
+    sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
     content_loss, adversarial_loss = _loss_fn(cfg), adversarial_loss_for(cfg)
     writer = _writer(cfg.log_dir)
     bar = _progress(cfg, step)

@@ -111,16 +111,7 @@ def train(
         step, best = state["step"], state.get("best", best)
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
 
-    items = list_volumes(cfg.data)
-    volumes = load_normalized([it["hr"] for it in items], normalizer, loader)
-    if degradation is None:
-        from volsr.transforms import build_degradation
-
-        degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
-    sampler = PatchPairSampler(
-        volumes, degradation, cfg.patch_size, zoom=tuple(cfg.zoom), seed=cfg.seed + step
-    )
-    validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
+    sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
     loss_fn = _loss_fn(cfg)
     writer = _writer(cfg.log_dir)
     bar = _progress(cfg, step)
@@ -177,6 +168,30 @@ def train(
     if not validator:
         save_checkpoint(out_dir / "model.pt", network, normalizer, step)
     return best
+
+
+def training_data(
+    cfg: TrainConfig,
+    normalizer: PercentileNormalizer,
+    step: int,
+    degradation: Callable[[dict], dict] | None,
+    loader: Callable[[str], torch.Tensor],
+) -> tuple[PatchPairSampler, Validator | None]:
+    """The patch sampler over ``cfg.data`` and the validator over ``cfg.val_data`` (shared with the GAN).
+
+    Seeds follow ``cfg.seed + step`` so a resumed run draws new patches rather than repeating.
+    """
+    items = list_volumes(cfg.data)
+    volumes = load_normalized([it["hr"] for it in items], normalizer, loader)
+    if degradation is None:
+        from volsr.transforms import build_degradation
+
+        degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
+    sampler = PatchPairSampler(
+        volumes, degradation, cfg.patch_size, zoom=tuple(cfg.zoom), seed=cfg.seed + step
+    )
+    validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
+    return sampler, validator
 
 
 def _log_validation(out_dir: Path, record: dict, writer, step: int) -> None:

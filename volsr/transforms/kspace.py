@@ -35,14 +35,15 @@ MONAI's ``GibbsNoise`` is a spherical mask on the same grid, not a per-axis redu
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.transforms import MapTransform, RandomizableTransform, Transform
+from monai.transforms import RandomizableTransform, Transform
 
 from volsr.geometry import scaled_grid
 from volsr.meta import affine_of, new_image
+from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.validation import check_probability, parse_axes, parse_choices, parse_range
 
 __all__ = [
@@ -365,7 +366,7 @@ class RandKSpaceTruncation(RandomizableTransform):
         )(img)
 
 
-class KSpaceTruncationd(MapTransform):
+class KSpaceTruncationd(ApplyToKeys):
     """Dictionary version of :class:`KSpaceTruncation`; the same truncation for every key."""
 
     backend = KSpaceTruncation.backend
@@ -383,14 +384,8 @@ class KSpaceTruncationd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = KSpaceTruncation(fraction, axes, window, partial_fourier, reduce_matrix)
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class RandKSpaceTruncationd(RandomizableTransform, MapTransform):
+class RandKSpaceTruncationd(RandApplyToKeys):
     """Dictionary version of :class:`RandKSpaceTruncation`: one draw shared by all keys."""
 
     backend = KSpaceTruncation.backend
@@ -407,19 +402,10 @@ class RandKSpaceTruncationd(RandomizableTransform, MapTransform):
         reduce_matrix: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, 1.0)
-        self.rand = RandKSpaceTruncation(
-            prob, fraction, axes, per_axis, windows, partial_fourier, reduce_matrix
+        super().__init__(
+            keys,
+            allow_missing_keys=allow_missing_keys,
+            rand=RandKSpaceTruncation(
+                prob, fraction, axes, per_axis, windows, partial_fourier, reduce_matrix
+            ),
         )
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.rand.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.rand.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.rand(d[key], randomize=False)
-        return d

@@ -20,12 +20,11 @@ seeded), which take ``sigma``; only the SNR-to-sigma step is added here.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.transforms import (
-    MapTransform,
     RandGaussianNoise,
     RandomizableTransform,
     RandRicianNoise,
@@ -34,6 +33,7 @@ from monai.transforms import (
 from monai.utils import MAX_SEED
 
 from volsr.meta import new_image
+from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.validation import check_positive, check_probability, parse_choices, parse_range
 
 __all__ = ["NOISE_KINDS", "foreground_mean", "Noise", "Noised", "RandNoise", "RandNoised"]
@@ -149,7 +149,7 @@ class RandNoise(RandomizableTransform):
         return Noise(p["snr"], p["kind"], p["seed"])(img)
 
 
-class Noised(MapTransform):
+class Noised(ApplyToKeys):
     """Dictionary version of :class:`Noise`; each key gets the same SNR, kind and seed."""
 
     backend = Noise.backend
@@ -160,14 +160,8 @@ class Noised(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = Noise(snr, kind, seed)
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class RandNoised(RandomizableTransform, MapTransform):
+class RandNoised(RandApplyToKeys):
     """Dictionary version of :class:`RandNoise`: one draw (SNR, kind, seed) shared by all keys.
 
     ``sigma`` follows each key's own foreground mean, so every key gets the drawn SNR.
@@ -183,17 +177,4 @@ class RandNoised(RandomizableTransform, MapTransform):
         kinds: str | Sequence[str] = NOISE_KINDS,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, 1.0)
-        self.rand = RandNoise(prob, snr, kinds)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.rand.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.rand.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.rand(d[key], randomize=False)
-        return d
+        super().__init__(keys, allow_missing_keys=allow_missing_keys, rand=RandNoise(prob, snr, kinds))

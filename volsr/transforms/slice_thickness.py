@@ -22,16 +22,17 @@ non-negative. Near the ends the profile is truncated and renormalised (no edge d
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.transforms import MapTransform, RandomizableTransform, Transform
+from monai.transforms import RandomizableTransform, Transform
 from scipy.special import ndtr
 
 from volsr.geometry import scaled_grid, voxel_spacing
 from volsr.interpolation import apply_along_axis
 from volsr.meta import affine_of, new_image
+from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.validation import (
     check_positive,
     check_probability,
@@ -220,7 +221,7 @@ class RandSliceThickness(RandomizableTransform):
         return SliceThickness(p["axis"], thickness, p["gap"] * thickness, p["profile"])(img)
 
 
-class SliceThicknessd(MapTransform):
+class SliceThicknessd(ApplyToKeys):
     """Dictionary version of :class:`SliceThickness`; the same slices for every key."""
 
     backend = SliceThickness.backend
@@ -237,14 +238,8 @@ class SliceThicknessd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = SliceThickness(axis, thickness, spacing, profile)
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class RandSliceThicknessd(RandomizableTransform, MapTransform):
+class RandSliceThicknessd(RandApplyToKeys):
     """Dictionary version of :class:`RandSliceThickness`: one draw shared by all keys."""
 
     backend = SliceThickness.backend
@@ -259,17 +254,8 @@ class RandSliceThicknessd(RandomizableTransform, MapTransform):
         gap: float | Sequence[float] = 1.0,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, 1.0)
-        self.rand = RandSliceThickness(prob, axes, factor, profiles, gap)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.rand.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.rand.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.rand(d[key], randomize=False)
-        return d
+        super().__init__(
+            keys,
+            allow_missing_keys=allow_missing_keys,
+            rand=RandSliceThickness(prob, axes, factor, profiles, gap),
+        )
