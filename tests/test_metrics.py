@@ -32,3 +32,15 @@ def test_compare_is_invariant_to_intensity_units():
     b = compare(pred * 7 + 3, ref * 7 + 3)  # scanner units change, scores must not
     assert math.isclose(a["psnr"], b["psnr"], rel_tol=1e-4)
     assert math.isclose(a["ssim"], b["ssim"], rel_tol=1e-4)
+
+
+def test_sharpness_ratio_is_one_for_reference_and_below_one_when_blurred():
+    from volsr.metrics import sharpness_ratio
+
+    g = torch.Generator().manual_seed(2)
+    ref = torch.rand(1, 20, 20, 20, generator=g)
+    mask = torch.ones(20, 20, 20, dtype=torch.bool)
+    assert math.isclose(sharpness_ratio(ref, ref, mask), 1.0, rel_tol=1e-6)
+    blurred = torch.nn.functional.avg_pool3d(ref[None], 3, stride=1, padding=1)[0]
+    assert sharpness_ratio(blurred, ref, mask) < 0.6
+    assert math.isclose(sharpness_ratio(2 * ref, ref, mask), 2.0, rel_tol=1e-6)  # gradients scale linearly

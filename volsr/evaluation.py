@@ -132,12 +132,12 @@ def _markdown(report: dict) -> str:
         "",
         f"Protocol: {report['protocol_name']}; reference {report['shape_hr']}, input {report['shape_lr']}.",
         "",
-        "| method | masked PSNR (dB) | masked SSIM | consistency error |",
-        "| --- | ---: | ---: | ---: |",
+        "| method | masked PSNR (dB) | masked SSIM | sharpness (SR/ref) | consistency error |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, s in report["methods"].items():
         c = "n/a" if s.get("consistency") is None else f"{s['consistency']:.4f}"
-        lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {c} |")
+        lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c} |")
     return "\n".join(lines) + "\n"
 
 
@@ -258,8 +258,9 @@ def summary_markdown(summary: dict) -> str:
     lines = [
         f"Protocol: {summary['protocol_name']}",
         "",
-        "| scan | method | masked PSNR (dB) | gain vs cubic (dB) | masked SSIM | consistency error |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| scan | method | masked PSNR (dB) | gain vs cubic (dB) | masked SSIM | sharpness (SR/ref) "
+        "| consistency error |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scan, entry in summary["scans"].items():
         methods = entry["methods"]
@@ -267,5 +268,6 @@ def summary_markdown(summary: dict) -> str:
         for name, s in methods.items():
             gain = "" if cubic is None else f"{s['psnr'] - cubic:+.2f}"
             c = "n/a" if s.get("consistency") is None else f"{s['consistency']:.4f}"
-            lines.append(f"| {scan} | {name} | {s['psnr']:.2f} | {gain} | {s['ssim']:.4f} | {c} |")
+            scores = f"{s['psnr']:.2f} | {gain} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c}"
+            lines.append(f"| {scan} | {name} | {scores} |")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from monai.metrics.regression import compute_ssim_and_cs
 
 from volsr.normalization import PercentileNormalizer
 
-__all__ = ["foreground_mask", "masked_psnr", "masked_ssim", "compare", "FOREGROUND_LEVEL"]
+__all__ = ["foreground_mask", "masked_psnr", "masked_ssim", "sharpness_ratio", "compare", "FOREGROUND_LEVEL"]
 
 FOREGROUND_LEVEL = 0.1
 SSIM_WINDOW = 7
@@ -55,8 +55,20 @@ def masked_ssim(pred: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, data_
     return float(values.mean()) if values.numel() else float("nan")
 
 
+def sharpness_ratio(pred: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean gradient magnitude of ``pred`` over that of ``ref`` inside ``mask``: 1 is as sharp as the
+    reference, below 1 smoother (spline, L1-trained CNN), above 1 over-sharpened or noisy."""
+    m = mask.reshape(pred.shape[-3:]).bool()
+
+    def mean_gradient(x: torch.Tensor) -> torch.Tensor:
+        g = torch.gradient(_plain(x))  # central differences along each axis, in voxels
+        return torch.sqrt(sum(gi**2 for gi in g))[m].mean()
+
+    return float(mean_gradient(pred) / mean_gradient(ref))
+
+
 def compare(pred: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Masked PSNR and SSIM of ``pred`` against ``reference`` (same grid, scanner units)."""
+    """Masked PSNR, SSIM and sharpness ratio of ``pred`` against ``reference`` (same grid, scanner units)."""
     if tuple(pred.shape[-3:]) != tuple(reference.shape[-3:]):
         raise ValueError(
             f"prediction {tuple(pred.shape)} and reference {tuple(reference.shape)} differ in shape"
@@ -66,4 +78,8 @@ def compare(pred: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     r = norm.normalize(_plain(reference), lo, hi)
     p = norm.normalize(_plain(pred), lo, hi)
     mask = foreground_mask(r)
-    return {"psnr": masked_psnr(p, r, mask), "ssim": masked_ssim(p, r, mask)}
+    return {
+        "psnr": masked_psnr(p, r, mask),
+        "ssim": masked_ssim(p, r, mask),
+        "sharpness": sharpness_ratio(p, r, mask),
+    }
