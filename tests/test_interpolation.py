@@ -98,7 +98,7 @@ def test_resample_array_only_touches_changed_axes():
     x = torch.arange(2 * 4 * 5 * 3, dtype=torch.float64).reshape(2, 4, 5, 3)
     out = resample_array(x, (4, 10, 3), mode="linear")
     assert out.shape == (2, 4, 10, 3)
-    expected = torch.einsum("oi,cxiz->cxoz", torch.as_tensor(axis_matrix(5, 10, "linear")), x)
+    expected = torch.einsum("oi,cxiz->cxoz", torch.tensor(axis_matrix(5, 10, "linear")), x)
     assert torch.allclose(out, expected)
 
 

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from volsr.checkpoint import load_checkpoint
-from volsr.inference import DEFAULT_OVERLAP, DEFAULT_ROI, resolve_device, super_resolve
+from volsr.devices import resolve_device
+from volsr.inference import super_resolve
 from volsr.normalization import PercentileNormalizer
 
 __all__ = ["SuperResolver", "find_bundle", "find_bundle_root", "DEFAULT_BUNDLE", "output_path_for"]
@@ -64,10 +65,11 @@ class SuperResolver:
     Args:
         network: the torch module (``sr.network``).
         normalizer: intensity normalisation stored with the weights.
-        roi: sliding-window size in output voxels (coarse axis last).
-        overlap: window overlap fraction.
+        roi: sliding-window size in output voxels (coarse axis last); default: fitted to each volume
+            (:func:`volsr.inference.plan_windows`).
+        overlap: window overlap fraction with an explicit ``roi``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        amp: float16 autocast on CUDA.
+        amp: float16 autocast on CUDA, bfloat16 on CPUs with native bf16.
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
             model (:func:`volsr.consistency.project_consistent`).
@@ -77,8 +79,8 @@ class SuperResolver:
         self,
         network: nn.Module,
         normalizer: PercentileNormalizer | None = None,
-        roi: Sequence[int] = DEFAULT_ROI,
-        overlap: float = DEFAULT_OVERLAP,
+        roi: Sequence[int] | None = None,
+        overlap: float | None = None,
         device: str | torch.device = "auto",
         amp: bool = True,
         progress: bool = False,
@@ -87,8 +89,8 @@ class SuperResolver:
         self.device = resolve_device(device)
         self.network = network.eval().to(self.device)
         self.normalizer = normalizer or PercentileNormalizer()
-        self.roi = tuple(int(r) for r in roi)
-        self.overlap = float(overlap)
+        self.roi = None if roi is None else tuple(int(r) for r in roi)
+        self.overlap = None if overlap is None else float(overlap)
         self.amp = amp
         self.progress = progress
         self.consistency = consistency

@@ -238,9 +238,15 @@ def infer(
         tuple[float, float, float] | None, typer.Option(help="Per-axis up-sampling factors (X Y Z).")
     ] = None,
     device: Device = "auto",
-    roi: Annotated[tuple[int, int, int] | None, typer.Option(help="Window size in output voxels.")] = None,
-    overlap: Annotated[float | None, typer.Option(help="Window overlap fraction.")] = None,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="float16 autocast on CUDA.")] = True,
+    roi: Annotated[
+        tuple[int, int, int] | None, typer.Option(help="Window size in output voxels [default: fitted].")
+    ] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Window overlap fraction, with --roi [default: 0.15].")
+    ] = None,
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="float16 on CUDA, bfloat16 on CPUs with native bf16.")
+    ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Project the output so re-degrading it gives the input.")
@@ -260,12 +266,11 @@ def infer(
     if spacing is not None and scale is not None:
         raise ValueError("--spacing and --scale are mutually exclusive; give one")
     from volsr.api import SuperResolver
-    from volsr.inference import DEFAULT_OVERLAP, DEFAULT_ROI
 
     sr = SuperResolver.from_bundle(
         bundle,
-        roi=roi or DEFAULT_ROI,
-        overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+        roi=roi,
+        overlap=overlap,
         device=device,
         amp=amp,
         progress=progress,

@@ -9,8 +9,8 @@ so memory is bounded by the window, not the volume) -> back to the input's orien
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,33 +19,59 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from volsr.consistency import project_consistent
+from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.geometry import scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
 from volsr.normalization import PercentileNormalizer
 from volsr.orientation import coarse_axis, from_canonical, to_canonical
 
-__all__ = ["super_resolve", "default_scale", "resolve_device", "DEFAULT_ROI", "DEFAULT_OVERLAP"]
+__all__ = [
+    "super_resolve",
+    "plan_windows",
+    "default_scale",
+    "resolve_device",
+    "DEFAULT_ROI",
+    "DEFAULT_OVERLAP",
+]
 
-# Windows from the receptive field, not habit: the base network sees 23 voxels, so an overlap of
-# 24 voxels (0.15 x 160) leaves every output voxel at least 11 voxels inside some window. Large
-# windows cut the recomputed fraction (a head MR fits in one window, as the whole-volume pass);
-# 160^3 is about 0.9 GiB of bf16 activations (1.5 GiB fp32), which keeps a 512x512x480 output under
-# 4 GB peak RSS. Measured (benchmarks/speed.py): 96^3 / 0.25 ran 2.9x the network's work of one pass on
-# a 191x256x151 output, 160^3 / 0.15 2.1x; PSNR unchanged (+0.001 dB). Networks with a larger
-# receptive field (preset "large": 39) want overlap >= 0.25.
+# Windows from the receptive field, not habit. By default the window is fitted to each volume: the
+# fewest, largest windows within a voxel budget (160^3: ~0.9 GiB of bf16 activations for the base
+# network, which keeps a 512x512x480 output under 4 GB peak RSS), overlapping by at least the
+# receptive field (23 voxels for the base network), so each output voxel is computed about once.
+# MONAI's fixed-roi tiling aligns windows to the volume edges and recomputed 2.1x the voxels of one
+# whole-volume pass on typical head volumes; the fitted plan does 1.0-1.4x (benchmarks/speed.py).
+WINDOW_BUDGET = 160**3
+DEFAULT_MARGIN = 24
+#: used with an explicit ``roi`` only
 DEFAULT_ROI = (160, 160, 160)
 DEFAULT_OVERLAP = 0.15
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
-    return dev
+def plan_windows(
+    shape: Sequence[int], budget: int = WINDOW_BUDGET, margin: int = DEFAULT_MARGIN
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The window size and per-axis overlap fractions that tile ``shape`` with the least work.
+
+    For ``k`` windows along an axis of ``n`` voxels, the window is ``ceil((n + (k-1) margin) / k)``,
+    so neighbours share at least ``margin`` voxels; among the window sizes within ``budget`` voxels
+    the plan with the fewest computed voxels wins. Overlaps are given to MONAI as fractions.
+    """
+    best: tuple[int, tuple[int, ...]] | None = None
+    for ks in itertools.product(*[range(1, max(1, math.ceil(n / margin)) + 1) for n in shape]):
+        roi = tuple(
+            n if k == 1 else math.ceil((n + (k - 1) * margin) / k) for n, k in zip(shape, ks, strict=True)
+        )
+        if math.prod(roi) <= budget:
+            work = math.prod(k * r for k, r in zip(ks, roi, strict=True))
+            if best is None or work < best[0]:
+                best = (work, roi)
+    if best is None:  # an axis too long for the budget even at margin-sized windows: fall back
+        roi = tuple(min(n, r) for n, r in zip(shape, DEFAULT_ROI, strict=True))
+        return roi, tuple(DEFAULT_OVERLAP for _ in shape)
+    roi = best[1]
+    overlap = tuple(0.0 if r >= n else (margin - 0.5) / r for n, r in zip(shape, roi, strict=True))
+    return roi, overlap
 
 
 def default_scale(affine: np.ndarray) -> tuple[float, float, float]:
@@ -67,18 +93,6 @@ def _target_scale(image: torch.Tensor, scale, spacing) -> tuple[float, ...]:
     return default_scale(affine)
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_has_native_bf16() -> bool:
-    """True when the CPU has bfloat16 dot products (AVX512-BF16 or AMX), where oneDNN's bf16 conv3d is
-    about twice as fast as fp32; elsewhere bf16 is emulated and no faster."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 class _Predictor(nn.Module):
     """The network as the inferer calls it.
 
@@ -95,22 +109,13 @@ class _Predictor(nn.Module):
             network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
         self.device = device
-        if amp and device.type == "cuda":
-            self.autocast: tuple[str, torch.dtype] | None = ("cuda", torch.float16)
-        elif amp and device.type == "cpu" and _cpu_has_native_bf16():
-            self.autocast = ("cpu", torch.bfloat16)
-        else:
-            self.autocast = None
-        self.amp = self.autocast is not None
+        self.amp = autocast_dtype(device, amp) is not None
+        self._amp_requested = amp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if self.autocast is None:
-            ctx = contextlib.nullcontext()
-        else:
-            ctx = torch.autocast(self.autocast[0], dtype=self.autocast[1])
-        with ctx:
+        with autocast(self.device, self._amp_requested):
             y = self.network(x)
         return y.float().contiguous()
 
@@ -122,8 +127,8 @@ def super_resolve(
     normalizer: PercentileNormalizer | None = None,
     scale: float | Sequence[float] | None = None,
     spacing: float | Sequence[float | None] | None = None,
-    roi: Sequence[int] = DEFAULT_ROI,
-    overlap: float = DEFAULT_OVERLAP,
+    roi: Sequence[int] | None = None,
+    overlap: float | None = None,
     device: str | torch.device = "auto",
     amp: bool = True,
     progress: bool = False,
@@ -139,8 +144,9 @@ def super_resolve(
         scale: per-axis up-sampling factors (non-integer allowed); or
         spacing: target voxel size in mm (``None`` on an axis keeps it). With neither, the output
             is isotropic at the finest input spacing.
-        roi: window size in output voxels, in the network's canonical order (coarse axis last).
-        overlap: window overlap fraction (gaussian blending).
+        roi: window size in output voxels, in the network's canonical order (coarse axis last);
+            default: fitted to the volume by :func:`plan_windows`.
+        overlap: window overlap fraction with an explicit ``roi`` (default 0.15); gaussian blending.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where windows run; the volume stays on the CPU.
         amp: float16 autocast on CUDA; bfloat16 autocast on a CPU with native bf16 (AVX512-BF16, AMX).
         progress: show a progress bar over windows.
@@ -167,7 +173,11 @@ def super_resolve(
 
     axis = coarse_axis(effective)
     x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last
-    roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
+    if roi is None:
+        roi, overlap = plan_windows(x.shape[2:])
+    else:
+        roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
+        overlap = DEFAULT_OVERLAP if overlap is None else overlap
     predictor = _Predictor(network.to(dev).eval(), dev, amp)
     y = sliding_window_inference(
         x,
@@ -180,8 +190,9 @@ def super_resolve(
         device=torch.device("cpu"),
         progress=progress,
     )
+    del x  # the spline volume: one full-size buffer less at the peak
     y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
     if consistency:  # the input grid is the low-resolution grid of the model: same field of view
         y = project_consistent(y, x_lr)
-    y = normalizer.denormalize(y, lo, hi)
-    return new_image(y.contiguous(), image, out_affine)
+    y = normalizer.denormalize_(y.contiguous(), lo, hi)
+    return new_image(y, image, out_affine)

@@ -43,6 +43,11 @@ class PercentileNormalizer:
     def denormalize(y: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         return y * (hi - lo) + lo
 
+    @staticmethod
+    def denormalize_(y: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        """In place: no second full-size buffer for a large output."""
+        return y.mul_(hi - lo).add_(lo)
+
     def to_dict(self) -> dict:
         return {"name": "percentile", **asdict(self)}
 

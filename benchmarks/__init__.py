@@ -1,0 +1,2 @@
+"""Benchmark scripts (``python benchmarks/quality.py``, ``python benchmarks/speed.py``), importable for
+tests."""

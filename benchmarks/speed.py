@@ -1,0 +1,615 @@
+"""Speed and memory benchmark: the network against the machine's own conv3d limit, in one process.
+
+On the same input, in one process (timings interleaved round by round, best of ``--reps``):
+
+(a) the machine's conv3d peak: a 32->32 3x3x3 convolution on a 1x32x64^3 tensor, fp32 and bf16
+    (fp16 on CUDA), channels-last-3d and not; GFLOP/s = 2 * 27 * 32 * 32 * voxels / s;
+(b) the bundle network's single forward pass over the whole pre-interpolated volume, as
+    :func:`volsr.inference.super_resolve` calls it (same layout and autocast): the ideal;
+(c) :func:`volsr.inference.super_resolve` end to end with its default settings (normalisation,
+    cubic B-spline, sliding windows, back to scanner units);
+(d) MONAI's ``sliding_window_inference`` with its defaults (roi 96^3, overlap 0.25, constant
+    blending) around the plain network on the same pre-interpolated input.
+
+Reported: output voxels/s, achieved GFLOP/s (``flops_per_voxel`` x output voxels / s: overlap
+recomputation counts as overhead) and its fraction of (a), (c)/(b) and (d)/(c). Then the peak
+resident memory of each case in its own subprocess (``VmHWM``) for a synthetic 512x512x120 input
+up-sampled x4 along the slice axis (output 512x512x480).
+
+Writes ``<out>/speed.json`` and the section between ``<!-- speed:begin -->`` and
+``<!-- speed:end -->`` of ``<out>.md``.
+
+    python benchmarks/speed.py                   # volsr_cnn3d, CPU (and CUDA when present)
+    python benchmarks/speed.py --quick --no-memory --out /tmp/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    from benchmarks.common import (
+        DATA,
+        ROOT,
+        command_line,
+        crop,
+        display_path,
+        hardware,
+        hardware_line,
+        load_volume,
+        now,
+        write_section,
+    )
+except ImportError:  # run as ``python benchmarks/speed.py``: this folder is on sys.path
+    from common import (
+        DATA,
+        ROOT,
+        command_line,
+        crop,
+        display_path,
+        hardware,
+        hardware_line,
+        load_volume,
+        now,
+        write_section,
+    )
+
+from volsr.inference import (
+    DEFAULT_OVERLAP,
+    DEFAULT_ROI,
+    _Predictor,
+    default_scale,
+    plan_windows,
+    super_resolve,
+)
+from volsr.interpolation import resample_array
+from volsr.meta import affine_of
+from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
+from volsr.normalization import PercentileNormalizer
+from volsr.orientation import coarse_axis, to_canonical
+
+PEAK_SHAPE = (1, 32, 64, 64, 64)
+INPUT = DATA / "lowres" / "chris_PD.nii.gz"
+QUICK_CROP = (64, 64, 24)  # the full scan otherwise: 191x256x54 -> 191x256x151
+MONAI_ROI, MONAI_OVERLAP = (96, 96, 96), 0.25
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def interleaved(cases: dict[str, Callable[[], object]], device: torch.device, reps: int) -> dict[str, list]:
+    """Seconds of each case, ``reps`` rounds, the cases taking turns (so background load hits all)."""
+    times: dict[str, list] = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            times[name].append(timed(fn, device))
+            print(f"  {name}: {times[name][-1]:.2f} s", flush=True)
+    return times
+
+
+# ------------------------------------------------------------------------------------ (a) conv3d peak
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+PEAK_SAMPLE_S = (
+    0.5  # one timing sample repeats the convolution for about this long (short samples flatter it)
+)
+
+
+def _conv_case(
+    device: torch.device, dtype: torch.dtype, channels_last: bool, shape: Sequence[int], calls: int = 1
+) -> Callable[[], object]:
+    conv = torch.nn.Conv3d(shape[1], shape[1], 3, padding=1).to(device).eval()
+    x = torch.randn(*shape, device=device)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+
+    def run() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            for _ in range(calls):
+                conv(x)
+
+    return run
+
+
+def conv3d_peak(device: torch.device, shape: Sequence[int] = PEAK_SHAPE, reps: int = 5) -> dict:
+    """GFLOP/s of a C->C 3x3x3 convolution (padding 1), every dtype and layout; best after warm-up.
+
+    Each sample repeats the call for about ``PEAK_SAMPLE_S`` seconds, so that the best sample of a
+    short kernel is not a lucky gap in background load that the longer network runs never get."""
+    flops = 2 * 27 * shape[1] ** 2 * math.prod(shape[2:])
+    dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
+    results = []
+    for dtype in dtypes:
+        for channels_last in (False, True):
+            try:
+                one = timed(_conv_case(device, dtype, channels_last, shape), device)  # warm-up, estimate
+                calls = max(1, round(PEAK_SAMPLE_S / one))
+                run = _conv_case(device, dtype, channels_last, shape, calls)
+                best = min(timed(run, device) for _ in range(reps)) / calls
+            except RuntimeError as e:  # dtype not supported here
+                print(f"  conv3d {dtype} unsupported: {e}")
+                continue
+            rec = {
+                "dtype": str(dtype).removeprefix("torch."),
+                "channels_last": channels_last,
+                "calls_per_sample": calls,
+                "seconds": best,
+                "gflops": flops / best / 1e9,
+            }
+            results.append(rec)
+            print(
+                f"  conv3d {rec['dtype']:>8} channels_last={channels_last!s:<5} {rec['gflops']:7.1f} GFLOP/s"
+            )
+    best = max(results, key=lambda r: r["gflops"])
+    by_dtype = {}
+    for r in results:
+        if r["gflops"] > by_dtype.get(r["dtype"], {}).get("gflops", 0):
+            by_dtype[r["dtype"]] = r
+    return {"shape": list(shape), "runs": results, "best": best, "best_by_dtype": by_dtype}
+
+
+# ------------------------------------------------------------------------------------------ the model
+def load_model(
+    bundle: str | None, checkpoint: Path | None
+) -> tuple[torch.nn.Module, PercentileNormalizer, str]:
+    """The bundle's network; else the checkpoint's; else an untrained ``base`` (same cost)."""
+    from volsr.api import find_bundle
+    from volsr.checkpoint import load_checkpoint
+
+    if checkpoint is not None:
+        net, norm, ckpt = load_checkpoint(checkpoint)
+        return net, norm, f"checkpoint {checkpoint} (step {ckpt.get('step')})"
+    if bundle:
+        try:
+            root = find_bundle(bundle)
+        except FileNotFoundError:
+            print(
+                f"bundle {bundle} has no models/model.pt: timing an untrained ResidualSR3D 'base' (same cost)"
+            )
+        else:
+            net, norm, ckpt = load_checkpoint(root / "models" / "model.pt")
+            return net, norm, f"bundle {bundle} (step {ckpt.get('step')})"
+    return ResidualSR3D.from_preset("base").eval(), PercentileNormalizer(), "untrained ResidualSR3D 'base'"
+
+
+def prepare(image: torch.Tensor, normalizer: PercentileNormalizer, scale=None) -> tuple[torch.Tensor, tuple]:
+    """What super_resolve hands its inferer: normalised, cubic onto the output grid, coarse axis last."""
+    from volsr.geometry import scaled_grid
+
+    target = default_scale(affine_of(image)) if scale is None else tuple(scale)
+    _, out_shape = scaled_grid(affine_of(image), image.shape[1:], target)
+    data = image.as_tensor() if hasattr(image, "as_tensor") else image
+    lo, hi = normalizer.fit(data)
+    x = resample_array(normalizer.normalize(data.float(), lo, hi), out_shape, "cubic")
+    axis = coarse_axis([n / m for n, m in zip(out_shape, image.shape[1:], strict=True)])
+    return to_canonical(x[None], axis).contiguous(), target
+
+
+def window_count(
+    shape: Sequence[int], roi: Sequence[int], overlap: float | Sequence[float], pad: bool = False
+) -> tuple[int, float]:
+    """MONAI's number of windows on ``shape`` and the network's work relative to one pass (window voxels /
+    voxels). ``super_resolve`` clips the roi to the volume; MONAI alone (``pad=True``) pads the volume."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    roi = [int(r) if pad else min(int(r), int(n)) for r, n in zip(roi, shape, strict=True)]
+    padded = [max(int(n), r) for n, r in zip(shape, roi, strict=True)]
+    overlaps = [overlap] * len(shape) if isinstance(overlap, (int, float)) else list(overlap)
+    interval = _get_scan_interval(padded, roi, len(shape), overlaps)
+    n = len(dense_patch_slices(padded, roi, interval))
+    return n, n * math.prod(roi) / math.prod(shape)
+
+
+def monai_default(network: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    from monai.inferers import sliding_window_inference
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            x,
+            MONAI_ROI,
+            1,
+            network,
+            overlap=MONAI_OVERLAP,
+            mode="constant",
+            sw_device=device,
+            device=torch.device("cpu"),
+        )
+
+    return run
+
+
+def cases(image, x, network, normalizer, device, amp: bool = True) -> dict[str, Callable[[], object]]:
+    plain = copy.deepcopy(network).to(
+        memory_format=torch.contiguous_format
+    )  # (d): as loaded, not as _Predictor leaves it
+    predictor = _Predictor(network, device, amp)
+    x_dev = x.to(device)
+    return {
+        "b_whole_forward": lambda: predictor(x_dev).cpu(),
+        "c_super_resolve": lambda: super_resolve(image, network, normalizer, device=device, amp=amp),
+        "d_monai_default": lambda: monai_default(plain, device)(x),
+    }
+
+
+def peak_case(device: torch.device, best: dict, shape: Sequence[int] = PEAK_SHAPE) -> Callable[[], object]:
+    """The best (a) configuration as one more case of the interleaved rounds (same calls per sample)."""
+    dtype = getattr(torch, best["dtype"])
+    return _conv_case(device, dtype, best["channels_last"], shape, best["calls_per_sample"])
+
+
+@torch.no_grad()
+def speed(image, network, normalizer, device: torch.device, reps: int, peak: dict) -> dict:
+    network = network.to(device).eval()
+    x, target = prepare(image, normalizer)
+    voxels = math.prod(x.shape[2:])
+    fpv = flops_per_voxel(copy.deepcopy(network).cpu())  # counts on CPU: its probe tensor is a CPU one
+    print(
+        f"{device}: input {list(image.shape[1:])} -> output {list(x.shape[2:])} (canonical), "
+        f"{voxels / 1e6:.2f} M voxels, {fpv / 1e3:.0f} kFLOP/voxel"
+    )
+    width = int(getattr(getattr(network, "config", None), "features", PEAK_SHAPE[1]))
+    width_shape = (1, width, *PEAK_SHAPE[2:])
+    todo = {
+        "a_conv3d_peak": peak_case(device, peak["best"]),
+        "a_conv3d_width": peak_case(device, peak["best"], width_shape),
+        **cases(image, x, network, normalizer, device),
+    }
+    times = interleaved(todo, device, reps)
+    peak_flops = 2 * 27 * PEAK_SHAPE[1] ** 2 * math.prod(PEAK_SHAPE[2:])
+    calls = peak["best"]["calls_per_sample"]
+    peak["interleaved_gflops"] = calls * peak_flops / min(times.pop("a_conv3d_peak")) / 1e9
+    width_flops = 2 * 27 * width**2 * math.prod(PEAK_SHAPE[2:])
+    peak["network_width"] = {
+        "channels": width,
+        "gflops": calls * width_flops / min(times.pop("a_conv3d_width")) / 1e9,
+    }
+    peak_best = max(peak["best"]["gflops"], peak["interleaved_gflops"])
+    peak["reference_gflops"] = peak_best
+    out = {}
+    for name, ts in times.items():
+        best = min(ts)
+        gflops = fpv * voxels / best / 1e9
+        out[name] = {
+            "seconds": ts,
+            "best_s": best,
+            "median_s": statistics.median(ts),
+            "voxels_per_s": voxels / best,
+            "gflops": gflops,
+            "fraction_of_peak": gflops / peak_best,
+        }
+    roi, overlaps = plan_windows(x.shape[2:])  # what super_resolve does by default
+    n_c, frac_c = window_count(x.shape[2:], roi, overlaps)
+    n_d, frac_d = window_count(x.shape[2:], MONAI_ROI, MONAI_OVERLAP, pad=True)
+    fixed_roi = tuple(min(r, n) for r, n in zip(DEFAULT_ROI, x.shape[2:], strict=True))
+    n_f, frac_f = window_count(x.shape[2:], fixed_roi, DEFAULT_OVERLAP)
+    b, c, d = (out[k]["best_s"] for k in ("b_whole_forward", "c_super_resolve", "d_monai_default"))
+    return {
+        "device": str(device),
+        "input_shape": list(image.shape[1:]),
+        "output_shape_canonical": list(x.shape[2:]),
+        "scale": [round(float(s), 4) for s in target],
+        "output_voxels": voxels,
+        "flops_per_voxel": fpv,
+        "cases": out,
+        "windows": {
+            "c": {
+                "roi": list(roi),
+                "overlap": [round(o, 4) for o in overlaps],
+                "count": n_c,
+                "recomputed": frac_c,
+            },
+            "d": {"roi": list(MONAI_ROI), "overlap": MONAI_OVERLAP, "count": n_d, "recomputed": frac_d},
+            "fixed_160": {
+                "roi": list(fixed_roi),
+                "overlap": DEFAULT_OVERLAP,
+                "count": n_f,
+                "recomputed": frac_f,
+            },
+        },
+        "ratio_c_over_b": c / b,
+        "ratio_d_over_c": d / c,
+        "ratio_c_over_b_median": out["c_super_resolve"]["median_s"] / out["b_whole_forward"]["median_s"],
+        "ratio_d_over_c_median": out["d_monai_default"]["median_s"] / out["c_super_resolve"]["median_s"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def synthetic_scan(shape: Sequence[int], scale: Sequence[float]) -> torch.Tensor:
+    """A smooth-ish random float32 scan whose voxels are ``scale`` times longer along the coarse axis."""
+    from monai.data import MetaTensor
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand((1, *shape), generator=g, dtype=torch.float32) * 1000
+    spacing = [0.5 * s for s in scale]
+    return MetaTensor(data, affine=torch.as_tensor(np.diag([*spacing, 1.0]), dtype=torch.float64))
+
+
+@torch.no_grad()
+def memory_case(case: str, shape: Sequence[int], scale: Sequence[float], bundle, checkpoint) -> dict:
+    """Run one case on a synthetic scan in this process; peak resident memory from /proc/self/status."""
+    network, normalizer, _ = load_model(bundle, checkpoint)
+    device = torch.device("cpu")
+    image = synthetic_scan(shape, scale)
+    before = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    if case == "c_super_resolve":
+        y = super_resolve(image, network, normalizer, scale=scale, device=device)
+    elif case == "d_monai_default":
+        x, _ = prepare(image, normalizer, scale)
+        y = monai_default(network, device)(x)
+    elif case == "b_whole_forward":
+        x, _ = prepare(image, normalizer, scale)
+        y = _Predictor(network, device, True)(x)
+    else:
+        raise ValueError(f"unknown memory case {case!r}")
+    seconds = time.perf_counter() - t0
+    hwm = _status_kib("VmHWM")
+    return {
+        "case": case,
+        "output_shape": list(y.shape[-3:]),
+        "seconds": seconds,
+        "rss_before_gib": before / 2**20 if before else None,
+        "peak_rss_gib": hwm / 2**20 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def memory(cases_: Sequence[str], shape, scale, bundle, checkpoint, timeout: float) -> dict:
+    """Each case in its own subprocess (so peaks do not mix); VmHWM from the child, ru_maxrss checked."""
+    out = {}
+    for case in cases_:
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--memory-case",
+            case,
+            "--memory-shape",
+            *map(str, shape),
+            "--memory-scale",
+            *map(str, scale),
+        ]
+        cmd += ["--bundle", bundle] if bundle else []
+        cmd += ["--checkpoint", str(checkpoint)] if checkpoint else []
+        print(f"memory: {case} on {list(shape)} x {list(scale)} ...", flush=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            out[case] = {"error": f"timed out after {timeout:.0f} s"}
+            continue
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY ")), None)
+        if proc.returncode != 0 or line is None:
+            out[case] = {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}"}
+        else:
+            out[case] = json.loads(line[len("MEMORY ") :])
+            # RUSAGE_CHILDREN's ru_maxrss is no check here: it keeps the forked copy of this (large)
+            # process from before exec; VmHWM is reset by exec
+        print(f"  {out[case]}", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- report
+def section(result: dict) -> str:
+    hw = result["hardware"]
+    lines = [
+        "## Speed and memory",
+        "",
+        f"`{result['command']}` on {result['date']}{' (quick)' if result['quick'] else ''}.",
+        f"Hardware: {hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
+        "(`volsr.inference.plan_windows`: budget 160^3 voxels, overlap >= 24 voxels).",
+        "",
+    ]
+    for dev, r in result["devices"].items():
+        peak = r["peak"]
+        pb = peak["best"]
+        ref = peak["reference_gflops"]
+        per_dtype = ", ".join(f"{k} {v['gflops']:.0f}" for k, v in peak["best_by_dtype"].items())
+        lines += [
+            f"### {dev}" + (f": {hw.get('gpu')}" if dev == "cuda" else ""),
+            "",
+            f"(a) conv3d peak (32->32, 3x3x3, {'x'.join(map(str, peak['shape']))}): **{ref:.0f} GFLOP/s** "
+            f"({pb['dtype']}, channels-last {pb['channels_last']}; best of the sweep and of the same "
+            f"convolution timed between the cases: {pb['gflops']:.0f} / {peak['interleaved_gflops']:.0f}); "
+            f'sweep\'s best per dtype: {per_dtype} GFLOP/s. "of peak" below is against {ref:.0f}. '
+            f"The same convolution at the network's width ({peak['network_width']['channels']}->"
+            f"{peak['network_width']['channels']}) runs at {peak['network_width']['gflops']:.0f} GFLOP/s "
+            f"({100 * peak['network_width']['gflops'] / ref:.0f} % of peak): the network cannot beat that.",
+            "",
+            f"Input: {r['input']} {r['input_shape']} -> output {r['output_shape_canonical']} "
+            f"(coarse axis last, scale {r['scale']}), {r['output_voxels'] / 1e6:.2f} M voxels, "
+            f"{r['flops_per_voxel'] / 1e3:.0f} kFLOP/voxel.",
+            "",
+            "| case | best s | median s | output Mvoxel/s | GFLOP/s | of peak |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        names = {
+            "b_whole_forward": "(b) network, one pass over the whole volume",
+            "c_super_resolve": "(c) `super_resolve`, defaults, end to end",
+            "d_monai_default": "(d) MONAI `sliding_window_inference` defaults",
+        }
+        for k, c in r["cases"].items():
+            lines.append(
+                f"| {names[k]} | {c['best_s']:.2f} | {c['median_s']:.2f} | {c['voxels_per_s'] / 1e6:.3f} "
+                f"| {c['gflops']:.1f} | {100 * c['fraction_of_peak']:.0f} % |"
+            )
+        w = r["windows"]
+        lines += [
+            "",
+            f"(c)/(b) = **{r['ratio_c_over_b']:.2f}** (median {r['ratio_c_over_b_median']:.2f}); "
+            f"(d)/(c) = **{r['ratio_d_over_c']:.2f}** (median {r['ratio_d_over_c_median']:.2f}). "
+            f"Windows: (c) {w['c']['count']} of {w['c']['roi']} at overlap {w['c']['overlap']} "
+            f"({w['c']['recomputed']:.2f}x the voxels); (d) {w['d']['count']} of {w['d']['roi']} at "
+            f"overlap {w['d']['overlap']} ({w['d']['recomputed']:.2f}x). A fixed 160^3 roi at overlap 0.15 "
+            f"would do {w['fixed_160']['count']} windows, {w['fixed_160']['recomputed']:.2f}x.",
+            "",
+        ]
+    mem = result.get("memory")
+    if mem:
+        lines += [
+            f"Peak resident memory (VmHWM of a subprocess per case; synthetic {mem['shape']} float32 scan, "
+            f"x{mem['scale']} -> {mem['output_shape']}, CPU):",
+            "",
+            "| case | peak RSS (GiB) | RSS before (GiB) | seconds |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for k, m in mem["cases"].items():
+            if "error" in m:
+                lines.append(f"| {k} | {m['error']} | | |")
+            else:
+                lines.append(
+                    f"| {k} | {m['peak_rss_gib']:.2f} | {m['rss_before_gib']:.2f} | {m['seconds']:.0f} |"
+                )
+        if mem.get("note"):
+            lines += ["", mem["note"]]
+        lines.append("")
+    if result.get("note"):
+        lines += [result["note"], ""]
+    lines.append(f"Raw numbers: [{result['json']}]({result['json']}).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", default="volsr_cnn3d", help="bundle name or folder (models/model.pt)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="time this checkpoint instead")
+    parser.add_argument("--quick", action="store_true", help="a small crop, 2 rounds, no memory run")
+    parser.add_argument(
+        "--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, + cuda if present)"
+    )
+    parser.add_argument("--crop", type=int, nargs=3, default=None, help="centre crop of the input scan")
+    parser.add_argument("--reps", type=int, default=None, help="rounds of (b), (c), (d) (default 3; quick 2)")
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the 512x512x120 memory cases (default: on unless --quick)",
+    )
+    parser.add_argument(
+        "--memory-cases",
+        nargs="+",
+        default=["c_super_resolve"],
+        help="b_whole_forward, c_super_resolve, d_monai_default (b needs ~50 GB at 512^2x480)",
+    )
+    parser.add_argument("--memory-shape", type=int, nargs=3, default=[512, 512, 120])
+    parser.add_argument("--memory-scale", type=float, nargs=3, default=[1.0, 1.0, 4.0])
+    parser.add_argument("--memory-timeout", type=float, default=7200.0)
+    parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = parser.parse_args(argv)
+
+    if args.memory_case:  # child process of memory()
+        rec = memory_case(
+            args.memory_case, args.memory_shape, args.memory_scale, args.bundle, args.checkpoint
+        )
+        print("MEMORY " + json.dumps(rec), flush=True)
+        return None
+
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    reps = args.reps or (2 if args.quick else 3)
+    network, normalizer, weights = load_model(args.bundle, args.checkpoint)
+    image = load_volume(INPUT)
+    if args.crop or args.quick:
+        image = crop(image, tuple(args.crop or QUICK_CROP))
+    result = {
+        "command": command_line(),
+        "date": now(),
+        "quick": args.quick,
+        "hardware": hardware(),
+        "weights": weights,
+        "defaults": {"roi": "fitted (plan_windows)", "budget_voxels": 160**3, "margin_voxels": 24},
+        "devices": {},
+    }
+    for name in devices:
+        device = torch.device(name)
+        print(f"(a) conv3d peak on {device}", flush=True)
+        peak = conv3d_peak(device, reps=3 if args.quick else 5)
+        rec = speed(image, network, normalizer, device, reps, peak)
+        rec["peak"] = peak
+        rec["input"] = INPUT.name + (" centre crop" if args.crop or args.quick else "")
+        result["devices"][name] = rec
+        print(
+            f"{name}: (c)/(b) = {rec['ratio_c_over_b']:.2f}, (d)/(c) = {rec['ratio_d_over_c']:.2f}, "
+            f"(b) at {100 * rec['cases']['b_whole_forward']['fraction_of_peak']:.0f} % of peak",
+            flush=True,
+        )
+    if args.memory if args.memory is not None else not args.quick:
+        shape, scale = args.memory_shape, args.memory_scale
+        out_shape = [round(n * s) for n, s in zip(shape, scale, strict=True)]
+        width = int(getattr(getattr(network, "config", None), "features", 24))
+        n_out = math.prod(out_shape)
+        result["memory"] = {
+            "shape": shape,
+            "scale": scale,
+            "output_shape": out_shape,
+            "cases": memory(
+                args.memory_cases, shape, scale, args.bundle, args.checkpoint, args.memory_timeout
+            ),
+            "note": f"(b) one pass over the whole {'x'.join(map(str, out_shape))} volume holds about 5 "
+            f"activations of {width} channels x 4 bytes (fp32; 2 in bf16) x {n_out / 1e6:.0f} M voxels = "
+            f"{5 * width * 4 * n_out / 2**30:.0f} GiB ({5 * width * 2 * n_out / 2**30:.0f} GiB in bf16): "
+            "why inference tiles.",
+        }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "speed.json"
+    markdown = out.with_suffix(".md")
+    result["json"] = os.path.relpath(json_path, markdown.parent)
+    if (
+        os.cpu_count()
+        and result["hardware"]["load_average"]
+        and result["hardware"]["load_average"][0] > 0.5 * os.cpu_count()
+    ):
+        result["note"] = (
+            f"Note: the machine was busy at the start (load average "
+            f"{result['hardware']['load_average'][0]:.1f} on {os.cpu_count()} cores): absolute "
+            "timings are pessimistic; ratios come from interleaved rounds in one process."
+        )
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_section(markdown, "speed", section(result))
+    print(f"wrote {display_path(json_path)}, {display_path(markdown)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
