@@ -16,7 +16,6 @@ between ``<!-- quality:begin -->`` and ``<!-- quality:end -->`` of ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import time
@@ -99,25 +98,15 @@ def find_bundles(names: Sequence[str] = ("all",), root: Path = ROOT / "bundles")
     return {n: found[n] for n in names}
 
 
-def supports_consistency() -> bool:
-    from volsr.api import SuperResolver
-
-    return "consistency" in inspect.signature(SuperResolver.__init__).parameters
-
-
 def resolvers(bundles: Mapping[str, Path], checkpoints: Sequence[Path] = (), device: str = "cpu") -> dict:
-    """``{method name: SuperResolver}``: each bundle / checkpoint, plain and ``+consistency``."""
+    """``{method name: SuperResolver}`` for each bundle and checkpoint (``+dc`` variants are added by
+    ``evaluate(..., consistency=True)`` as a post-process of the same output)."""
     from volsr.api import SuperResolver
 
-    loaders: dict[str, tuple[Callable, Path]] = {
-        name: (SuperResolver.from_bundle, path) for name, path in bundles.items()
-    }
-    loaders.update({Path(c).name.split(".")[0]: (SuperResolver.from_checkpoint, c) for c in checkpoints})
-    out = {}
-    for name, (load, path) in loaders.items():
-        out[name] = load(path, device=device)
-        if supports_consistency():
-            out[f"{name}+consistency"] = load(path, device=device, consistency=True)
+    out = {name: SuperResolver.from_bundle(path, device=device) for name, path in bundles.items()}
+    out.update(
+        {Path(c).name.split(".")[0]: SuperResolver.from_checkpoint(c, device=device) for c in checkpoints}
+    )
     return out
 
 
@@ -146,7 +135,7 @@ def run(
     for vname, hr in volumes.items():
         for protocol in protocol_list:
             t0 = time.perf_counter()
-            report = evaluate(hr, protocol, resolver_map or {}, baselines=baseline_list)
+            report = evaluate(hr, protocol, resolver_map or {}, baselines=baseline_list, consistency=True)
             seconds = time.perf_counter() - t0
             ref = report["methods"].get("cubic", {}).get("psnr")
             for method, s in report["methods"].items():
@@ -258,7 +247,7 @@ def section(result: Mapping, png: Path | None, json_path: Path, markdown: Path) 
         "",
         "Masked PSNR (dB) / masked 3-D SSIM against the original (foreground of the reference, "
         "intensities on its 0.5-99.5 percentile scale; `volsr.metrics`). Degradations by "
-        "`volsr.evaluation.degrade`; best PSNR per row in bold. `+consistency` is the same network with "
+        "`volsr.evaluation.degrade`; best PSNR per row in bold. `+dc` is the same output after "
         "the boxcar thick-slice data-consistency projection (exact only for the thickness protocols).",
         f"Volumes: {', '.join(f'{k} {v}' for k, v in result['volumes'].items())}. Weights: "
         + (", ".join(f"{k} ({v})" for k, v in result["weights"].items()) or "none (baselines only)")
@@ -277,7 +266,7 @@ def section(result: Mapping, png: Path | None, json_path: Path, markdown: Path) 
 def weights_info(resolver_map: Mapping[str, object]) -> dict[str, str]:
     info = {}
     for name, sr in resolver_map.items():
-        if name.endswith("+consistency"):
+        if name.endswith("+dc"):
             continue
         meta = getattr(sr, "info", {})
         info[name] = f"step {meta.get('step', '?')}"

@@ -96,10 +96,14 @@ def evaluate(
     protocol: Mapping,
     resolvers: Mapping[str, object] | None = None,
     baselines: Sequence[str] = ("linear", "cubic"),
+    consistency: bool = False,
 ) -> dict:
     """Score baselines and resolvers on ``hr`` degraded by ``protocol``.
 
-    Returns ``{"protocol", "shape_hr", "shape_lr", "methods": {name: {"psnr", "ssim",
+    With ``consistency``, every resolver's output is also scored after the exact data-consistency
+    projection (method name suffixed ``+dc``).
+
+    Returns ``{"protocol", "shape_hr", "shape_lr", "methods": {name: {"psnr", "ssim", "sharpness",
     "consistency"}}, "images": {name: tensor}}`` (``images`` holds ``lr``, ``reference`` and every
     method's output, for montages; :func:`write_report` drops it from the JSON).
     """
@@ -109,6 +113,12 @@ def evaluate(
     outputs = {m: restore_baseline(lr, shape, m) for m in baselines}
     for name, sr in (resolvers or {}).items():
         outputs[name] = sr(lr, scale=scale)
+        if consistency:  # a post-process of the same output: no second network pass
+            from volsr.consistency import project_consistent
+            from volsr.meta import new_image
+
+            out = outputs[name]
+            outputs[f"{name}+dc"] = new_image(project_consistent(out.as_tensor(), lr.as_tensor()), out)
     methods = {}
     for name, out in outputs.items():
         scores = compare(out, hr)
@@ -232,16 +242,11 @@ def evaluate_files(
     from volsr.api import SuperResolver, find_bundle
     from volsr.io import load_image
 
-    resolvers: dict[str, object] = {}
-    for b in bundles:
-        root = find_bundle(b)
-        resolvers[root.name] = SuperResolver.from_bundle(root, device=device)
-        if consistency:
-            resolvers[root.name + "+dc"] = SuperResolver.from_bundle(root, device=device, consistency=True)
+    resolvers = {find_bundle(b).name: SuperResolver.from_bundle(b, device=device) for b in bundles}
     out = Path(out_dir)
     summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
     for p in paths:
-        report = evaluate(load_image(p), protocol, resolvers, baselines)
+        report = evaluate(load_image(p), protocol, resolvers, baselines, consistency=consistency)
         report["name"] = _stem(p)
         files = write_report(report, out, name=report["name"])
         summary["scans"][report["name"]] = {
