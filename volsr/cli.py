@@ -320,8 +320,9 @@ def train(
         parser["data"] = data
     if steps is not None:
         parser["steps"] = steps
-    best = parser.get_parsed_content("run")
-    typer.echo(f"done: {best}")
+    results = parser.get_parsed_content("run")  # the config's "run" list: [train(...)]
+    best = results[-1] if isinstance(results, list) else results
+    typer.echo(f"done; best validation: {best}")
 
 
 @app.command()
