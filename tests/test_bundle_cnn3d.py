@@ -36,7 +36,16 @@ def test_verify_net_in_out():
         n=8,
         any=8,
         device="cpu",
-    )
+    )  # raises on a channel or dtype mismatch with network_data_format
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    x = torch.rand(1, 1, 12, 10, 16)
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["network_data_format"]
+    y = net(x)
+    assert y.shape == x.shape and str(y.dtype).endswith(meta["outputs"]["pred"]["dtype"])
 
 
 def test_shipped_weights_are_trained_and_match_the_config():
