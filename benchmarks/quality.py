@@ -16,6 +16,7 @@ between ``<!-- quality:begin -->`` and ``<!-- quality:end -->`` of ``<out>.md``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import time
@@ -24,34 +25,10 @@ from pathlib import Path
 
 import torch
 
-try:
-    from benchmarks.common import (
-        DATA,
-        ROOT,
-        command_line,
-        crop,
-        display_path,
-        hardware,
-        hardware_line,
-        load_volume,
-        now,
-        write_section,
-    )
-except ImportError:  # run as ``python benchmarks/quality.py``: this folder is on sys.path
-    from common import (
-        DATA,
-        ROOT,
-        command_line,
-        crop,
-        display_path,
-        hardware,
-        hardware_line,
-        load_volume,
-        now,
-        write_section,
-    )
-
 from volsr.evaluation import evaluate, protocol_name
+
+# imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
+common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
 
 QUICK_CROP = (64, 64, 48)
 SUFFIXES = (".nii.gz", ".nii", ".mgz", ".nrrd", ".mha")
@@ -85,7 +62,7 @@ def protocols(quick: bool = False) -> list[dict]:
     return thick + kspace
 
 
-def find_bundles(names: Sequence[str] = ("all",), root: Path = ROOT / "bundles") -> dict[str, Path]:
+def find_bundles(names: Sequence[str] = ("all",), root: Path = common.ROOT / "bundles") -> dict[str, Path]:
     """``{name: bundle folder}`` for the bundles under ``root`` with ``models/model.pt``."""
     found = {p.parent.parent.name: p.parent.parent for p in sorted(root.glob("*/models/model.pt"))}
     if list(names) == ["none"]:
@@ -243,7 +220,7 @@ def section(result: Mapping, png: Path | None, json_path: Path, markdown: Path) 
         "",
         f"`{result['command']}` on {result['date']}"
         + (" (quick: cropped, 2 protocols)." if result["quick"] else "."),
-        f"Hardware: {hardware_line(hw)}. Total {result['seconds']:.0f} s.",
+        f"Hardware: {common.hardware_line(hw)}. Total {result['seconds']:.0f} s.",
         "",
         "Masked PSNR (dB) / masked 3-D SSIM against the original (foreground of the reference, "
         "intensities on its 0.5-99.5 percentile scale; `volsr.metrics`). Degradations by "
@@ -275,7 +252,9 @@ def weights_info(resolver_map: Mapping[str, object]) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA / "val", help="folder of high-resolution volumes")
+    parser.add_argument(
+        "--data", type=Path, default=common.DATA / "val", help="folder of high-resolution volumes"
+    )
     parser.add_argument(
         "--bundles", nargs="+", default=["all"], help="bundle names in bundles/, 'all' or 'none'"
     )
@@ -290,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "docs" / "benchmarks",
+        default=common.ROOT / "docs" / "benchmarks",
         help="folder for quality.json and psnr_gain.png; the section goes to <out>.md",
     )
     parser.add_argument("--device", default="cpu", help="where the networks run (cpu, cuda, auto)")
@@ -301,18 +280,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     paths = volume_paths(args.data)[:1] if args.quick else volume_paths(args.data)
     volumes = {}
     for p in paths:
-        v = load_volume(p)
-        volumes[volume_name(p)] = crop(v, QUICK_CROP) if args.quick else v
+        v = common.load_volume(p)
+        volumes[volume_name(p)] = common.crop(v, QUICK_CROP) if args.quick else v
     resolver_map = resolvers(find_bundles(args.bundles), args.checkpoint, args.device)
     if not resolver_map:
         print("no bundle with models/model.pt: scoring the baselines only")
     protocol_list = protocols(args.quick)
     rows = run(volumes, protocol_list, resolver_map)
     result = {
-        "command": command_line(),
-        "date": now(),
+        "command": common.command_line(),
+        "date": common.now(),
         "quick": args.quick,
-        "hardware": hardware(),
+        "hardware": common.hardware(),
         "volumes": {k: list(v.shape[1:]) for k, v in volumes.items()},
         "protocols": [protocol_name(p) for p in protocol_list],
         "methods": methods_of(rows),
@@ -326,11 +305,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     png = None if args.no_plot else plot_gain(rows, out / "psnr_gain.png")
     markdown = out.with_suffix(".md")
-    write_section(markdown, "quality", section(result, png, json_path, markdown))
+    common.write_section(markdown, "quality", section(result, png, json_path, markdown))
     print(markdown_table(rows))
     print(
-        f"wrote {display_path(json_path)}, {display_path(markdown)}"
-        + (f", {display_path(png)}" if png else "")
+        f"wrote {common.display_path(json_path)}, {common.display_path(markdown)}"
+        + (f", {common.display_path(png)}" if png else "")
     )
     return result
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import math
 import os
@@ -40,33 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-try:
-    from benchmarks.common import (
-        DATA,
-        ROOT,
-        command_line,
-        crop,
-        display_path,
-        hardware,
-        hardware_line,
-        load_volume,
-        now,
-        write_section,
-    )
-except ImportError:  # run as ``python benchmarks/speed.py``: this folder is on sys.path
-    from common import (
-        DATA,
-        ROOT,
-        command_line,
-        crop,
-        display_path,
-        hardware,
-        hardware_line,
-        load_volume,
-        now,
-        write_section,
-    )
 
 from volsr.inference import (
     DEFAULT_OVERLAP,
@@ -82,8 +56,11 @@ from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
 from volsr.normalization import PercentileNormalizer
 from volsr.orientation import coarse_axis, to_canonical
 
+# imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
+common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
+
 PEAK_SHAPE = (1, 32, 64, 64, 64)
-INPUT = DATA / "lowres" / "chris_PD.nii.gz"
+INPUT = common.DATA / "lowres" / "chris_PD.nii.gz"
 QUICK_CROP = (64, 64, 24)  # the full scan otherwise: 191x256x54 -> 191x256x151
 MONAI_ROI, MONAI_OVERLAP = (96, 96, 96), 0.25
 
@@ -414,7 +391,7 @@ def memory(cases_: Sequence[str], shape, scale, bundle, checkpoint, timeout: flo
         cmd += ["--checkpoint", str(checkpoint)] if checkpoint else []
         print(f"memory: {case} on {list(shape)} x {list(scale)} ...", flush=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=common.ROOT)
         except subprocess.TimeoutExpired:
             out[case] = {"error": f"timed out after {timeout:.0f} s"}
             continue
@@ -436,7 +413,7 @@ def section(result: dict) -> str:
         "## Speed and memory",
         "",
         f"`{result['command']}` on {result['date']}{' (quick)' if result['quick'] else ''}.",
-        f"Hardware: {hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
+        f"Hardware: {common.hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
         "(`volsr.inference.plan_windows`: budget 160^3 voxels, overlap >= 24 voxels).",
         "",
     ]
@@ -535,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     parser.add_argument("--memory-scale", type=float, nargs=3, default=[1.0, 1.0, 4.0])
     parser.add_argument("--memory-timeout", type=float, default=7200.0)
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
 
     if args.memory_case:  # child process of memory()
@@ -548,14 +525,14 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     reps = args.reps or (2 if args.quick else 3)
     network, normalizer, weights = load_model(args.bundle, args.checkpoint)
-    image = load_volume(INPUT)
+    image = common.load_volume(INPUT)
     if args.crop or args.quick:
-        image = crop(image, tuple(args.crop or QUICK_CROP))
+        image = common.crop(image, tuple(args.crop or QUICK_CROP))
     result = {
-        "command": command_line(),
-        "date": now(),
+        "command": common.command_line(),
+        "date": common.now(),
         "quick": args.quick,
-        "hardware": hardware(),
+        "hardware": common.hardware(),
         "weights": weights,
         "defaults": {"roi": "fitted (plan_windows)", "budget_voxels": 160**3, "margin_voxels": 24},
         "devices": {},
@@ -606,8 +583,8 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
             "timings are pessimistic; ratios come from interleaved rounds in one process."
         )
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    write_section(markdown, "speed", section(result))
-    print(f"wrote {display_path(json_path)}, {display_path(markdown)}")
+    common.write_section(markdown, "speed", section(result))
+    print(f"wrote {common.display_path(json_path)}, {common.display_path(markdown)}")
     return result
 
 
