@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from volsr.evaluation import evaluate, protocol_name
+from volsr.io import VOLUME_SUFFIXES, scan_stem
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
 
 QUICK_CROP = (64, 64, 48)
-SUFFIXES = (".nii.gz", ".nii", ".mgz", ".nrrd", ".mha")
 
 
 def kspace_available() -> bool:
@@ -81,21 +81,19 @@ def resolvers(bundles: Mapping[str, Path], checkpoints: Sequence[Path] = (), dev
     from volsr.api import SuperResolver
 
     out = {name: SuperResolver.from_bundle(path, device=device) for name, path in bundles.items()}
-    out.update(
-        {Path(c).name.split(".")[0]: SuperResolver.from_checkpoint(c, device=device) for c in checkpoints}
-    )
+    out.update({scan_stem(c): SuperResolver.from_checkpoint(c, device=device) for c in checkpoints})
     return out
 
 
 def volume_paths(data: Path) -> list[Path]:
-    paths = sorted(p for p in Path(data).iterdir() if p.name.endswith(SUFFIXES))
+    paths = sorted(p for p in Path(data).iterdir() if p.name.endswith(VOLUME_SUFFIXES))
     if not paths:
         raise SystemExit(f"no volumes in {data}")
     return paths
 
 
 def volume_name(path: Path) -> str:
-    return next((path.name[: -len(s)] for s in SUFFIXES if path.name.endswith(s)), path.name)
+    return scan_stem(path)
 
 
 def run(

@@ -24,7 +24,6 @@ from volsr.normalization import PercentileNormalizer
 __all__ = ["SuperResolver", "find_bundle", "find_bundle_root", "DEFAULT_BUNDLE", "output_path_for"]
 
 DEFAULT_BUNDLE = "volsr_cnn3d"
-_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def bundle_search_path() -> list[Path]:
@@ -53,10 +52,9 @@ def find_bundle(bundle: str | Path) -> Path:
 
 def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: str = "_sr") -> Path:
     """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder)."""
-    src = Path(src)
-    name = src.name.rstrip("/")
-    stem = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s)), name)
-    return Path(out_dir or Path.cwd()) / f"{stem}{suffix}.nii.gz"
+    from volsr.io import scan_stem
+
+    return Path(out_dir or Path.cwd()) / f"{scan_stem(src)}{suffix}.nii.gz"
 
 
 class SuperResolver:

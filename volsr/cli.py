@@ -181,14 +181,14 @@ def degrade(
     image = load_image(scan, series_uid=series, volume=volume)
     out = check_output(output, image, dtype, overwrite)
     if kspace is None:
-        from volsr.transforms.slice_thickness import SliceThickness
+        from volsr.transforms.slice_thickness import SliceThickness, thickness_for_factor
         from volsr.transforms.validation import check_positive, parse_axes
 
         if axis is None:
             raise ValueError("--axis is required with --thickness/--factor")
         axis = parse_axes(axis, "--axis")[0]
         if thickness is None:
-            thickness = check_positive(factor, "--factor") * float(voxel_spacing(image.affine)[axis])
+            thickness = thickness_for_factor(image, axis, check_positive(factor, "--factor"))
         spacing = (
             None if spacing_factor is None else check_positive(spacing_factor, "--spacing-factor") * thickness
         )

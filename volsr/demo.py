@@ -22,7 +22,7 @@ def run_demo(
     from volsr.evaluation import save_montage
     from volsr.geometry import voxel_spacing
     from volsr.interpolation import resample
-    from volsr.io import load_image
+    from volsr.io import load_image, scan_stem
     from volsr.orientation import coarse_axis
 
     src = sample_scan()
@@ -41,7 +41,7 @@ def run_demo(
     }
     png = save_montage(
         images,
-        out_dir / (dst.name.split(".")[0] + ".png"),
+        out_dir / (scan_stem(dst) + ".png"),
         axis,
         f"{src.name}: {_mm(voxel_spacing(image.affine))} -> {_mm(voxel_spacing(result.affine))}",
     )

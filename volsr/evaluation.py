@@ -18,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volsr.geometry import voxel_spacing
 from volsr.interpolation import INTERPOLATION_ORDERS, resample
-from volsr.meta import affine_of
 from volsr.metrics import compare
 
 __all__ = [
@@ -50,14 +48,13 @@ def degrade(hr: torch.Tensor, protocol: Mapping) -> torch.Tensor:
     """The low-resolution image of ``hr`` under ``protocol`` (on its own, smaller grid)."""
     kind = protocol.get("kind", "thickness")
     if kind == "thickness":
-        from volsr.transforms import SliceThickness
+        from volsr.transforms.slice_thickness import SliceThickness, thickness_for_factor
 
         axis = int(protocol.get("axis", 2))
-        d = float(voxel_spacing(affine_of(hr))[axis])
         if "thickness" in protocol:
             thickness = float(protocol["thickness"])
         else:
-            thickness = float(protocol.get("factor", 4.0)) * d
+            thickness = thickness_for_factor(hr, axis, float(protocol.get("factor", 4.0)))
         return SliceThickness(axis, thickness, profile=protocol.get("profile", "boxcar"))(hr)
     if kind == "kspace":
         from volsr.transforms import KSpaceTruncation
@@ -220,11 +217,6 @@ def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> d
     return paths
 
 
-def _stem(path: str | Path) -> str:
-    name = Path(path).name
-    return name.split(".")[0] if name else str(path)
-
-
 def evaluate_files(
     paths: Sequence[str | Path],
     protocol: Mapping,
@@ -240,14 +232,14 @@ def evaluate_files(
     (method name suffixed ``+dc``). Returns the summary dict.
     """
     from volsr.api import SuperResolver, find_bundle
-    from volsr.io import load_image
+    from volsr.io import load_image, scan_stem
 
     resolvers = {find_bundle(b).name: SuperResolver.from_bundle(b, device=device) for b in bundles}
     out = Path(out_dir)
     summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
     for p in paths:
         report = evaluate(load_image(p), protocol, resolvers, baselines, consistency=consistency)
-        report["name"] = _stem(p)
+        report["name"] = scan_stem(p)
         files = write_report(report, out, name=report["name"])
         summary["scans"][report["name"]] = {
             "methods": report["methods"],

@@ -32,7 +32,7 @@ from volsr.errors import VolsrInputError
 from volsr.geometry import is_sheared, voxel_spacing
 from volsr.meta import affine_of
 
-__all__ = ["FORMATS", "load_image", "save_image", "check_output", "describe"]
+__all__ = ["FORMATS", "VOLUME_SUFFIXES", "scan_stem", "load_image", "save_image", "check_output", "describe"]
 
 #: file name endings read by :func:`load_image` (a folder is read as a DICOM series)
 FORMATS = {
@@ -46,9 +46,17 @@ FORMATS = {
     ".mhd": "metaimage",
     ".dcm": "dicom",
 }
+#: endings of single-file volumes (a lone .dcm is one slice, not a volume)
+VOLUME_SUFFIXES = tuple(e for e, fmt in FORMATS.items() if fmt != "dicom")
 _NIFTI_OUT = (".nii.gz", ".nii")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+
+
+def scan_stem(path: str | os.PathLike) -> str:
+    """The name of a scan without its image ending: ``a/T2w.nii.gz`` -> ``T2w``, ``series/`` -> ``series``."""
+    name = Path(path).name
+    return next((name[: -len(e)] for e in FORMATS if name.lower().endswith(e)), name)
 
 
 def _ending(path: Path, endings) -> str | None:

@@ -20,18 +20,17 @@ from monai.data import MetaTensor
 
 from volsr.geometry import index_map
 from volsr.interpolation import apply_along_axis, resample_array
+from volsr.io import VOLUME_SUFFIXES
 from volsr.meta import affine_of
 from volsr.normalization import PercentileNormalizer
 from volsr.orientation import coarse_axis, to_canonical
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
-__all__ = ["list_volumes", "PatchPairSampler", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
+__all__ = ["list_volumes", "PatchPairSampler"]
 
 
 def _is_image(p: Path) -> bool:
-    return p.is_file() and any(p.name.endswith(s) for s in IMAGE_SUFFIXES)
+    return p.is_file() and any(p.name.endswith(s) for s in VOLUME_SUFFIXES)
 
 
 def list_volumes(source: str | Path | Sequence[str | Path], key: str = "training") -> list[dict]:
@@ -63,7 +62,7 @@ def list_volumes(source: str | Path | Sequence[str | Path], key: str = "training
     else:
         raise ValueError(f"{src}: not a folder, an image or a datalist JSON")
     if not items:
-        raise ValueError(f"{src}: no training volumes found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{src}: no training volumes found (looked for {', '.join(VOLUME_SUFFIXES)})")
     return items
 
 

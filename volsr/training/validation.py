@@ -9,7 +9,6 @@ is scored at every call. ``psnr_gain`` is the mean over volumes of network minus
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 from volsr.evaluation import degrade
 from volsr.inference import super_resolve
 from volsr.interpolation import resample
+from volsr.io import scan_stem
 from volsr.metrics import compare
 from volsr.normalization import PercentileNormalizer
 
@@ -32,9 +32,7 @@ class Validator:
             lr = degrade(hr, protocol)
             scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]
             cubic = compare(resample(lr, scale=scale, mode="cubic"), hr)
-            self.cases.append(
-                {"name": Path(p).name.split(".")[0], "hr": hr, "lr": lr, "scale": scale, "cubic": cubic}
-            )
+            self.cases.append({"name": scan_stem(p), "hr": hr, "lr": lr, "scale": scale, "cubic": cubic})
 
     @torch.no_grad()
     def __call__(self, network: nn.Module, normalizer: PercentileNormalizer, device: torch.device) -> dict:

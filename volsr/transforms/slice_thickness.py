@@ -44,6 +44,7 @@ from volsr.transforms.validation import (
 __all__ = [
     "PROFILES",
     "slice_profile_matrix",
+    "thickness_for_factor",
     "SliceThickness",
     "SliceThicknessd",
     "RandSliceThickness",
@@ -117,6 +118,11 @@ def slice_profile_matrix(
     w = _place_at_centroids(mass, moment)
     total = w.sum(axis=1, keepdims=True)
     return w / np.where(total > 0, total, 1.0)
+
+
+def thickness_for_factor(image: torch.Tensor, axis: int, factor: float) -> float:
+    """Slice thickness in mm that is ``factor`` times the voxel size of ``image`` along ``axis``."""
+    return check_positive(factor, "factor") * float(voxel_spacing(affine_of(image))[axis])
 
 
 class SliceThickness(Transform):
@@ -216,8 +222,7 @@ class RandSliceThickness(RandomizableTransform):
         if not self._do_transform:
             return img
         p = self.params
-        d = float(voxel_spacing(affine_of(img))[p["axis"]])
-        thickness = p["factor"] * d
+        thickness = thickness_for_factor(img, p["axis"], p["factor"])
         return SliceThickness(p["axis"], thickness, p["gap"] * thickness, p["profile"])(img)
 
 
