@@ -19,7 +19,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from volsr.consistency import project_consistent
-from volsr.devices import autocast, autocast_dtype, resolve_device
+from volsr.devices import autocast, resolve_device
 from volsr.geometry import scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
@@ -109,13 +109,12 @@ class _Predictor(nn.Module):
             network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
         self.device = device
-        self.amp = autocast_dtype(device, amp) is not None
-        self._amp_requested = amp
+        self.amp = amp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(self.device, self._amp_requested):
+        with autocast(self.device, self.amp):
             y = self.network(x)
         return y.float().contiguous()
 
