@@ -72,3 +72,19 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 5
     assert (tmp_path / "out" / "validation.jsonl").read_text().count("\n") == 2
+
+
+def test_zoom_coarsens_each_axis_independently_within_range():
+    from monai.data import MetaTensor
+
+    vol = MetaTensor(torch.rand(1, 120, 120, 120), affine=torch.eye(4, dtype=torch.float64))
+    sampler = PatchPairSampler([vol], lambda d: d, patch_size=16, margin=4, zoom=(1.0, 2.0), seed=3)
+    spacings = []
+    for _ in range(20):
+        crop = sampler._crop(vol)
+        assert crop.shape[1:] == (24, 24, 24)
+        spacings.append(crop.affine.diagonal()[:3].numpy())
+    spacings = torch.as_tensor(np.stack(spacings))
+    assert spacings.min() >= 1.0 - 1e-6 and spacings.max() <= 2.0 + 0.05
+    # drawn per axis: most crops are anisotropic
+    assert (spacings.max(1).values - spacings.min(1).values > 0.1).sum() >= 10

@@ -77,8 +77,9 @@ class PatchPairSampler:
         margin: voxels cropped on each side after degradation.
         foreground: normalised intensity above which a voxel counts as foreground.
         foreground_prob: probability that a patch is centred on foreground.
-        zoom: range of a random coarsening of the high-resolution crop (box-averaged), so a network
-            trained on 0.5-1 mm scans also meets anatomy at 1-2 mm per voxel; ``(1, 1)`` disables it.
+        zoom: range of a random coarsening of the high-resolution crop (box-averaged), drawn per
+            axis, so a network trained on 0.5-1 mm scans also meets anatomy at 1-2 mm per voxel and
+            anisotropic references (1 x 1 x 2 mm); ``(1, 1)`` disables it.
         seed: seed of the crop positions and flips.
     """
 
@@ -107,8 +108,9 @@ class PatchPairSampler:
 
     def _crop(self, vol: torch.Tensor) -> MetaTensor:
         edge = self.patch + 2 * self.margin
-        z = self.rng.uniform(*self.zoom)
-        size = [min(round(edge * z), n) for n in vol.shape[1:]]
+        # one draw per axis: anatomy also appears stretched, as in an anisotropic reference
+        zooms = self.rng.uniform(*self.zoom, size=3)
+        size = [min(round(edge * z), n) for z, n in zip(zooms, vol.shape[1:], strict=True)]
         want_fg = self.rng.random() < self.foreground_prob
         for _ in range(20):
             start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(vol.shape[1:], size, strict=True)]
