@@ -111,6 +111,7 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
             str(bundle),
             "--device",
             "cpu",
+            "--tta",
             "-o",
             str(out),
         ],
@@ -118,7 +119,8 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     methods = summary["scans"]["hr"]["methods"]
-    assert {"linear", "cubic", "tiny_bundle"} <= set(methods)
-    # an untrained (identity) network reproduces the cubic spline it refines
+    assert {"linear", "cubic", "tiny_bundle", "tiny_bundle+tta"} <= set(methods)
+    # an untrained (identity) network reproduces the cubic spline it refines, averaged or not
     assert abs(methods["tiny_bundle"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
+    assert abs(methods["tiny_bundle+tta"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
     assert (out / "hr.png").stat().st_size > 1000 and "| hr | cubic |" in (out / "summary.md").read_text()

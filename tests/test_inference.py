@@ -73,3 +73,33 @@ def test_sheared_affine_is_carried_exactly_not_straightened(identity_net):
 
     assert is_sheared(np.asarray(out.affine))
     assert np.allclose(fov_corners(out.affine, out.shape[1:]), fov_corners(shear, img.shape[1:]))
+
+
+def _shift_net() -> torch.nn.Conv3d:
+    """out[i, j, k] = x[i + 1, j, k]: a network with no symmetry at all."""
+    conv = torch.nn.Conv3d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 2, 1, 1] = 1.0
+    return conv
+
+
+def test_tta_averages_the_symmetric_views_of_a_shift():
+    from volsr.inference import _Predictor
+
+    x = torch.randn(1, 1, 9, 8, 7)
+    y = _Predictor(_shift_net(), torch.device("cpu"), amp=False, tta=True)(x)
+    # 16 views: a shift by +-1 along dim 2 (flipped or not), or, with the in-plane axes swapped,
+    # along dim 3: the average is the in-plane 4-neighbour mean (checked away from the zero padding)
+    x0 = x[0, 0]
+    expected = (x0[2:, 1:-1] + x0[:-2, 1:-1] + x0[1:-1, 2:] + x0[1:-1, :-2]) / 4
+    assert torch.allclose(y[0, 0, 1:-1, 1:-1], expected, atol=1e-6)
+    plain = _Predictor(_shift_net(), torch.device("cpu"), amp=False)(x)
+    assert torch.allclose(plain[0, 0, :-1], x0[1:], atol=1e-6)
+
+
+def test_tta_leaves_a_symmetric_network_unchanged(thick_image, identity_net):
+    a = super_resolve(thick_image, identity_net, roi=(16, 16, 16), device="cpu")
+    b = super_resolve(thick_image, identity_net, roi=(16, 16, 16), device="cpu", tta=True)
+    assert torch.allclose(a.as_tensor(), b.as_tensor(), atol=1e-4 * float(a.abs().max()))
+    assert np.allclose(np.asarray(a.affine), np.asarray(b.affine))

@@ -83,6 +83,7 @@ class SuperResolver:
         amp: bool = True,
         progress: bool = False,
         consistency: bool = False,
+        tta: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.network = network.eval().to(self.device)
@@ -92,6 +93,7 @@ class SuperResolver:
         self.amp = amp
         self.progress = progress
         self.consistency = consistency
+        self.tta = tta
         self.info: dict = {}
 
     @classmethod
@@ -132,6 +134,7 @@ class SuperResolver:
             amp=self.amp,
             progress=self.progress,
             consistency=self.consistency,
+            tta=self.tta,
         )
 
     def predict_file(

@@ -251,6 +251,9 @@ def infer(
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Project the output so re-degrading it gives the input.")
     ] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average 16 flipped/swapped passes (16x slower, a little sharper).")
+    ] = False,
     dtype: Annotated[str, typer.Option(help="input (the scan's type) or float32.")] = "input",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[
@@ -275,6 +278,7 @@ def infer(
         amp=amp,
         progress=progress,
         consistency=consistency,
+        tta=tta,
     )
     for scan in scans:
         dst = _output_for(scan, output, len(scans) > 1)
@@ -342,6 +346,9 @@ def evaluate(
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Also score with data consistency.")
     ] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also score each bundle with test-time augmentation (+tta).")
+    ] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("volsr_eval"),
     device: Device = "auto",
 ) -> None:
@@ -372,6 +379,7 @@ def evaluate(
         out_dir=output,
         device=device,
         consistency=consistency,
+        tta=tta,
     )
     from volsr.evaluation import summary_markdown
 

@@ -225,16 +225,23 @@ def evaluate_files(
     device: str = "auto",
     baselines: Sequence[str] = ("linear", "cubic"),
     consistency: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
 
     Each bundle is scored as is and, with ``consistency=True``, also with data consistency
-    (method name suffixed ``+dc``). Returns the summary dict.
+    (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``).
+    Returns the summary dict.
     """
     from volsr.api import SuperResolver, find_bundle
     from volsr.io import load_image, scan_stem
 
-    resolvers = {find_bundle(b).name: SuperResolver.from_bundle(b, device=device) for b in bundles}
+    resolvers = {}
+    for b in bundles:
+        name = find_bundle(b).name
+        resolvers[name] = SuperResolver.from_bundle(b, device=device)
+        if tta:
+            resolvers[f"{name}+tta"] = SuperResolver.from_bundle(b, device=device, tta=True)
     out = Path(out_dir)
     summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
     for p in paths:
