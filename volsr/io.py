@@ -24,10 +24,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 
+from volsr.dicom import read_dicom_folder, read_itk
 from volsr.errors import VolsrInputError
 from volsr.geometry import is_sheared, voxel_spacing
 from volsr.meta import affine_of
@@ -49,7 +49,6 @@ FORMATS = {
 #: endings of single-file volumes (a lone .dcm is one slice, not a volume)
 VOLUME_SUFFIXES = tuple(e for e, fmt in FORMATS.items() if fmt != "dicom")
 _NIFTI_OUT = (".nii.gz", ".nii")
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
 
@@ -93,88 +92,6 @@ def _read_nibabel(path: Path) -> tuple[object, np.ndarray, str, dict]:
         "scaled": (slope, inter) != (1.0, 0.0),
     }
     return img.dataobj, affine, dtype, {"nifti_header": info}
-
-
-def _from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    dim = img.GetDimension()
-    arr = sitk.GetArrayFromImage(img)  # (..., z, y, x[, component])
-    order = list(range(dim))[::-1] + ([dim] if img.GetNumberOfComponentsPerPixel() > 1 else [])
-    arr = arr.transpose(order)
-    if dim < 3:
-        return arr, None, arr.dtype.name, {}
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
-    affine = np.eye(4)
-    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(np.asarray(img.GetSpacing(), dtype=np.float64)[:3])
-    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(img.GetOrigin(), dtype=np.float64)[:3]
-    return arr, affine, arr.dtype.name, {}
-
-
-def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    return _from_sitk(sitk.ReadImage(str(path)))
-
-
-def _series_summary(folder: Path, uid: str) -> str:
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
-    reader.ReadImageInformation()
-    desc = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
-    return f"{uid} ({desc!r}, {len(files)} files)"
-
-
-def _position(file: str) -> np.ndarray | None:
-    """ImagePositionPatient of one DICOM file, in RAS+ mm (None when absent)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(file)
-    reader.ReadImageInformation()
-    if not reader.HasMetaDataKey("0020|0032"):
-        return None
-    return _LPS_TO_RAS @ np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
-
-
-def _with_tilt(affine: np.ndarray, files: list[str], n_slices: int) -> np.ndarray:
-    """The slice axis from the first and last ImagePositionPatient (as dcm2niix does).
-
-    ITK stacks the slices along the normal of their rows and columns; under gantry tilt the true slice
-    axis leans away from it, and only these positions give the sheared affine.
-    """
-    if len(files) != n_slices or n_slices < 2:
-        return affine
-    first, last = _position(files[0]), _position(files[-1])
-    if first is None or last is None:
-        return affine
-    step = (last - first) / (n_slices - 1)
-    if np.allclose(step, affine[:3, 2], atol=1e-4) and np.allclose(first, affine[:3, 3], atol=1e-4):
-        return affine
-    out = affine.copy()
-    out[:3, 2], out[:3, 3] = step, first
-    return out
-
-
-def _read_dicom_folder(
-    folder: Path, series_uid: str | None
-) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    if not uids:
-        raise VolsrInputError(
-            folder, "is a folder without a DICOM series; give an image file or a DICOM folder"
-        )
-    if series_uid is None and len(uids) > 1:
-        listing = "; ".join(_series_summary(folder, u) for u in uids)
-        raise VolsrInputError(
-            folder, f"holds {len(uids)} DICOM series; pick one with series_uid= (--series): {listing}"
-        )
-    if series_uid is not None and series_uid not in uids:
-        listing = "; ".join(_series_summary(folder, u) for u in uids)
-        raise VolsrInputError(folder, f"has no DICOM series {series_uid}; it holds: {listing}")
-    uid = series_uid or uids[0]
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    arr, affine, dtype, extra = _from_sitk(reader.Execute())
-    if affine is not None and arr.ndim == 3:
-        affine = _with_tilt(affine, list(files), arr.shape[2])
-    return arr, affine, dtype, {**extra, "dicom_series_uid": uid, "dicom_files": len(files)}
 
 
 def _volume_index(path: str, shape: tuple[int, ...], volume: int | None, hint: str) -> tuple:
@@ -242,9 +159,9 @@ def load_image(
     hint = "; for a DICOM series give its folder" if fmt == "dicom" and not p.is_dir() else ""
     try:
         if p.is_dir():
-            arr, affine, dtype, extra = _read_dicom_folder(p, series_uid)
+            arr, affine, dtype, extra = read_dicom_folder(p, series_uid)
         else:
-            arr, affine, dtype, extra = (_read_nibabel if fmt in ("nifti", "mgh") else _read_itk)(p)
+            arr, affine, dtype, extra = (_read_nibabel if fmt in ("nifti", "mgh") else read_itk)(p)
         index = _volume_index(str(path), tuple(int(n) for n in arr.shape), volume, hint)
         data = np.asarray(arr[index], dtype=np.float32)
     except (VolsrInputError, MemoryError):

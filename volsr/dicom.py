@@ -1,0 +1,102 @@
+"""SimpleITK readers: NRRD / MetaImage files and DICOM series, as arrays with RAS+ affines.
+
+ITK's frame is LPS+; volsr's is RAS+, so every affine is ``diag(-1, -1, 1) @ [direction * spacing |
+origin]``. A DICOM series under gantry tilt gets its slice axis from the first and last
+ImagePositionPatient (a sheared affine), which ITK alone would straighten. Used by
+:func:`volsr.io.load_image`; each reader returns ``(array, affine or None, dtype name, extra meta)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from volsr.errors import VolsrInputError
+
+__all__ = ["from_sitk", "read_itk", "read_dicom_folder"]
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    dim = img.GetDimension()
+    arr = sitk.GetArrayFromImage(img)  # (..., z, y, x[, component])
+    order = list(range(dim))[::-1] + ([dim] if img.GetNumberOfComponentsPerPixel() > 1 else [])
+    arr = arr.transpose(order)
+    if dim < 3:
+        return arr, None, arr.dtype.name, {}
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(np.asarray(img.GetSpacing(), dtype=np.float64)[:3])
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(img.GetOrigin(), dtype=np.float64)[:3]
+    return arr, affine, arr.dtype.name, {}
+
+
+def read_itk(path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    return from_sitk(sitk.ReadImage(str(path)))
+
+
+def _series_summary(folder: Path, uid: str) -> str:
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.ReadImageInformation()
+    desc = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
+    return f"{uid} ({desc!r}, {len(files)} files)"
+
+
+def _position(file: str) -> np.ndarray | None:
+    """ImagePositionPatient of one DICOM file, in RAS+ mm (None when absent)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    reader.ReadImageInformation()
+    if not reader.HasMetaDataKey("0020|0032"):
+        return None
+    return _LPS_TO_RAS @ np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+
+
+def _with_tilt(affine: np.ndarray, files: list[str], n_slices: int) -> np.ndarray:
+    """The slice axis from the first and last ImagePositionPatient (as dcm2niix does).
+
+    ITK stacks the slices along the normal of their rows and columns; under gantry tilt the true slice
+    axis leans away from it, and only these positions give the sheared affine.
+    """
+    if len(files) != n_slices or n_slices < 2:
+        return affine
+    first, last = _position(files[0]), _position(files[-1])
+    if first is None or last is None:
+        return affine
+    step = (last - first) / (n_slices - 1)
+    if np.allclose(step, affine[:3, 2], atol=1e-4) and np.allclose(first, affine[:3, 3], atol=1e-4):
+        return affine
+    out = affine.copy()
+    out[:3, 2], out[:3, 3] = step, first
+    return out
+
+
+def read_dicom_folder(
+    folder: Path, series_uid: str | None
+) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    if not uids:
+        raise VolsrInputError(
+            folder, "is a folder without a DICOM series; give an image file or a DICOM folder"
+        )
+    if series_uid is None and len(uids) > 1:
+        listing = "; ".join(_series_summary(folder, u) for u in uids)
+        raise VolsrInputError(
+            folder, f"holds {len(uids)} DICOM series; pick one with series_uid= (--series): {listing}"
+        )
+    if series_uid is not None and series_uid not in uids:
+        listing = "; ".join(_series_summary(folder, u) for u in uids)
+        raise VolsrInputError(folder, f"has no DICOM series {series_uid}; it holds: {listing}")
+    uid = series_uid or uids[0]
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    arr, affine, dtype, extra = from_sitk(reader.Execute())
+    if affine is not None and arr.ndim == 3:
+        affine = _with_tilt(affine, list(files), arr.shape[2])
+    return arr, affine, dtype, {**extra, "dicom_series_uid": uid, "dicom_files": len(files)}
