@@ -90,14 +90,6 @@ def interleaved(cases: dict[str, Callable[[], object]], device: torch.device, re
 
 
 # ------------------------------------------------------------------------------------ (a) conv3d peak
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
-    except (OSError, StopIteration):
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
 PEAK_SAMPLE_S = (
     0.5  # one timing sample repeats the convolution for about this long (short samples flatter it)
 )

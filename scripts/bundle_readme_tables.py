@@ -1,0 +1,95 @@
+"""Write the measured tables of a bundle README from the files that hold the measurements.
+
+Two marked blocks of ``docs/README.md`` are replaced, nothing else (the prose around them is
+written by hand):
+
+- ``<!-- validation-log:begin -->`` ... ``end``: the validation record of training, from
+  ``models/validation.jsonl`` (every ``--every`` steps, plus the shipped step);
+- ``<!-- scores:begin -->`` ... ``end``: the per-method scores of a ``volsr evaluate`` run, from
+  its ``summary.json``.
+
+Usage:
+    python scripts/bundle_readme_tables.py bundles/volsr_cnn3d \
+        --evaluation docs/evaluation/thick_x4_axis2/summary.json --every 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+
+def validation_log_table(records: list[dict], every: int, shipped: int | None) -> str:
+    names = sorted({k.split("/")[0] for r in records for k in r if k.endswith("/psnr")})
+    head = "| step | " + " | ".join(f"{n} PSNR (cubic) | gain | SSIM (cubic)" for n in names) + " |"
+    rule = "| ---: |" + " ---: | ---: | ---: |" * len(names)
+    rows = [head, rule]
+    for r in records:
+        if r["step"] % every and r["step"] != shipped:
+            continue
+        cells = []
+        for n in names:
+            cells += [
+                f"{r[n + '/psnr']:.2f} ({r[n + '/cubic_psnr']:.2f})",
+                f"{r[n + '/psnr_gain']:+.2f}",
+                f"{r[n + '/ssim']:.4f} ({r[n + '/cubic_ssim']:.4f})",
+            ]
+        step = f"**{r['step']}**" if r["step"] == shipped else str(r["step"])
+        rows.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def scores_table(summary: dict) -> str:
+    rows = [
+        "| scan | method | masked PSNR (dB) | gain vs cubic (dB) | masked SSIM | sharpness (SR/ref) "
+        "| consistency error |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scan, entry in summary["scans"].items():
+        methods = entry["methods"]
+        cubic = methods["cubic"]["psnr"]
+        for name, m in methods.items():
+            consistency = "" if m.get("consistency") is None else f"{m['consistency']:.4f}"
+            rows.append(
+                f"| {scan} | {name} | {m['psnr']:.2f} | {m['psnr'] - cubic:+.2f} | {m['ssim']:.4f} "
+                f"| {m['sharpness']:.3f} | {consistency} |"
+            )
+    return "\n".join(rows)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no <!-- {name}:begin/end --> block in the README")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--evaluation", type=Path, help="summary.json of a volsr evaluate run")
+    parser.add_argument("--every", type=int, default=1000, help="steps between validation rows")
+    args = parser.parse_args()
+
+    readme = args.bundle / "docs" / "README.md"
+    text = readme.read_text()
+    log = args.bundle / "models" / "validation.jsonl"
+    if log.exists():
+        import torch
+
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        shipped = torch.load(args.bundle / "models" / "model.pt", map_location="cpu", weights_only=False)
+        table = validation_log_table(records, args.every, shipped.get("step"))
+        text = replace_block(text, "validation-log", table)
+    if args.evaluation:
+        text = replace_block(text, "scores", scores_table(json.loads(args.evaluation.read_text())))
+    readme.write_text(text)
+    print(f"updated {readme}")
+
+
+if __name__ == "__main__":
+    main()
