@@ -88,3 +88,34 @@ def test_zoom_coarsens_each_axis_independently_within_range():
     assert spacings.min() >= 1.0 - 1e-6 and spacings.max() <= 2.0 + 0.05
     # drawn per axis: most crops are anisotropic
     assert (spacings.max(1).values - spacings.min(1).values > 0.1).sum() >= 10
+
+
+def test_model_pt_holds_the_moving_average_across_a_resume(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "v0.nii.gz", (28, 28, 28), 0)
+    cfg = TrainConfig(
+        data=str(data),
+        output_dir=str(tmp_path / "out"),
+        steps=1,
+        batch_size=1,
+        patch_size=12,
+        warmup=1,
+        ema=0.5,
+        network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}},
+        checkpoint_every=1,
+        device="cpu",
+        progress=False,
+        degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
+    )
+    out = tmp_path / "out"
+    train(cfg)
+    w1 = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(w1[k], v) for k, v in load_checkpoint(out / "model.pt")[2]["model"].items())
+    cfg.steps = 2
+    train(cfg, resume=True)  # the average carries over: after step 2 it is (w1 + w2) / 2
+    w2 = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    shipped = load_checkpoint(out / "model.pt")[2]["model"]
+    assert not torch.equal(w1["out.weight"], w2["out.weight"])
+    for k, v in shipped.items():
+        assert torch.allclose(v, 0.5 * w1[k] + 0.5 * w2[k], atol=1e-6), k

@@ -69,7 +69,7 @@ _BETAS = (0.5, 0.999)  # pix2pix / pix2pixHD
 class GanConfig(TrainConfig):
     """A :class:`TrainConfig` plus the GAN's own fields; stored in every checkpoint.
 
-    ``lr`` and ``min_lr`` of :class:`TrainConfig` are not used (see :func:`gan_learning_rates`);
+    ``lr``, ``min_lr`` and ``ema`` of :class:`TrainConfig` are not used (see :func:`gan_learning_rates`);
     ``warmup`` is the generator's learning-rate ramp after ``d_warmup``; ``ssim_weight`` adds SSIM to
     the content loss as in the CNN trainer; ``network`` is only used without ``init_generator``.
 
