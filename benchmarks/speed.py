@@ -58,6 +58,7 @@ from volsr.orientation import coarse_axis, to_canonical
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
+speed_report = importlib.import_module(f"{__package__}.speed_report" if __package__ else "speed_report")
 
 PEAK_SHAPE = (1, 32, 64, 64, 64)
 INPUT = common.DATA / "lowres" / "chris_PD.nii.gz"
@@ -315,6 +316,43 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
     }
 
 
+# ---------------------------------------------------------------------------------- autocast accuracy
+ACCURACY_VOLUME = common.DATA / "val" / "T1_head_ext2.nii.gz"
+ACCURACY_PROTOCOL = {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"}
+
+
+@torch.no_grad()
+def amp_accuracy(
+    network, normalizer, device: torch.device, path: Path = ACCURACY_VOLUME, crop_to=None
+) -> dict | None:
+    """Masked PSNR of ``super_resolve`` with and without autocast (x4 thick slices of a held-out
+    volume, scored against the original); ``None`` when the volume is not there."""
+    from volsr.devices import autocast_dtype
+    from volsr.evaluation import degrade
+    from volsr.metrics import compare
+
+    if not Path(path).exists():
+        return None
+    hr = common.load_volume(path)
+    if crop_to:
+        hr = common.crop(hr, tuple(crop_to))
+    lr = degrade(hr, ACCURACY_PROTOCOL)
+    scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+    psnr = {
+        amp: compare(super_resolve(lr, network, normalizer, scale=scale, device=device, amp=amp), hr)["psnr"]
+        for amp in (False, True)
+    }
+    dtype = autocast_dtype(device, True)
+    return {
+        "volume": Path(path).name + (" centre crop" if crop_to else ""),
+        "protocol": ACCURACY_PROTOCOL,
+        "autocast": str(dtype).replace("torch.", "") if dtype else "none (float32 only)",
+        "psnr_float32": psnr[False],
+        "psnr_autocast": psnr[True],
+        "change_db": psnr[True] - psnr[False],
+    }
+
+
 # ---------------------------------------------------------------------------------------------- memory
 def _status_kib(field: str) -> int | None:
     try:
@@ -398,86 +436,6 @@ def memory(cases_: Sequence[str], shape, scale, bundle, checkpoint, timeout: flo
     return out
 
 
-# ---------------------------------------------------------------------------------------------- report
-def section(result: dict) -> str:
-    hw = result["hardware"]
-    lines = [
-        "## Speed and memory",
-        "",
-        f"`{result['command']}` on {result['date']}{' (quick)' if result['quick'] else ''}.",
-        f"Hardware: {common.hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
-        "(`volsr.inference.plan_windows`: budget 160^3 voxels, overlap >= 24 voxels).",
-        "",
-    ]
-    for dev, r in result["devices"].items():
-        peak = r["peak"]
-        pb = peak["best"]
-        ref = peak["reference_gflops"]
-        per_dtype = ", ".join(f"{k} {v['gflops']:.0f}" for k, v in peak["best_by_dtype"].items())
-        lines += [
-            f"### {dev}" + (f": {hw.get('gpu')}" if dev == "cuda" else ""),
-            "",
-            f"(a) conv3d peak (32->32, 3x3x3, {'x'.join(map(str, peak['shape']))}): **{ref:.0f} GFLOP/s** "
-            f"({pb['dtype']}, channels-last {pb['channels_last']}; best of the sweep and of the same "
-            f"convolution timed between the cases: {pb['gflops']:.0f} / {peak['interleaved_gflops']:.0f}); "
-            f'sweep\'s best per dtype: {per_dtype} GFLOP/s. "of peak" below is against {ref:.0f}. '
-            f"The same convolution at the network's width ({peak['network_width']['channels']}->"
-            f"{peak['network_width']['channels']}) runs at {peak['network_width']['gflops']:.0f} GFLOP/s "
-            f"({100 * peak['network_width']['gflops'] / ref:.0f} % of peak): the network cannot beat that.",
-            "",
-            f"Input: {r['input']} {r['input_shape']} -> output {r['output_shape_canonical']} "
-            f"(coarse axis last, scale {r['scale']}), {r['output_voxels'] / 1e6:.2f} M voxels, "
-            f"{r['flops_per_voxel'] / 1e3:.0f} kFLOP/voxel.",
-            "",
-            "| case | best s | median s | output Mvoxel/s | GFLOP/s | of peak |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        names = {
-            "b_whole_forward": "(b) network, one pass over the whole volume",
-            "c_super_resolve": "(c) `super_resolve`, defaults, end to end",
-            "d_monai_default": "(d) MONAI `sliding_window_inference` defaults",
-        }
-        for k, c in r["cases"].items():
-            lines.append(
-                f"| {names[k]} | {c['best_s']:.2f} | {c['median_s']:.2f} | {c['voxels_per_s'] / 1e6:.3f} "
-                f"| {c['gflops']:.1f} | {100 * c['fraction_of_peak']:.0f} % |"
-            )
-        w = r["windows"]
-        lines += [
-            "",
-            f"(c)/(b) = **{r['ratio_c_over_b']:.2f}** (median {r['ratio_c_over_b_median']:.2f}); "
-            f"(d)/(c) = **{r['ratio_d_over_c']:.2f}** (median {r['ratio_d_over_c_median']:.2f}). "
-            f"Windows: (c) {w['c']['count']} of {w['c']['roi']} at overlap {w['c']['overlap']} "
-            f"({w['c']['recomputed']:.2f}x the voxels); (d) {w['d']['count']} of {w['d']['roi']} at "
-            f"overlap {w['d']['overlap']} ({w['d']['recomputed']:.2f}x). A fixed 160^3 roi at overlap 0.15 "
-            f"would do {w['fixed_160']['count']} windows, {w['fixed_160']['recomputed']:.2f}x.",
-            "",
-        ]
-    mem = result.get("memory")
-    if mem:
-        lines += [
-            f"Peak resident memory (VmHWM of a subprocess per case; synthetic {mem['shape']} float32 scan, "
-            f"x{mem['scale']} -> {mem['output_shape']}, CPU):",
-            "",
-            "| case | peak RSS (GiB) | RSS before (GiB) | seconds |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for k, m in mem["cases"].items():
-            if "error" in m:
-                lines.append(f"| {k} | {m['error']} | | |")
-            else:
-                lines.append(
-                    f"| {k} | {m['peak_rss_gib']:.2f} | {m['rss_before_gib']:.2f} | {m['seconds']:.0f} |"
-                )
-        if mem.get("note"):
-            lines += ["", mem["note"]]
-        lines.append("")
-    if result.get("note"):
-        lines += [result["note"], ""]
-    lines.append(f"Raw numbers: [{result['json']}]({result['json']}).")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="volsr_cnn3d", help="bundle name or folder (models/model.pt)")
@@ -536,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         rec = speed(image, network, normalizer, device, reps, peak)
         rec["peak"] = peak
         rec["input"] = INPUT.name + (" centre crop" if args.crop or args.quick else "")
+        rec["amp_accuracy"] = amp_accuracy(
+            network, normalizer, device, crop_to=QUICK_CROP if args.quick else None
+        )
         result["devices"][name] = rec
         print(
             f"{name}: (c)/(b) = {rec['ratio_c_over_b']:.2f}, (d)/(c) = {rec['ratio_d_over_c']:.2f}, "
@@ -575,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
             "timings are pessimistic; ratios come from interleaved rounds in one process."
         )
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    common.write_section(markdown, "speed", section(result))
+    common.write_section(markdown, "speed", speed_report.section(result))
     print(f"wrote {common.display_path(json_path)}, {common.display_path(markdown)}")
     return result
 

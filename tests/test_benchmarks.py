@@ -24,10 +24,11 @@ def _benchmarks_package():
         module = importlib.util.module_from_spec(spec)
         sys.modules["benchmarks"] = module
         spec.loader.exec_module(module)
-    return [importlib.import_module(f"benchmarks.{m}") for m in ("common", "quality", "speed")]
+    names = ("common", "quality", "speed", "speed_report")
+    return [importlib.import_module(f"benchmarks.{m}") for m in names]
 
 
-common, quality, speed = _benchmarks_package()
+common, quality, speed, speed_report = _benchmarks_package()
 crop, write_section = common.crop, common.write_section
 
 
@@ -126,7 +127,9 @@ def test_speed_window_count_and_memory_case_report():
             "cases": {"c_super_resolve": {"peak_rss_gib": 1.0, "rss_before_gib": 0.5, "seconds": 1.0}},
         },
     }
-    assert "| c_super_resolve | 1.00 |" in speed.section(result)
+    text = speed_report.section(result)
+    assert "| c_super_resolve | 1.00 |" in text
+    assert "| cpu: 8x8x8 output under 4 GB peak RSS | 1.00 GiB (1.07 GB) | met |" in text
     json.dumps(result)
 
 
@@ -144,3 +147,34 @@ def test_quality_main_quick_writes_json_and_section(tmp_path):
     assert {r["method"] for r in result["rows"]} == set(quality.baselines())
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "<!-- quality:begin -->" in text and "| blob |" in text
+
+
+def test_amp_accuracy_scores_both_precisions_and_skips_a_missing_volume(tmp_path):
+    import nibabel as nib
+
+    from volsr.networks import ResidualSR3D
+    from volsr.normalization import PercentileNormalizer
+
+    path = tmp_path / "hr.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).as_tensor()[0].numpy(), np.eye(4)), path)
+    net = ResidualSR3D(features=4, num_blocks=1)  # zero residual: autocast cannot change the output
+    acc = speed.amp_accuracy(net, PercentileNormalizer(), torch.device("cpu"), path)
+    assert acc["change_db"] == pytest.approx(acc["psnr_autocast"] - acc["psnr_float32"])
+    assert abs(acc["change_db"]) < 1e-6 and acc["psnr_float32"] > 20
+    missing = tmp_path / "no.nii.gz"
+    assert speed.amp_accuracy(net, PercentileNormalizer(), torch.device("cpu"), missing) is None
+
+
+def test_speed_targets_give_each_verdict():
+    device = {
+        "ratio_c_over_b": 1.2,
+        "cases": {"b_whole_forward": {"fraction_of_peak": 0.55}},
+        "peak": {"reference_gflops": 400.0, "network_width": {"channels": 24, "gflops": 300.0}},
+        "amp_accuracy": {"autocast": "bfloat16", "change_db": -0.001},
+    }
+    rows = speed_report.targets({"devices": {"cpu": device}})
+    assert rows[2] == "| cpu: (c)/(b) <= 1.5 | 1.20 | met |"
+    assert rows[3] == (
+        "| cpu: network >= 60 % of the conv3d peak | 55 % (a 24-channel conv alone: 75 %) | **not met** |"
+    )
+    assert rows[4] == "| cpu: autocast (bfloat16) changes PSNR by < 0.05 dB | 0.0010 dB | met |"
