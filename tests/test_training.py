@@ -6,7 +6,7 @@ import torch
 from conftest import smooth_volume
 
 from volsr.checkpoint import load_checkpoint
-from volsr.training.data import PatchPairSampler, list_volumes
+from volsr.training.data import CONTRAST_KNOTS, PatchPairSampler, list_volumes, random_contrast
 from volsr.training.trainer import TrainConfig, learning_rate, train
 from volsr.transforms import build_degradation
 
@@ -119,3 +119,31 @@ def test_model_pt_holds_the_moving_average_across_a_resume(tmp_path):
     assert not torch.equal(w1["out.weight"], w2["out.weight"])
     for k, v in shipped.items():
         assert torch.allclose(v, 0.5 * w1[k] + 0.5 * w2[k], atol=1e-6), k
+
+
+def test_random_contrast_is_piecewise_linear_through_knots_and_keeps_background():
+    knots = torch.tensor(CONTRAST_KNOTS, dtype=torch.float32)
+    mids = (knots[1:] + knots[:-1]) / 2
+    t = torch.cat([knots, mids, torch.tensor([1.5])])
+    out = random_contrast(t, np.random.default_rng(0))
+    at_knots, at_mids = out[: len(knots)], out[len(knots) : -1]
+    assert at_knots[0] == 0  # background stays dark
+    assert ((at_knots[1:] >= 0.05) & (at_knots[1:] <= 1.0)).all()
+    assert torch.allclose(at_mids, (at_knots[1:] + at_knots[:-1]) / 2, atol=1e-6)  # linear between
+    assert out[-1] == at_knots[-1]  # above the last knot: its value
+    other = random_contrast(t, np.random.default_rng(1))
+    assert not torch.allclose(out, other)
+
+
+def test_sampler_remaps_contrast_before_degrading():
+    from monai.data import MetaTensor
+
+    vol = torch.as_tensor(smooth_volume((40, 40, 40)), dtype=torch.float32)[None] / 100
+    hr = MetaTensor(vol, affine=torch.eye(4, dtype=torch.float64))
+    identity = build_degradation({"slice_thickness": {"axis": [0, 1, 2], "factor": 1.0}}, seed=0)
+    plain = PatchPairSampler([hr], identity, patch_size=16, margin=4, seed=0)
+    remapped = PatchPairSampler([hr], identity, patch_size=16, margin=4, seed=0, contrast_prob=1.0)
+    x0, y0, _ = plain.sample()
+    x1, y1, _ = remapped.sample()
+    assert torch.allclose(x1, y1, atol=1e-5)  # the pair stays consistent
+    assert not torch.allclose(y0, y1, atol=1e-3)  # but the target's contrast changed

@@ -1,10 +1,11 @@
 """Training pairs synthesised on the fly from high-resolution volumes.
 
-Each sample: a random crop of a high-resolution volume (foreground-weighted) -> the degradation
-pipeline (``{"hr": crop} -> {"hr", "lr"}``) -> the low-resolution crop re-gridded back with the
-same cubic B-spline inference uses -> coarse axis moved last (as at inference) -> centre patch
-(dropping a margin where crop edges would disturb the degradation) -> random flips and an
-in-plane transpose. Degrading crops instead of whole volumes costs milliseconds per sample, so
+Each sample: a random crop of a high-resolution volume (foreground-weighted) -> optionally a random
+intensity remapping (new tissue contrasts: T1-like training data also teaches T2-like images) ->
+the degradation pipeline (``{"hr": crop} -> {"hr", "lr"}``) -> the low-resolution crop re-gridded
+back with the same cubic B-spline inference uses -> coarse axis moved last (as at inference) ->
+centre patch (dropping a margin where crop edges would disturb the degradation) -> random flips and
+an in-plane transpose. Degrading crops instead of whole volumes costs milliseconds per sample, so
 every sample gets a fresh factor, axis, profile and noise draw.
 """
 
@@ -26,7 +27,10 @@ from volsr.normalization import PercentileNormalizer
 from volsr.orientation import coarse_axis, to_canonical
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
-__all__ = ["list_volumes", "PatchPairSampler"]
+__all__ = ["list_volumes", "PatchPairSampler", "random_contrast"]
+
+#: normalised intensities at which :func:`random_contrast` draws new values (0 stays 0: background)
+CONTRAST_KNOTS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)
 
 
 def _is_image(p: Path) -> bool:
@@ -66,6 +70,22 @@ def list_volumes(source: str | Path | Sequence[str | Path], key: str = "training
     return items
 
 
+def random_contrast(t: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A random piecewise-linear remapping of normalised intensities: 0 stays 0 (background), every
+    other knot of :data:`CONTRAST_KNOTS` gets a value drawn from U(0.05, 1), intensities above 1 keep
+    the last knot's value.
+
+    Why: the training volumes are T1, FLAIR, T2*-fusion and CT; a T2-weighted scan (bright fluid) is
+    a contrast none of them has. Remapping tissue intensities (as SynthSR does) teaches the network
+    edges whatever their contrast; applied before the degradation, so the pair stays consistent.
+    """
+    values = np.concatenate([[0.0], rng.uniform(0.05, 1.0, len(CONTRAST_KNOTS) - 1)])
+    data = t.as_tensor() if hasattr(t, "as_tensor") else t
+    mapped = np.interp(data.numpy(), CONTRAST_KNOTS, values).astype(np.float32)
+    out = torch.from_numpy(mapped)
+    return MetaTensor(out, affine=t.affine) if isinstance(t, MetaTensor) else out
+
+
 class PatchPairSampler:
     """Draws ``(input, target)`` patch pairs of shape ``(1, P, P, P)`` in canonical orientation.
 
@@ -77,6 +97,7 @@ class PatchPairSampler:
         margin: voxels cropped on each side after degradation.
         foreground: normalised intensity above which a voxel counts as foreground.
         foreground_prob: probability that a patch is centred on foreground.
+        contrast_prob: probability that a crop's intensities are remapped by :func:`random_contrast`.
         zoom: range of a random coarsening of the high-resolution crop (box-averaged), drawn per
             axis, so a network trained on 0.5-1 mm scans also meets anatomy at 1-2 mm per voxel and
             anisotropic references (1 x 1 x 2 mm); ``(1, 1)`` disables it.
@@ -93,8 +114,10 @@ class PatchPairSampler:
         foreground_prob: float = 0.9,
         zoom: tuple[float, float] = (1.0, 1.0),
         seed: int = 0,
+        contrast_prob: float = 0.0,
     ) -> None:
         self.volumes = list(volumes)
+        self.contrast_prob = float(contrast_prob)
         self.zoom = (float(zoom[0]), float(zoom[1]))
         self.degradation = degradation
         self.patch = int(patch_size)
@@ -135,6 +158,8 @@ class PatchPairSampler:
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
         vol = self.volumes[self.rng.choice(len(self.volumes), p=self.weights)]
         hr = self._crop(vol)
+        if self.contrast_prob and self.rng.random() < self.contrast_prob:
+            hr = random_contrast(hr, self.rng)
         out = self.degradation({"hr": hr})
         lr = out["lr"]
         scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]

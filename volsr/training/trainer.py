@@ -39,7 +39,8 @@ class TrainConfig:
     """Everything a training run needs; stored in every checkpoint.
 
     ``ema`` is the decay of the moving average of the weights that validation scores and ``model.pt``
-    holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights.
+    holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights. ``contrast_prob`` is the
+    share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
     """
 
     data: str | list[str]
@@ -54,6 +55,7 @@ class TrainConfig:
     val_protocol: dict = field(default_factory=lambda: {"axis": 2, "factor": 4.0, "profile": "boxcar"})
     patch_size: int = 32
     zoom: tuple[float, float] = (1.0, 1.0)
+    contrast_prob: float = 0.0
     batch_size: int = 4
     steps: int = 20000
     lr: float = 1e-3
@@ -215,7 +217,12 @@ def training_data(
 
         degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
     sampler = PatchPairSampler(
-        volumes, degradation, cfg.patch_size, zoom=tuple(cfg.zoom), seed=cfg.seed + step
+        volumes,
+        degradation,
+        cfg.patch_size,
+        zoom=tuple(cfg.zoom),
+        seed=cfg.seed + step,
+        contrast_prob=cfg.contrast_prob,
     )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     return sampler, validator
