@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bundle_readme_tables.py"
-_spec = importlib.util.spec_from_file_location("bundle_readme_tables", _PATH)
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "record_bundle_results.py"
+_spec = importlib.util.spec_from_file_location("record_bundle_results", _PATH)
 tables = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tables)
 
@@ -46,6 +46,32 @@ def test_scores_table_gives_gains_against_cubic():
     rows = tables.scores_table(summary).splitlines()
     assert rows[3] == "| s | net+dc | 21.25 | +1.25 | 0.8000 | 0.700 | 0.0000 |"
     assert rows[4] == "| s | fourier | 19.50 | -0.50 | 0.6000 | 0.500 |  |"
+
+
+def test_eval_metrics_takes_the_bundle_rows_and_its_variants():
+    summary = {
+        "protocol": {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"},
+        "scans": {
+            "s": {
+                "methods": {
+                    "cubic": {"psnr": 20.0, "ssim": 0.7, "sharpness": 0.6},
+                    "net": {"psnr": 21.234, "ssim": 0.81234, "sharpness": 0.75},
+                    "net+dc": {"psnr": 21.5, "ssim": 0.8, "sharpness": 0.7},
+                    "other": {"psnr": 30.0, "ssim": 0.9, "sharpness": 0.9},
+                }
+            }
+        },
+    }
+    m = tables.eval_metrics(summary, "net")
+    assert "x4.0 boxcar thick slices along axis 2" in m["protocol"]
+    assert m["s"] == {
+        "psnr": 21.23,
+        "ssim": 0.8123,
+        "cubic_psnr": 20.0,
+        "cubic_ssim": 0.7,
+        "sharpness": 0.75,
+        "psnr_with_consistency": 21.5,
+    }
 
 
 def test_replace_block_touches_only_the_marked_lines():

@@ -1,7 +1,8 @@
-"""Write the measured tables of a bundle README from the files that hold the measurements.
+"""Write a bundle's measured numbers from the files that hold the measurements.
 
-Two marked blocks of ``docs/README.md`` are replaced, nothing else (the prose around them is
-written by hand):
+With ``--evaluation``, ``eval_metrics`` of ``configs/metadata.json`` is rewritten from a ``volsr
+evaluate`` summary (the bundle's own rows). Two marked blocks of ``docs/README.md`` are replaced,
+nothing else (the prose around them is written by hand):
 
 - ``<!-- validation-log:begin -->`` ... ``end``: the validation record of training, from
   ``models/validation.jsonl`` (every ``--every`` steps, plus the shipped step);
@@ -9,7 +10,7 @@ written by hand):
   its ``summary.json``.
 
 Usage:
-    python scripts/bundle_readme_tables.py bundles/volsr_cnn3d \
+    python scripts/record_bundle_results.py bundles/volsr_cnn3d \
         --evaluation docs/evaluation/thick_x4_axis2/summary.json --every 1000
 """
 
@@ -59,6 +60,31 @@ def scores_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def eval_metrics(summary: dict, bundle: str) -> dict:
+    """``{protocol, <scan>: {psnr, ssim, cubic_psnr, cubic_ssim, sharpness, ...}}`` for ``bundle``."""
+    p = summary["protocol"]
+    what = (
+        f"x{p.get('factor', '?')} {p.get('profile', '')} thick slices along axis {p['axis']}"
+        if p.get("kind", "thickness") == "thickness"
+        else f"k-space truncation {p}"
+    )
+    out: dict = {"protocol": f"shared/data/val, {what}; masked PSNR (dB) / SSIM; volsr evaluate"}
+    for scan, entry in summary["scans"].items():
+        m, cubic = entry["methods"], entry["methods"]["cubic"]
+        row = {
+            "psnr": round(m[bundle]["psnr"], 2),
+            "ssim": round(m[bundle]["ssim"], 4),
+            "cubic_psnr": round(cubic["psnr"], 2),
+            "cubic_ssim": round(cubic["ssim"], 4),
+            "sharpness": round(m[bundle]["sharpness"], 3),
+        }
+        for suffix, key in (("+dc", "psnr_with_consistency"), ("+tta", "psnr_with_tta")):
+            if bundle + suffix in m:
+                row[key] = round(m[bundle + suffix]["psnr"], 2)
+        out[scan] = row
+    return out
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -86,7 +112,13 @@ def main() -> None:
         table = validation_log_table(records, args.every, shipped.get("step"))
         text = replace_block(text, "validation-log", table)
     if args.evaluation:
-        text = replace_block(text, "scores", scores_table(json.loads(args.evaluation.read_text())))
+        summary = json.loads(args.evaluation.read_text())
+        text = replace_block(text, "scores", scores_table(summary))
+        meta_path = args.bundle / "configs" / "metadata.json"
+        meta = json.loads(meta_path.read_text())
+        meta["eval_metrics"] = eval_metrics(summary, args.bundle.resolve().name)
+        meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+        print(f"updated {meta_path}")
     readme.write_text(text)
     print(f"updated {readme}")
 
