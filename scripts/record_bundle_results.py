@@ -117,7 +117,7 @@ def main() -> None:
         meta_path = args.bundle / "configs" / "metadata.json"
         meta = json.loads(meta_path.read_text())
         meta["eval_metrics"] = eval_metrics(summary, args.bundle.resolve().name)
-        meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+        meta_path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
         print(f"updated {meta_path}")
     readme.write_text(text)
     print(f"updated {readme}")
