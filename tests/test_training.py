@@ -16,6 +16,23 @@ def _write(path, shape, seed):
     return path
 
 
+def _tiny_config(data, out, **overrides) -> TrainConfig:
+    """A run of a few steps of a 4-feature network on 12^3 patches, on the CPU, quietly."""
+    settings = dict(
+        data=str(data),
+        output_dir=str(out),
+        batch_size=2,
+        patch_size=12,
+        warmup=1,
+        network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}},
+        checkpoint_every=1,
+        device="cpu",
+        progress=False,
+        degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
 def test_learning_rate_warmup_then_cosine_to_min():
     cfg = TrainConfig(data="x", output_dir="y", steps=1000, warmup=100, lr=1e-3, min_lr=1e-5)
     assert math.isclose(learning_rate(0, cfg), 1e-5)
@@ -48,21 +65,7 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
         _write(data / f"v{i}.nii.gz", (28, 28, 28), i)
     val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
     assert [it["hr"] for it in list_volumes(data)] == [str(data / "v0.nii.gz"), str(data / "v1.nii.gz")]
-    cfg = TrainConfig(
-        data=str(data),
-        output_dir=str(tmp_path / "out"),
-        steps=3,
-        batch_size=2,
-        patch_size=12,
-        warmup=1,
-        network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}},
-        val_data=[str(val)],
-        val_every=3,
-        checkpoint_every=1,
-        device="cpu",
-        progress=False,
-        degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
-    )
+    cfg = _tiny_config(data, tmp_path / "out", steps=3, val_data=[str(val)], val_every=3)
     best = train(cfg)
     assert "psnr_gain" in best and best["step"] == 3
     net, _, ckpt = load_checkpoint(tmp_path / "out" / "model.pt")
@@ -94,20 +97,7 @@ def test_model_pt_holds_the_moving_average_across_a_resume(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     _write(data / "v0.nii.gz", (28, 28, 28), 0)
-    cfg = TrainConfig(
-        data=str(data),
-        output_dir=str(tmp_path / "out"),
-        steps=1,
-        batch_size=1,
-        patch_size=12,
-        warmup=1,
-        ema=0.5,
-        network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}},
-        checkpoint_every=1,
-        device="cpu",
-        progress=False,
-        degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
-    )
+    cfg = _tiny_config(data, tmp_path / "out", steps=1, batch_size=1, ema=0.5)
     out = tmp_path / "out"
     train(cfg)
     w1 = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
