@@ -327,21 +327,18 @@ def amp_accuracy(
 ) -> dict | None:
     """Masked PSNR of ``super_resolve`` with and without autocast (x4 thick slices of a held-out
     volume, scored against the original); ``None`` when the volume is not there."""
+    from volsr.api import SuperResolver
     from volsr.devices import autocast_dtype
-    from volsr.evaluation import degrade
-    from volsr.metrics import compare
+    from volsr.evaluation import evaluate
 
     if not Path(path).exists():
         return None
     hr = common.load_volume(path)
     if crop_to:
         hr = common.crop(hr, tuple(crop_to))
-    lr = degrade(hr, ACCURACY_PROTOCOL)
-    scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]
-    psnr = {
-        amp: compare(super_resolve(lr, network, normalizer, scale=scale, device=device, amp=amp), hr)["psnr"]
-        for amp in (False, True)
-    }
+    resolvers = {amp: SuperResolver(network, normalizer, device=device, amp=amp) for amp in (False, True)}
+    methods = evaluate(hr, ACCURACY_PROTOCOL, resolvers, baselines=())["methods"]
+    psnr = {amp: methods[amp]["psnr"] for amp in (False, True)}
     dtype = autocast_dtype(device, True)
     return {
         "volume": Path(path).name + (" centre crop" if crop_to else ""),

@@ -239,9 +239,9 @@ def evaluate_files(
     resolvers = {}
     for b in bundles:
         name = find_bundle(b).name
-        resolvers[name] = SuperResolver.from_bundle(b, device=device)
-        if tta:
-            resolvers[f"{name}+tta"] = SuperResolver.from_bundle(b, device=device, tta=True)
+        resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
+        if tta:  # the same loaded network, averaged over flipped views
+            resolvers[f"{name}+tta"] = SuperResolver(sr.network, sr.normalizer, device=device, tta=True)
     out = Path(out_dir)
     summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
     for p in paths:

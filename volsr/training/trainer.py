@@ -115,13 +115,14 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
     step, best = 0, {"psnr_gain": -math.inf}
     state_path = out_dir / "checkpoint.pt"
+    state = None
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state.get("best", best)
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
-    averaged = _moving_average(network, cfg.ema, state if resume and state_path.exists() else None)
+    averaged = _moving_average(network, cfg.ema, state)
     shipped = averaged.module if averaged is not None else network  # what is validated and saved
 
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
