@@ -47,14 +47,16 @@ from volsr.inference import (
     DEFAULT_ROI,
     _Predictor,
     default_scale,
+    grid_channels,
     plan_windows,
     super_resolve,
 )
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of
+from volsr.networks.grid_encoding import SamplePositions
 from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
 from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, to_canonical
+from volsr.orientation import coarse_axis, spatial_order, to_canonical
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
@@ -174,8 +176,11 @@ def load_model(
     return ResidualSR3D.from_preset("base").eval(), PercentileNormalizer(), "untrained ResidualSR3D 'base'"
 
 
-def prepare(image: torch.Tensor, normalizer: PercentileNormalizer, scale=None) -> tuple[torch.Tensor, tuple]:
-    """What super_resolve hands its inferer: normalised, cubic onto the output grid, coarse axis last."""
+def prepare(
+    image: torch.Tensor, normalizer: PercentileNormalizer, scale=None
+) -> tuple[torch.Tensor, tuple, SamplePositions]:
+    """What super_resolve hands its inferer: normalised, cubic onto the output grid, coarse axis last;
+    the target scale; the output voxels' positions on the input grid (canonical order)."""
     from volsr.geometry import scaled_grid
 
     target = default_scale(affine_of(image)) if scale is None else tuple(scale)
@@ -184,7 +189,8 @@ def prepare(image: torch.Tensor, normalizer: PercentileNormalizer, scale=None) -
     lo, hi = normalizer.fit(data)
     x = resample_array(normalizer.normalize(data.float(), lo, hi), out_shape, "cubic")
     axis = coarse_axis([n / m for n, m in zip(out_shape, image.shape[1:], strict=True)])
-    return to_canonical(x[None], axis).contiguous(), target
+    positions = SamplePositions.of_grids(image.shape[1:], out_shape).permuted(spatial_order(axis))
+    return to_canonical(x[None], axis).contiguous(), target, positions
 
 
 def window_count(
@@ -203,34 +209,50 @@ def window_count(
     return n, n * math.prod(roi) / math.prod(shape)
 
 
-def monai_default(network: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def monai_default(
+    network: torch.nn.Module, device: torch.device, positions: SamplePositions
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """MONAI's sliding window with its defaults around the plain network (no layout or precision
+    changes); a grid-encoding network gets its channels per window, as in ``super_resolve``."""
     from monai.inferers import sliding_window_inference
 
     def run(x: torch.Tensor) -> torch.Tensor:
+        # MONAI pads axes shorter than the window (half on each side); its window slices count from there
+        short = [max(r - n, 0) for r, n in zip(MONAI_ROI, x.shape[2:], strict=True)]
+        padded = positions.padded([d // 2 for d in short], [d - d // 2 for d in short])
+
+        def with_grid(window: torch.Tensor, location) -> torch.Tensor:
+            grid = [padded.cropped(loc[2:]).channels(window.dtype, window.device) for loc in location]
+            return network(torch.cat([window, torch.stack(grid)], dim=1))
+
+        grid = grid_channels(network) > 0
         return sliding_window_inference(
             x,
             MONAI_ROI,
             1,
-            network,
+            with_grid if grid else network,
             overlap=MONAI_OVERLAP,
             mode="constant",
             sw_device=device,
             device=torch.device("cpu"),
+            with_coord=grid,
         )
 
     return run
 
 
-def cases(image, x, network, normalizer, device, amp: bool = True) -> dict[str, Callable[[], object]]:
+def cases(
+    image, x, positions, network, normalizer, device, amp: bool = True
+) -> dict[str, Callable[[], object]]:
     plain = copy.deepcopy(network).to(
         memory_format=torch.contiguous_format
     )  # (d): as loaded, not as _Predictor leaves it
-    predictor = _Predictor(network, device, amp)
+    predictor = _Predictor(network, device, amp, positions=positions)
     x_dev = x.to(device)
     return {
         "b_whole_forward": lambda: predictor(x_dev).cpu(),
         "c_super_resolve": lambda: super_resolve(image, network, normalizer, device=device, amp=amp),
-        "d_monai_default": lambda: monai_default(plain, device)(x),
+        "d_monai_default": lambda: monai_default(plain, device, positions)(x),
     }
 
 
@@ -243,7 +265,7 @@ def peak_case(device: torch.device, best: dict, shape: Sequence[int] = PEAK_SHAP
 @torch.no_grad()
 def speed(image, network, normalizer, device: torch.device, reps: int, peak: dict) -> dict:
     network = network.to(device).eval()
-    x, target = prepare(image, normalizer)
+    x, target, positions = prepare(image, normalizer)
     voxels = math.prod(x.shape[2:])
     fpv = flops_per_voxel(copy.deepcopy(network).cpu())  # counts on CPU: its probe tensor is a CPU one
     print(
@@ -255,7 +277,7 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
     todo = {
         "a_conv3d_peak": peak_case(device, peak["best"]),
         "a_conv3d_width": peak_case(device, peak["best"], width_shape),
-        **cases(image, x, network, normalizer, device),
+        **cases(image, x, positions, network, normalizer, device),
     }
     times = interleaved(todo, device, reps)
     peak_flops = 2 * 27 * PEAK_SHAPE[1] ** 2 * math.prod(PEAK_SHAPE[2:])
@@ -382,11 +404,11 @@ def memory_case(case: str, shape: Sequence[int], scale: Sequence[float], bundle,
     if case == "c_super_resolve":
         y = super_resolve(image, network, normalizer, scale=scale, device=device)
     elif case == "d_monai_default":
-        x, _ = prepare(image, normalizer, scale)
-        y = monai_default(network, device)(x)
+        x, _, positions = prepare(image, normalizer, scale)
+        y = monai_default(network, device, positions)(x)
     elif case == "b_whole_forward":
-        x, _ = prepare(image, normalizer, scale)
-        y = _Predictor(network, device, True)(x)
+        x, _, positions = prepare(image, normalizer, scale)
+        y = _Predictor(network, device, True, positions=positions)(x)
     else:
         raise ValueError(f"unknown memory case {case!r}")
     seconds = time.perf_counter() - t0

@@ -42,10 +42,12 @@ def test_verify_net_in_out():
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     net = parser.get_parsed_content("network_def")
-    x = torch.rand(1, 1, 12, 10, 16)
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["network_data_format"]
+    channels = meta["inputs"]["image"]["num_channels"]
+    assert channels == 1 + net.config.grid_channels  # the image, then the grid encoding
+    x = torch.rand(1, channels, 12, 10, 16)
     y = net(x)
-    assert y.shape == x.shape and str(y.dtype).endswith(meta["outputs"]["pred"]["dtype"])
+    assert y.shape == (1, 1, 12, 10, 16) and str(y.dtype).endswith(meta["outputs"]["pred"]["dtype"])
 
 
 def test_shipped_weights_are_trained_and_match_the_config():

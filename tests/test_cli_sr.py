@@ -124,3 +124,31 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
     assert abs(methods["tiny_bundle"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
     assert abs(methods["tiny_bundle+tta"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
     assert (out / "hr.png").stat().st_size > 1000 and "| hr | cubic |" in (out / "summary.md").read_text()
+
+
+def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
+    """`volsr train --init` starts from the given weights (grown to the config's grid-encoding network)."""
+    config = json.loads((bundle / "configs" / "train.json").read_text())
+    config["config"].update(
+        network={"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1, "grid_channels": 9}},
+        patch_size=12,
+        batch_size=1,
+        zoom=[1.0, 1.0],
+        val_data=[],
+        progress=False,
+    )
+    (bundle / "configs" / "train.json").write_text(json.dumps(config))
+    data = tmp_path / "hr"
+    data.mkdir()
+    nib.save(nib.Nifti1Image(smooth_volume((30, 30, 30)).astype(np.float32), np.eye(4)), data / "a.nii.gz")
+    init = bundle / "models" / "model.pt"  # the tiny image-only network of the fixture
+    args = ["train", "--bundle", bundle, "--data", data, "--steps", 1, "--device", "cpu"]
+    missing = runner.invoke(app, [str(a) for a in [*args, "--init", tmp_path / "nope.pt"]])
+    assert missing.exit_code != 0 and "nope.pt" in missing.output
+    result = runner.invoke(app, [str(a) for a in [*args, "--init", init]])
+    assert result.exit_code == 0, result.output
+    assert f"initialised from {init}" in result.output
+    from volsr.checkpoint import load_checkpoint
+
+    net, _, ckpt = load_checkpoint(bundle / "models" / "model.pt")
+    assert ckpt["step"] == 1 and net.config.grid_channels == 9

@@ -137,3 +137,26 @@ def test_sampler_remaps_contrast_before_degrading():
     x1, y1, _ = remapped.sample()
     assert torch.allclose(x1, y1, atol=1e-5)  # the pair stays consistent
     assert not torch.allclose(y0, y1, atol=1e-3)  # but the target's contrast changed
+
+
+def test_grid_network_fine_tuned_from_an_image_only_checkpoint(tmp_path):
+    """``init`` grows the checkpoint's input conv with zero weights for the grid channels: before any
+    step the new network computes what the old one did; training and validation then run with them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "v0.nii.gz", (28, 28, 28), 0)
+    val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
+    train(_tiny_config(data, tmp_path / "old", steps=2))
+    old, _, _ = load_checkpoint(tmp_path / "old" / "model.pt")
+    grid_net = {"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1, "grid_channels": 9}}
+    init = str(tmp_path / "old" / "model.pt")
+    cfg = _tiny_config(data, tmp_path / "new", steps=0, network=grid_net, init=init, ema=0)
+    train(cfg)
+    new, _, _ = load_checkpoint(tmp_path / "new" / "model.pt")
+    x = torch.randn(1, 1, 12, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(new(torch.cat([x, torch.randn(1, 9, 12, 12, 12)], 1)), old(x), atol=1e-6)
+    best = train(
+        _tiny_config(data, tmp_path / "run", steps=2, network=grid_net, init=init, val_data=[str(val)])
+    )
+    assert best["step"] == 2 and math.isfinite(best["psnr_gain"])

@@ -16,7 +16,7 @@ from torch import nn
 from volsr.networks import NETWORKS
 from volsr.normalization import PercentileNormalizer
 
-__all__ = ["save_checkpoint", "load_checkpoint", "build_network"]
+__all__ = ["save_checkpoint", "load_checkpoint", "build_network", "load_grown_weights"]
 
 
 def network_name(network: nn.Module) -> str:
@@ -69,3 +69,34 @@ def load_checkpoint(
     network.load_state_dict(ckpt["model"])
     network.eval()
     return network, PercentileNormalizer.from_dict(ckpt.get("normalization", {})), ckpt
+
+
+def load_grown_weights(network: nn.Module, state: dict[str, torch.Tensor], std: float = 1e-2) -> None:
+    """Load ``state`` into ``network``, which may be wider (more features) or take more input channels.
+
+    Net2Net-style growth that keeps the function: every weight is ``(out, in, ...)``, so entries for
+    new *inputs* (dim 1) start at zero and the old outputs do not see the new channels; entries for
+    new *outputs* (dim 0 rows, biases) start at N(0, ``std``) / zero, so the new channels carry a
+    signal and their zero input weights downstream get a gradient (all-zero growth would never train).
+    The grown network computes exactly what the old one did until training moves them.
+    """
+    own = network.state_dict()
+    if set(own) != set(state):
+        raise ValueError(f"parameter names differ: {sorted(set(own) ^ set(state))}")
+    grown = {}
+    for name, target in own.items():
+        source = state[name]
+        if source.shape != target.shape:
+            if source.ndim != target.ndim or any(
+                a > b for a, b in zip(source.shape, target.shape, strict=True)
+            ):
+                raise ValueError(f"{name}: cannot grow {tuple(source.shape)} into {tuple(target.shape)}")
+            if target.ndim >= 2:
+                new = torch.randn_like(target) * std
+                new[:, source.shape[1] :] = 0  # new inputs: invisible to every output
+            else:
+                new = torch.zeros_like(target)
+            new[tuple(slice(0, n) for n in source.shape)] = source
+            source = new
+        grown[name] = source
+    network.load_state_dict(grown)

@@ -307,6 +307,10 @@ def train(
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Total optimisation steps.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from models/checkpoint.pt.")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this checkpoint's weights (fine-tuning, e.g. on your own scans)."),
+    ] = None,
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
@@ -324,6 +328,10 @@ def train(
         parser["data"] = data
     if steps is not None:
         parser["steps"] = steps
+    if init is not None:
+        if not init.is_file():
+            raise typer.BadParameter(f"{init}: no such checkpoint", param_hint="--init")
+        parser["config#init"] = str(init)
     results = parser.get_parsed_content("run")  # the config's "run" list: [train(...)]
     best = results[-1] if isinstance(results, list) else results
     typer.echo(f"done; best validation: {best}")

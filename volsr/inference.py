@@ -23,8 +23,9 @@ from volsr.devices import autocast, resolve_device
 from volsr.geometry import scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
+from volsr.networks.grid_encoding import SamplePositions
 from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, from_canonical, to_canonical
+from volsr.orientation import coarse_axis, from_canonical, spatial_order, to_canonical
 
 __all__ = [
     "super_resolve",
@@ -108,7 +109,14 @@ class _Predictor(nn.Module):
     draws random dictionary transforms for uncertainty estimates, not a fixed symmetric average.
     """
 
-    def __init__(self, network: nn.Module, device: torch.device, amp: bool, tta: bool = False) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        device: torch.device,
+        amp: bool,
+        tta: bool = False,
+        positions: SamplePositions | None = None,
+    ) -> None:
         super().__init__()
         if device.type == "cpu":
             network = network.to(memory_format=torch.channels_last_3d)
@@ -116,22 +124,44 @@ class _Predictor(nn.Module):
         self.device = device
         self.amp = amp
         self.views = _symmetries() if tta else [((), False)]
+        if grid_channels(network) and positions is None:
+            raise ValueError("this network takes grid-encoding channels: give the volume's SamplePositions")
+        self.positions = positions if grid_channels(network) else None
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, positions: list[SamplePositions] | None) -> torch.Tensor:
+        if positions is not None:  # one per window of the batch, in the view's orientation
+            grid = torch.stack([p.channels(x.dtype, x.device) for p in positions])
+            x = torch.cat([x, grid], dim=1)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast(self.device, self.amp):
             return self.network(x).float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, location: Sequence[Sequence[slice]] | None = None) -> torch.Tensor:
+        """``x``: windows ``(B, C, *S)``; ``location``: MONAI's ``with_coord`` slices of each window
+        (batch, channel, then spatial), or ``None`` for the whole volume."""
+        windows = None
+        if self.positions is not None:
+            whole = [self.positions] * x.shape[0]
+            windows = whole if location is None else [self.positions.cropped(loc[2:]) for loc in location]
         total = None
         for flips, swap in self.views:
             v = x.flip(flips) if flips else x
-            y = self._run(v.transpose(2, 3) if swap else v)
+            v = v.transpose(2, 3) if swap else v
+            views = None
+            if windows is not None:
+                views = [p.flipped([d - 2 for d in flips]) for p in windows]
+                views = [p.permuted([1, 0, 2]) for p in views] if swap else views
+            y = self._run(v, views)
             y = y.transpose(2, 3) if swap else y  # undo in reverse order: swap, then flips
             y = y.flip(flips) if flips else y
             total = y if total is None else total.add_(y)
         return total.div_(len(self.views)).contiguous()
+
+
+def grid_channels(network: nn.Module) -> int:
+    """How many grid-encoding input channels ``network`` takes after the image (0: none)."""
+    return int(getattr(getattr(network, "config", None), "grid_channels", 0))
 
 
 def _symmetries() -> list[tuple[tuple[int, ...], bool]]:
@@ -204,7 +234,8 @@ def super_resolve(
     else:
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
-    predictor = _Predictor(network.to(dev).eval(), dev, amp, tta)
+    positions = SamplePositions.of_grids(image.shape[1:], out_shape).permuted(spatial_order(axis))
+    predictor = _Predictor(network.to(dev).eval(), dev, amp, tta, positions)
     y = sliding_window_inference(
         x,
         roi,
@@ -215,6 +246,7 @@ def super_resolve(
         sw_device=dev,
         device=torch.device("cpu"),
         progress=progress,
+        with_coord=True,
     )
     del x  # the spline volume: one full-size buffer less at the peak
     y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised

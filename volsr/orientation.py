@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["coarse_axis", "to_canonical", "from_canonical"]
+__all__ = ["coarse_axis", "spatial_order", "to_canonical", "from_canonical"]
 
 
 def coarse_axis(scale: Sequence[float], tol: float = 1e-3) -> int | None:
@@ -29,6 +29,11 @@ def _order(axis: int | None, ndim: int) -> list[int]:
     a = ndim - 3 + axis
     order.remove(a)
     return order + [a]
+
+
+def spatial_order(axis: int | None) -> list[int]:
+    """The permutation of the 3 spatial axes that :func:`to_canonical` applies."""
+    return _order(axis, 3)
 
 
 def to_canonical(x: torch.Tensor, axis: int | None) -> torch.Tensor:

@@ -4,11 +4,13 @@ The network never sees a low-resolution grid: the caller re-grids the low-resolu
 output grid with a cubic B-spline (:func:`volsr.interpolation.resample`), so any per-axis,
 non-integer factor is handled, and the network predicts only the residual the spline cannot::
 
-    x (B, C, X, Y, Z)  -- the spline-interpolated scan, intensities normalised
+    x (B, C [+ G], X, Y, Z)  -- the spline-interpolated scan, intensities normalised, optionally
+                                followed by G = 9 grid-encoding channels: where each voxel sits
+                                inside the acquired voxel (:mod:`volsr.networks.grid_encoding`)
     h = head(x)                         (B, F, X, Y, Z)   3x3x3 conv
     h = h + tail(blocks(h))             (B, F, X, Y, Z)   N residual blocks, each
                                                            conv-act-conv(-channel attention) + skip
-    y = x + out(h)                      (B, C, X, Y, Z)   3x3x3 conv to the residual
+    y = x[:, :C] + out(h)               (B, C, X, Y, Z)   3x3x3 conv to the residual
 
 Receptive field: ``2 * (2 N + 3) + 1`` voxels per axis (2 N + 3 convolutions of size 3).
 Cost: about ``2 * 27 * F * F * (2 N + 1)`` FLOPs per output voxel (multiply-adds counted as two);
@@ -52,6 +54,9 @@ class ResidualSRConfig:
     attention: bool = True
     reduction: int = 4
     negative_slope: float = 0.1
+    #: extra input channels after the image ones: the grid encoding of
+    #: :mod:`volsr.networks.grid_encoding` (``GRID_CHANNELS``), or 0 for the image alone
+    grid_channels: int = 0
 
 
 PRESETS: dict[str, ResidualSRConfig] = {
@@ -113,7 +118,7 @@ class ResidualSR3D(nn.Module):
         cfg = config or ResidualSRConfig(**kwargs)
         self.config = cfg
         f = cfg.features
-        self.head = _conv(cfg, cfg.in_channels, f)
+        self.head = _conv(cfg, cfg.in_channels + cfg.grid_channels, f)
         self.blocks = nn.Sequential(*[ResidualBlock(cfg) for _ in range(cfg.num_blocks)])
         self.tail = _conv(cfg, f, f)
         self.out = _conv(cfg, f, cfg.out_channels)
@@ -136,6 +141,7 @@ class ResidualSR3D(nn.Module):
         return 2 * (2 * self.config.num_blocks + 3) + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_channels + grid_channels, *S)``, the image channels first."""
         # Without autograd, activations are updated in place: on CPU a fresh activation-sized buffer
         # is page-faulted in (a bf16 24 x 96^3 multiply: 107 ms into a new tensor, 10 ms in place).
         # Same numbers either way (tests/test_residual_sr.py).
@@ -146,7 +152,7 @@ class ResidualSR3D(nn.Module):
             b = block(b, inplace=inplace and i > 0)  # block 0 must leave h intact for the long skip
         t = self.tail(b)
         t = t.add_(h) if inplace else t + h  # (B, F, *S)
-        return x + self.out(t)  # (B, C, *S): spline input + learned residual
+        return x[:, : self.config.in_channels] + self.out(t)  # (B, C, *S): spline input + residual
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -158,7 +164,7 @@ def flops_per_voxel(model: nn.Module, size: int = 8) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = getattr(model, "config", None)
-    channels = getattr(cfg, "in_channels", 1)
+    channels = getattr(cfg, "in_channels", 1) + getattr(cfg, "grid_channels", 0)
     x = torch.zeros(1, channels, size, size, size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)

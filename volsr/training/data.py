@@ -23,8 +23,9 @@ from volsr.geometry import index_map
 from volsr.interpolation import apply_along_axis, resample_array
 from volsr.io import VOLUME_SUFFIXES
 from volsr.meta import affine_of
+from volsr.networks.grid_encoding import SamplePositions
 from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, to_canonical
+from volsr.orientation import coarse_axis, spatial_order, to_canonical
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
 __all__ = ["list_volumes", "PatchPairSampler", "random_contrast"]
@@ -102,6 +103,8 @@ class PatchPairSampler:
             axis, so a network trained on 0.5-1 mm scans also meets anatomy at 1-2 mm per voxel and
             anisotropic references (1 x 1 x 2 mm); ``(1, 1)`` disables it.
         seed: seed of the crop positions and flips.
+        grid_encoding: append the channels of :mod:`volsr.networks.grid_encoding` (where each voxel
+            sits on the low-resolution grid, after the same crop, flips and swap) to the input.
     """
 
     def __init__(
@@ -115,8 +118,10 @@ class PatchPairSampler:
         zoom: tuple[float, float] = (1.0, 1.0),
         seed: int = 0,
         contrast_prob: float = 0.0,
+        grid_encoding: bool = False,
     ) -> None:
         self.volumes = list(volumes)
+        self.grid_encoding = grid_encoding
         self.contrast_prob = float(contrast_prob)
         self.zoom = (float(zoom[0]), float(zoom[1]))
         self.degradation = degradation
@@ -167,25 +172,31 @@ class PatchPairSampler:
         y = hr.as_tensor()
         axis = coarse_axis(scale)
         x, y = to_canonical(x, axis), to_canonical(y, axis)
-        x, y = self._centre(x), self._centre(y)
-        x, y = self._augment(x, y)
+        positions = SamplePositions.of_grids(lr.shape[1:], hr.shape[1:]).permuted(spatial_order(axis))
+        centre = self._centre(x.shape[1:])
+        x, y, positions = x[(slice(None), *centre)], y[(slice(None), *centre)], positions.cropped(centre)
+        x, y, positions = self._augment(x, y, positions)
+        if self.grid_encoding:
+            x = torch.cat([x, positions.channels(x.dtype)])
         history = lr.meta.get("degradation", []) if hasattr(lr, "meta") else []
         return x.contiguous(), y.contiguous(), {"degradation": history, "scale": scale}
 
-    def _centre(self, t: torch.Tensor) -> torch.Tensor:
-        sl = []
-        for n in t.shape[1:]:
-            start = max(0, (n - self.patch) // 2)
-            sl.append(slice(start, start + self.patch))
-        return t[(slice(None), *sl)]
+    def _centre(self, shape: Sequence[int]) -> tuple[slice, ...]:
+        """The central ``patch``-sized slices of a crop of ``shape``."""
+        starts = [max(0, (n - self.patch) // 2) for n in shape]
+        return tuple(slice(st, st + self.patch) for st in starts)
 
-    def _augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _augment(
+        self, x: torch.Tensor, y: torch.Tensor, positions: SamplePositions
+    ) -> tuple[torch.Tensor, torch.Tensor, SamplePositions]:
         flips = [d for d in (1, 2, 3) if self.rng.random() < 0.5]
         if flips:
             x, y = x.flip(flips), y.flip(flips)
+            positions = positions.flipped([d - 1 for d in flips])
         if self.rng.random() < 0.5:  # in-plane transpose; the coarse axis stays last
             x, y = x.transpose(1, 2), y.transpose(1, 2)
-        return x, y
+            positions = positions.permuted([1, 0, 2])
+        return x, y, positions
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self.sample() for _ in range(batch_size)]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from volsr.checkpoint import build_network, save_checkpoint
+from volsr.checkpoint import build_network, load_grown_weights, save_checkpoint
 from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.normalization import PercentileNormalizer
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
@@ -41,6 +41,8 @@ class TrainConfig:
     ``ema`` is the decay of the moving average of the weights that validation scores and ``model.pt``
     holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights. ``contrast_prob`` is the
     share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
+    ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; input channels the new
+    network has and the checkpoint lacks start at zero, so it starts as the checkpoint's network).
     """
 
     data: str | list[str]
@@ -72,6 +74,7 @@ class TrainConfig:
     amp: bool = True
     log_dir: str | None = None
     progress: bool = True
+    init: str | None = None
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -122,6 +125,9 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state.get("best", best)
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
+    elif cfg.init:
+        load_grown_weights(network, torch.load(cfg.init, map_location=device, weights_only=False)["model"])
+        print(f"initialised from {cfg.init}")
     averaged = _moving_average(network, cfg.ema, state)
     shipped = averaged.module if averaged is not None else network  # what is validated and saved
 
@@ -224,6 +230,7 @@ def training_data(
         zoom=tuple(cfg.zoom),
         seed=cfg.seed + step,
         contrast_prob=cfg.contrast_prob,
+        grid_encoding=cfg.network.get("arguments", {}).get("grid_channels", 0) > 0,
     )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     return sampler, validator
