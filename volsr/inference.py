@@ -3,7 +3,8 @@
 Data flow: scan (MetaTensor, scanner units) -> percentile-normalised -> cubic B-spline onto the
 output grid (once, on the CPU) -> coarse axis moved last -> MONAI ``sliding_window_inference``
 with gaussian blending (windows on ``device``, the volume and the blended output stay on the CPU,
-so memory is bounded by the window, not the volume) -> back to the input's orientation and units
+so memory is bounded by the window, not the volume; a grid-encoding network gets its position
+channels built per window from the window's slices) -> back to the input's orientation and units
 -> MetaTensor with the output grid's affine (MONAI's inferer keeps the input's affine; we set it).
 """
 
@@ -107,6 +108,10 @@ class _Predictor(nn.Module):
     symmetries the network is trained with; the coarse axis stays last) and average the outputs
     mapped back: 16 passes instead of 1. Hand-written because MONAI's ``TestTimeAugmentation``
     draws random dictionary transforms for uncertainty estimates, not a fixed symmetric average.
+
+    ``positions``: the whole volume's :class:`SamplePositions` (canonical order), required for a
+    network with grid-encoding channels; each window, and each TTA view of it, gets the channels of
+    its own crop, flips and swap.
     """
 
     def __init__(
