@@ -53,10 +53,10 @@ from volsr.inference import (
 )
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of
-from volsr.networks.grid_encoding import SamplePositions
+from volsr.networks.grid_encoding import SamplePositions, with_grid_channels
 from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
 from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, spatial_order, to_canonical
+from volsr.orientation import coarse_axis, to_canonical
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
@@ -189,7 +189,7 @@ def prepare(
     lo, hi = normalizer.fit(data)
     x = resample_array(normalizer.normalize(data.float(), lo, hi), out_shape, "cubic")
     axis = coarse_axis([n / m for n, m in zip(out_shape, image.shape[1:], strict=True)])
-    positions = SamplePositions.of_grids(image.shape[1:], out_shape).permuted(spatial_order(axis))
+    positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
     return to_canonical(x[None], axis).contiguous(), target, positions
 
 
@@ -222,8 +222,7 @@ def monai_default(
         padded = positions.padded([d // 2 for d in short], [d - d // 2 for d in short])
 
         def with_grid(window: torch.Tensor, location) -> torch.Tensor:
-            grid = [padded.cropped(loc[2:]).channels(window.dtype, window.device) for loc in location]
-            return network(torch.cat([window, torch.stack(grid)], dim=1))
+            return network(with_grid_channels(window, [padded.cropped(loc[2:]) for loc in location]))
 
         grid = grid_channels(network) > 0
         return sliding_window_inference(

@@ -24,9 +24,9 @@ from volsr.devices import autocast, resolve_device
 from volsr.geometry import scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
-from volsr.networks.grid_encoding import SamplePositions
+from volsr.networks.grid_encoding import SamplePositions, with_grid_channels
 from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, from_canonical, spatial_order, to_canonical
+from volsr.orientation import coarse_axis, from_canonical, to_canonical
 
 __all__ = [
     "super_resolve",
@@ -129,14 +129,14 @@ class _Predictor(nn.Module):
         self.device = device
         self.amp = amp
         self.views = _symmetries() if tta else [((), False)]
-        if grid_channels(network) and positions is None:
+        takes_grid = grid_channels(network) > 0
+        if takes_grid and positions is None:
             raise ValueError("this network takes grid-encoding channels: give the volume's SamplePositions")
-        self.positions = positions if grid_channels(network) else None
+        self.positions = positions if takes_grid else None
 
     def _run(self, x: torch.Tensor, positions: list[SamplePositions] | None) -> torch.Tensor:
         if positions is not None:  # one per window of the batch, in the view's orientation
-            grid = torch.stack([p.channels(x.dtype, x.device) for p in positions])
-            x = torch.cat([x, grid], dim=1)
+            x = with_grid_channels(x, positions)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast(self.device, self.amp):
@@ -239,7 +239,7 @@ def super_resolve(
     else:
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
-    positions = SamplePositions.of_grids(image.shape[1:], out_shape).permuted(spatial_order(axis))
+    positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
     predictor = _Predictor(network.to(dev).eval(), dev, amp, tta, positions)
     y = sliding_window_inference(
         x,

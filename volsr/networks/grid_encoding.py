@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from volsr.geometry import index_map
+from volsr.orientation import spatial_order
 
-__all__ = ["GRID_CHANNELS", "SamplePositions"]
+__all__ = ["GRID_CHANNELS", "SamplePositions", "with_grid_channels"]
 
 #: channels per volume: (cos, sin, step) for each of the 3 spatial axes
 GRID_CHANNELS = 9
@@ -47,6 +48,14 @@ class SamplePositions:
             coords.append(offset + step * torch.arange(int(n_out), dtype=torch.float64))
             steps.append(step)
         return cls(tuple(coords), tuple(steps))
+
+    @classmethod
+    def canonical(
+        cls, in_shape: Sequence[int], out_shape: Sequence[int], axis: int | None
+    ) -> SamplePositions:
+        """:meth:`of_grids` in the network's order: spatial ``axis`` (the coarse one) moved last, as
+        :func:`volsr.orientation.to_canonical` moves the volume."""
+        return cls.of_grids(in_shape, out_shape).permuted(spatial_order(axis))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -80,13 +89,23 @@ class SamplePositions:
     def channels(
         self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        """``(GRID_CHANNELS, X, Y, Z)``: cos, sin and step of each axis, broadcast over the volume."""
+        """``(GRID_CHANNELS, X, Y, Z)``: cos, sin and step of each axis, broadcast over the volume.
+
+        Computed on ``device`` from the per-axis vectors, so a GPU window never waits for a
+        volume-sized host-to-device copy.
+        """
         shape = self.shape
         planes = []
         for axis, (c, step) in enumerate(zip(self.coords, self.steps, strict=True)):
             view = [1] * len(shape)
             view[axis] = -1
-            angle = 2 * math.pi * c
-            for values in (torch.cos(angle), torch.sin(angle), torch.full_like(c, step)):
+            angle = 2 * math.pi * c.to(device)
+            for values in (torch.cos(angle), torch.sin(angle), torch.full_like(angle, step)):
                 planes.append(values.to(dtype).view(view).expand(shape))
-        return torch.stack(planes).to(device)
+        return torch.stack(planes)
+
+
+def with_grid_channels(x: torch.Tensor, positions: Sequence[SamplePositions]) -> torch.Tensor:
+    """``x`` ``(B, C, *S)`` followed by the grid channels of each batch item: ``(B, C + 9, *S)``."""
+    grid = torch.stack([p.channels(x.dtype, x.device) for p in positions])
+    return torch.cat([x, grid], dim=1)

@@ -25,7 +25,7 @@ from volsr.io import VOLUME_SUFFIXES
 from volsr.meta import affine_of
 from volsr.networks.grid_encoding import SamplePositions
 from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, spatial_order, to_canonical
+from volsr.orientation import coarse_axis, to_canonical
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
 __all__ = ["list_volumes", "PatchPairSampler", "random_contrast"]
@@ -172,7 +172,7 @@ class PatchPairSampler:
         y = hr.as_tensor()
         axis = coarse_axis(scale)
         x, y = to_canonical(x, axis), to_canonical(y, axis)
-        positions = SamplePositions.of_grids(lr.shape[1:], hr.shape[1:]).permuted(spatial_order(axis))
+        positions = SamplePositions.canonical(lr.shape[1:], hr.shape[1:], axis)
         centre = self._centre(x.shape[1:])
         x, y, positions = x[(slice(None), *centre)], y[(slice(None), *centre)], positions.cropped(centre)
         x, y, positions = self._augment(x, y, positions)

@@ -41,8 +41,9 @@ class TrainConfig:
     ``ema`` is the decay of the moving average of the weights that validation scores and ``model.pt``
     holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights. ``contrast_prob`` is the
     share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
-    ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; input channels the new
-    network has and the checkpoint lacks start at zero, so it starts as the checkpoint's network).
+    ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; a network with more input
+    channels or features is grown from it by :func:`volsr.checkpoint.load_grown_weights`, so it
+    starts as the checkpoint's network).
     """
 
     data: str | list[str]
