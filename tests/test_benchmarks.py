@@ -24,11 +24,11 @@ def _benchmarks_package():
         module = importlib.util.module_from_spec(spec)
         sys.modules["benchmarks"] = module
         spec.loader.exec_module(module)
-    names = ("common", "quality", "speed", "speed_report")
+    names = ("common", "quality", "speed", "speed_report", "adaptation")
     return [importlib.import_module(f"benchmarks.{m}") for m in names]
 
 
-common, quality, speed, speed_report = _benchmarks_package()
+common, quality, speed, speed_report, adaptation = _benchmarks_package()
 crop, write_section = common.crop, common.write_section
 
 
@@ -178,3 +178,23 @@ def test_speed_targets_give_each_verdict():
         "| cpu: network >= 60 % of the conv3d peak | 55 % (a 24-channel conv alone: 75 %) | **not met** |"
     )
     assert rows[4] == "| cpu: autocast (bfloat16) changes PSNR by < 0.05 dB | 0.0010 dB | met |"
+
+
+def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):
+    import nibabel as nib
+
+    from volsr.checkpoint import save_checkpoint
+    from volsr.networks import ResidualSR3D
+    from volsr.normalization import PercentileNormalizer
+
+    bundle = tmp_path / "tiny"
+    network = ResidualSR3D(features=4, num_blocks=1)
+    save_checkpoint(bundle / "models" / "model.pt", network, PercentileNormalizer(), step=1)
+    path = tmp_path / "blob.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).as_tensor()[0].numpy(), np.eye(4)), path)
+    protocol = {"kind": "thickness", "axis": 2, "factor": 3.0, "profile": "boxcar"}
+    settings = [adaptation.parse_setting("0:0"), adaptation.parse_setting("3:1e-3")]
+    shipped, tuned = adaptation.run(str(path), settings, protocol, str(bundle), "cpu")
+    assert (shipped["steps"], tuned["steps"], tuned["lr"]) == (0, 3, 1e-3)
+    assert abs(shipped["gain"]) < 0.05  # the untrained network is the cubic spline it refines
+    assert tuned["psnr"] != shipped["psnr"] and tuned["adapt_s"] > 0

@@ -83,6 +83,8 @@ def test_monai_bundle_run_inference_writes_exact_grid(tmp_path):
         str(tmp_path / "out"),
         "--device",
         "cpu",
+        "--adapt",
+        "2",  # the config's options reach SuperResolver: two steps of self-supervised fine-tuning
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -49,6 +49,18 @@ def test_infer_default_output_in_cwd_isotropic_and_fov_kept(bundle, scan, tmp_pa
     assert np.allclose(fov_corners(out.affine, out.shape), fov_corners(src.affine, src.shape), atol=1e-4)
 
 
+def test_infer_adapt_writes_the_same_world_grid(bundle, scan, tmp_path):
+    plain, adapted = tmp_path / "plain.nii.gz", tmp_path / "adapted.nii.gz"
+    for dst, extra in ((plain, []), (adapted, ["--adapt", "3"])):
+        args = ["infer", str(scan), "-o", str(dst), "--bundle", str(bundle), "--device", "cpu"]
+        r = runner.invoke(app, [*args, "--no-progress", *extra])
+        assert r.exit_code == 0, r.output
+    a, b = nib.load(plain), nib.load(adapted)
+    assert a.shape == b.shape == (16, 12, 10)
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
+    assert not np.allclose(a.get_fdata(), b.get_fdata())  # the tuned copy is what ran
+
+
 def test_infer_spacing_keeps_an_axis_at_its_own_spacing(bundle, scan, tmp_path):
     dst = tmp_path / "o.nii.gz"
     r = runner.invoke(
@@ -112,6 +124,8 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
             "--device",
             "cpu",
             "--tta",
+            "--adapt",
+            "2",
             "-o",
             str(out),
         ],
@@ -119,7 +133,14 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     methods = summary["scans"]["hr"]["methods"]
-    assert {"linear", "cubic", "tiny_bundle", "tiny_bundle+tta"} <= set(methods)
+    assert {
+        "linear",
+        "cubic",
+        "tiny_bundle",
+        "tiny_bundle+tta",
+        "tiny_bundle+adapt",
+        "tiny_bundle+adapt+tta",
+    } <= set(methods)
     # an untrained (identity) network reproduces the cubic spline it refines, averaged or not
     assert abs(methods["tiny_bundle"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
     assert abs(methods["tiny_bundle+tta"]["psnr"] - methods["cubic"]["psnr"]) < 0.05

@@ -71,6 +71,10 @@ class SuperResolver:
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
             model (:func:`volsr.consistency.project_consistent`).
+        tta: average the network over 16 flips and in-plane swaps of each window.
+        adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
+            the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
+            loaded network is not changed.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class SuperResolver:
         progress: bool = False,
         consistency: bool = False,
         tta: bool = False,
+        adapt: int = 0,
     ) -> None:
         self.device = resolve_device(device)
         self.network = network.eval().to(self.device)
@@ -94,6 +99,7 @@ class SuperResolver:
         self.progress = progress
         self.consistency = consistency
         self.tta = tta
+        self.adapt = int(adapt)
         self.info: dict = {}
 
     @classmethod
@@ -122,9 +128,24 @@ class SuperResolver:
             from volsr.io import load_image
 
             image = load_image(image)
+        network = self.network
+        if self.adapt > 0:
+            from volsr.training.adaptation import adapt
+
+            network = adapt(
+                network,
+                image,
+                self.normalizer,
+                scale=scale,
+                spacing=spacing,
+                steps=self.adapt,
+                device=self.device,
+                amp=self.amp,
+                progress=self.progress,
+            )
         return super_resolve(
             image,
-            self.network,
+            network,
             self.normalizer,
             scale=scale,
             spacing=spacing,

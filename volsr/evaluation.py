@@ -226,11 +226,14 @@ def evaluate_files(
     baselines: Sequence[str] = ("linear", "cubic"),
     consistency: bool = False,
     tta: bool = False,
+    adapt: int = 0,
 ) -> dict:
     """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
 
     Each bundle is scored as is and, with ``consistency=True``, also with data consistency
-    (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``).
+    (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``);
+    with ``adapt`` > 0 also fine-tuned for ``adapt`` steps on each degraded scan (``+adapt``, and
+    ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference).
     Returns the summary dict.
     """
     from volsr.api import SuperResolver, find_bundle
@@ -240,8 +243,13 @@ def evaluate_files(
     for b in bundles:
         name = find_bundle(b).name
         resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
-        if tta:  # the same loaded network, averaged over flipped views
-            resolvers[f"{name}+tta"] = SuperResolver(sr.network, sr.normalizer, device=device, tta=True)
+        variants = {"+tta": {"tta": True}} if tta else {}  # the same loaded network each time
+        if adapt:
+            variants["+adapt"] = {"adapt": adapt}
+            if tta:
+                variants["+adapt+tta"] = {"adapt": adapt, "tta": True}
+        for suffix, options in variants.items():
+            resolvers[name + suffix] = SuperResolver(sr.network, sr.normalizer, device=device, **options)
     out = Path(out_dir)
     summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
     for p in paths:

@@ -35,6 +35,8 @@ __all__ = [
     "resolve_device",
     "DEFAULT_ROI",
     "DEFAULT_OVERLAP",
+    "target_scale",
+    "grid_channels",
 ]
 
 # Windows from the receptive field, not habit. By default the window is fitted to each volume: the
@@ -81,7 +83,8 @@ def default_scale(affine: np.ndarray) -> tuple[float, float, float]:
     return scale_for_spacing(affine, float(voxel_spacing(affine).min()))
 
 
-def _target_scale(image: torch.Tensor, scale, spacing) -> tuple[float, ...]:
+def target_scale(image: torch.Tensor, scale, spacing) -> tuple[float, ...]:
+    """Per-axis up-sampling factors from ``scale`` or ``spacing`` (at most one), else the default."""
     if scale is not None and spacing is not None:
         raise ValueError("give at most one of scale and spacing")
     affine = affine_of(image)
@@ -223,7 +226,7 @@ def super_resolve(
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
     affine = affine_of(image)
-    target = _target_scale(image, scale, spacing)
+    target = target_scale(image, scale, spacing)
     out_affine, out_shape = scaled_grid(affine, image.shape[1:], target)
     effective = [n_out / n_in for n_in, n_out in zip(image.shape[1:], out_shape, strict=True)]
 

@@ -52,9 +52,9 @@ from volsr.normalization import PercentileNormalizer
 from volsr.training.trainer import (
     TrainConfig,
     _log_validation,
-    _loss_fn,
     _progress,
     _writer,
+    loss_function,
     training_data,
 )
 from volsr.transforms.validation import check_positive, check_probability, parse_choices
@@ -348,7 +348,7 @@ def train_gan(
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
 
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-    content_loss, adversarial_loss = _loss_fn(cfg), adversarial_loss_for(cfg)
+    content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)
     writer = _writer(cfg.log_dir)
     bar = _progress(cfg, step)
     t0 = time.time()

@@ -31,7 +31,7 @@ from volsr.normalization import PercentileNormalizer
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
 from volsr.training.validation import Validator
 
-__all__ = ["TrainConfig", "train", "learning_rate"]
+__all__ = ["TrainConfig", "train", "learning_rate", "optimisation_step", "moving_average"]
 
 
 @dataclass
@@ -86,7 +86,7 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
 
 
-def _loss_fn(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     l1 = nn.L1Loss()
     if cfg.ssim_weight <= 0:
         return l1
@@ -129,11 +129,11 @@ def train(
     elif cfg.init:
         load_grown_weights(network, torch.load(cfg.init, map_location=device, weights_only=False)["model"])
         print(f"initialised from {cfg.init}")
-    averaged = _moving_average(network, cfg.ema, state)
+    averaged = moving_average(network, cfg.ema, state)
     shipped = averaged.module if averaged is not None else network  # what is validated and saved
 
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-    loss_fn = _loss_fn(cfg)
+    loss_fn = loss_function(cfg)
     writer = _writer(cfg.log_dir)
     bar = _progress(cfg, step)
 
@@ -155,18 +155,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = sampler.batch(cfg.batch_size)
-        x, y = x.to(device), y.to(device)
-        if device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(device, cfg.amp):
-            pred = network(x)
-        loss = loss_fn(pred.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        loss = optimisation_step(network, optimizer, scaler, loss_fn, x, y, cfg, device)
         if averaged is not None:
             averaged.update_parameters(network)
         step += 1
@@ -194,7 +183,33 @@ def train(
     return best
 
 
-def _moving_average(network: nn.Module, decay: float, state: dict | None) -> AveragedModel | None:
+def optimisation_step(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """One clipped optimiser step on a batch (channels-last on CPU, autocast); returns the loss."""
+    x, y = x.to(device), y.to(device)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with autocast(device, cfg.amp):
+        pred = network(x)
+    loss = loss_fn(pred.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def moving_average(network: nn.Module, decay: float, state: dict | None) -> AveragedModel | None:
     """The EMA of ``network``'s weights (``None`` when ``decay`` is 0), restored from a resumed state.
 
     A checkpoint written before the EMA existed starts a fresh average at the resumed weights.

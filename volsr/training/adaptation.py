@@ -1,0 +1,182 @@
+"""Self-supervised adaptation to one scan: fine-tune on the scan's own sharp in-plane detail.
+
+A thick-slice scan is sharp in-plane. Blurring an in-plane axis with the slice profile of its thick
+axis turns the scan into training pairs of its own contrast, anatomy and noise (the idea of SMORE,
+Zhao et al., 2020). Starting from the shipped weights, a few hundred steps adapt the network to what
+its training set did not show; only the scan being restored is used, never a reference.
+Hand-written: MONAI has no test-time training.
+
+Data flow: scan -> normalised as inference normalises it -> on an isotropic grid at the output
+spacing of the thick axis (cubic B-spline along it, box-averaged in-plane where in-plane voxels are
+finer) -> :class:`~volsr.training.data.PatchPairSampler` with thick slices of the scan's own slice
+thickness along an in-plane axis -> the trainer's optimisation step -> the moving average of the
+weights (a copy: the given network is left as it was).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from volsr.devices import autocast_dtype, resolve_device
+from volsr.geometry import scaled_grid, voxel_spacing
+from volsr.inference import grid_channels, target_scale
+from volsr.interpolation import resample_array
+from volsr.meta import affine_of
+from volsr.normalization import PercentileNormalizer
+from volsr.orientation import coarse_axis
+from volsr.training.data import PatchPairSampler
+from volsr.training.trainer import (
+    TrainConfig,
+    learning_rate,
+    loss_function,
+    moving_average,
+    optimisation_step,
+)
+from volsr.transforms import build_degradation
+from volsr.transforms.slice_thickness import SliceThickness
+
+__all__ = ["DEFAULT_ADAPT_STEPS", "adaptation_volume", "adaptation_sampler", "adapt"]
+
+#: about 5 min on 2 CPU cores; more steps still gain a little (benchmarks/adaptation.py)
+DEFAULT_ADAPT_STEPS = 500
+#: in-plane voxels up to this much coarser than the output spacing are used as they are
+_SPACING_TOLERANCE = 1.1
+
+
+def adaptation_volume(
+    image: torch.Tensor,
+    normalizer: PercentileNormalizer | None = None,
+    scale: float | Sequence[float] | None = None,
+    spacing: float | Sequence[float | None] | None = None,
+) -> tuple[MetaTensor, int, float]:
+    """The scan, normalised, on an isotropic grid at the output spacing of its thick axis.
+
+    Returns ``(volume, thick_axis, thickness_mm)``: the volume's in-plane axes carry the detail to
+    learn from; ``thickness_mm`` is the thick axis's voxel size, the slice thickness the synthetic
+    pairs reproduce (contiguous slices assumed, as in :mod:`volsr.consistency`).
+    """
+    normalizer = normalizer or PercentileNormalizer()
+    affine = affine_of(image)
+    target = target_scale(image, scale, spacing)
+    _, out_shape = scaled_grid(affine, image.shape[1:], target)
+    effective = [n_out / n_in for n_in, n_out in zip(image.shape[1:], out_shape, strict=True)]
+    axis = coarse_axis(effective)
+    if axis is None or effective[axis] <= 1.0:
+        raise ValueError(
+            f"self-supervised adaptation needs one thick axis that is up-sampled more than the others; "
+            f"the up-sampling factors are {tuple(round(e, 3) for e in effective)}"
+        )
+    mm = voxel_spacing(affine)
+    out_mm = float(mm[axis]) / effective[axis]
+
+    data = image.as_tensor() if hasattr(image, "as_tensor") else image
+    lo, hi = normalizer.fit(data)
+    along = [1.0, 1.0, 1.0]
+    along[axis] = effective[axis]
+    up_affine, up_shape = scaled_grid(affine, image.shape[1:], along)
+    volume = MetaTensor(
+        resample_array(normalizer.normalize(data.float(), lo, hi), up_shape, "cubic"),
+        affine=torch.as_tensor(up_affine),
+    )
+    for b in (b for b in range(3) if b != axis):
+        if mm[b] > out_mm * _SPACING_TOLERANCE:
+            raise ValueError(
+                f"in-plane voxels along axis {b} ({mm[b]:.3g} mm) are coarser than the output spacing "
+                f"({out_mm:.3g} mm): the scan has no finer detail to learn from"
+            )
+        if out_mm > mm[b] * _SPACING_TOLERANCE:  # finer in-plane: box-average to the output spacing
+            volume = SliceThickness(b, out_mm)(volume)
+    return volume, axis, float(mm[axis])
+
+
+def adaptation_sampler(
+    image: torch.Tensor,
+    normalizer: PercentileNormalizer | None = None,
+    scale: float | Sequence[float] | None = None,
+    spacing: float | Sequence[float | None] | None = None,
+    profile: str = "boxcar",
+    patch_size: int = 32,
+    grid_encoding: bool = False,
+    seed: int = 0,
+) -> PatchPairSampler:
+    """Training pairs from the scan itself: its in-plane axes thickened to its own slice thickness."""
+    volume, axis, thickness = adaptation_volume(image, normalizer, scale, spacing)
+    in_plane = [b for b in range(3) if b != axis]
+    factor = thickness / float(np.mean(voxel_spacing(affine_of(volume))[in_plane]))
+    degradation = build_degradation(
+        {"slice_thickness": {"axis": in_plane, "factor": factor, "profile": [profile]}}, seed=seed
+    )
+    patch = min(int(patch_size), *volume.shape[1:])  # a small scan: patches of one size still stack
+    return PatchPairSampler([volume], degradation, patch, seed=seed, grid_encoding=grid_encoding)
+
+
+def adapt(
+    network: nn.Module,
+    image: torch.Tensor,
+    normalizer: PercentileNormalizer | None = None,
+    scale: float | Sequence[float] | None = None,
+    spacing: float | Sequence[float | None] | None = None,
+    steps: int = DEFAULT_ADAPT_STEPS,
+    lr: float = 5e-4,
+    batch_size: int = 4,
+    patch_size: int = 32,
+    profile: str = "boxcar",
+    device: str | torch.device = "auto",
+    amp: bool = True,
+    progress: bool = False,
+    seed: int = 0,
+) -> nn.Module:
+    """A copy of ``network`` fine-tuned on ``image``'s own in-plane detail (``image`` as given to
+    :func:`volsr.inference.super_resolve`, with the same ``scale`` / ``spacing``).
+
+    ``steps`` of AdamW (warm-up, then cosine to ``lr / 10``), L1 loss, batches of ``batch_size``
+    patches; returns the moving average of the weights over about the last tenth of the steps, in
+    eval mode on ``device``.
+    """
+    dev = resolve_device(device)
+    sampler = adaptation_sampler(
+        image, normalizer, scale, spacing, profile, patch_size, grid_channels(network) > 0, seed
+    )
+    cfg = TrainConfig(
+        data=[],
+        output_dir="",
+        steps=int(steps),
+        lr=lr,
+        min_lr=lr / 10,
+        warmup=max(1, steps // 10),
+        batch_size=batch_size,
+        patch_size=patch_size,
+        ema=min(0.99, max(0.0, 1 - 10 / steps)),
+        amp=amp,
+        seed=seed,
+    )  # fmt: skip; the average spans about the last tenth of the steps
+    tuned = copy.deepcopy(network).to(dev).train()
+    if dev.type == "cpu":
+        tuned = tuned.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.AdamW(tuned.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(dev, amp) == torch.float16)
+    averaged = moving_average(tuned, cfg.ema, None)
+    loss_fn = loss_function(cfg)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="adapt", dynamic_ncols=True, mininterval=2.0)
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        loss = optimisation_step(tuned, optimizer, scaler, loss_fn, *sampler.batch(batch_size), cfg, dev)
+        if averaged is not None:
+            averaged.update_parameters(tuned)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    if bar is not None:
+        bar.close()
+    return (tuned if averaged is None else averaged.module).eval()
