@@ -91,3 +91,30 @@ def test_super_resolver_adapts_per_scan_on_the_same_output_grid():
     assert adapted.shape == plain.shape
     assert not torch.allclose(adapted, plain)
     assert adapted_sr.network is network
+
+
+def test_evaluation_fine_tunes_once_per_scan_for_adapt_and_adapt_tta(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    import volsr.training.adaptation as adaptation
+    from volsr.checkpoint import save_checkpoint
+    from volsr.evaluation import evaluate_files
+
+    calls = []
+    real = adaptation.adapt
+    monkeypatch.setattr(adaptation, "adapt", lambda *a, **k: calls.append(k["steps"]) or real(*a, **k))
+    bundle = tmp_path / "tiny"
+    network = ResidualSR3D(features=4, num_blocks=1)
+    save_checkpoint(bundle / "models" / "model.pt", network, PercentileNormalizer(), step=1)
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"hr{i}.nii.gz")
+        volume = smooth_volume((20, 20, 24), seed=i).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), paths[-1])
+    protocol = {"kind": "thickness", "axis": 2, "factor": 3.0, "profile": "boxcar"}
+    summary = evaluate_files(paths, protocol, [bundle], tmp_path / "out", device="cpu", tta=True, adapt=2)
+    assert calls == [2, 2]  # one fine-tuning per scan, shared by +adapt and +adapt+tta
+    for scan in ("hr0", "hr1"):
+        methods = summary["scans"][scan]["methods"]
+        assert {"tiny+adapt", "tiny+adapt+tta"} <= set(methods)
+        assert methods["tiny+adapt"]["psnr"] != methods["tiny+adapt+tta"]["psnr"]

@@ -128,24 +128,11 @@ class SuperResolver:
             from volsr.io import load_image
 
             image = load_image(image)
-        network = self.network
         if self.adapt > 0:
-            from volsr.training.adaptation import adapt
-
-            network = adapt(
-                network,
-                image,
-                self.normalizer,
-                scale=scale,
-                spacing=spacing,
-                steps=self.adapt,
-                device=self.device,
-                amp=self.amp,
-                progress=self.progress,
-            )
+            return self.adapted(image, scale=scale, spacing=spacing)(image, scale=scale, spacing=spacing)
         return super_resolve(
             image,
-            network,
+            self.network,
             self.normalizer,
             scale=scale,
             spacing=spacing,
@@ -157,6 +144,34 @@ class SuperResolver:
             consistency=self.consistency,
             tta=self.tta,
         )
+
+    def adapted(
+        self,
+        image: torch.Tensor,
+        scale: float | Sequence[float] | None = None,
+        spacing: float | Sequence[float | None] | None = None,
+        steps: int | None = None,
+        **options,
+    ) -> SuperResolver:
+        """A resolver like this one whose network is a copy fine-tuned on ``image`` (a MetaTensor, with
+        the ``scale`` / ``spacing`` it will be restored at) for ``steps`` (default ``self.adapt``, else
+        :data:`~volsr.training.adaptation.DEFAULT_ADAPT_STEPS`); ``options`` override the others."""
+        from volsr.training.adaptation import DEFAULT_ADAPT_STEPS, adapt
+
+        tuned = adapt(
+            self.network,
+            image,
+            self.normalizer,
+            scale=scale,
+            spacing=spacing,
+            steps=steps or self.adapt or DEFAULT_ADAPT_STEPS,
+            device=self.device,
+            amp=self.amp,
+            progress=self.progress,
+        )
+        keep = dict(roi=self.roi, overlap=self.overlap, device=self.device, amp=self.amp,
+                    progress=self.progress, consistency=self.consistency, tta=self.tta)  # fmt: skip
+        return SuperResolver(tuned, self.normalizer, **{**keep, **options})
 
     def predict_file(
         self,

@@ -217,6 +217,26 @@ def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> d
     return paths
 
 
+class _AdaptedPerScan:
+    """``sr`` fine-tuned on each scan it is given, once per scan for ``+adapt`` and ``+adapt+tta``."""
+
+    def __init__(self, sr, steps: int) -> None:
+        self.sr, self.steps = sr, steps
+        self.scan, self.resolver = None, None  # holding the scan: identity cannot be reused
+
+    def _for(self, lr: torch.Tensor, scale: Sequence[float]):
+        if self.scan is not lr:
+            self.scan, self.resolver = lr, self.sr.adapted(lr, scale=scale, steps=self.steps)
+        return self.resolver
+
+    def __call__(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
+        return self._for(lr, scale)(lr, scale=scale)
+
+    def with_tta(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
+        tuned = self._for(lr, scale)
+        return type(tuned)(tuned.network, tuned.normalizer, device=tuned.device, tta=True)(lr, scale=scale)
+
+
 def evaluate_files(
     paths: Sequence[str | Path],
     protocol: Mapping,
@@ -243,13 +263,13 @@ def evaluate_files(
     for b in bundles:
         name = find_bundle(b).name
         resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
-        variants = {"+tta": {"tta": True}} if tta else {}  # the same loaded network each time
+        if tta:  # the same loaded network, averaged over flipped views
+            resolvers[f"{name}+tta"] = SuperResolver(sr.network, sr.normalizer, device=device, tta=True)
         if adapt:
-            variants["+adapt"] = {"adapt": adapt}
+            tuned = _AdaptedPerScan(sr, adapt)
+            resolvers[f"{name}+adapt"] = tuned
             if tta:
-                variants["+adapt+tta"] = {"adapt": adapt, "tta": True}
-        for suffix, options in variants.items():
-            resolvers[name + suffix] = SuperResolver(sr.network, sr.normalizer, device=device, **options)
+                resolvers[f"{name}+adapt+tta"] = tuned.with_tta
     out = Path(out_dir)
     summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
     for p in paths:
