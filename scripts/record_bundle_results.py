@@ -7,7 +7,9 @@ nothing else (the prose around them is written by hand):
 - ``<!-- validation-log:begin -->`` ... ``end``: the validation record of training, from
   ``models/validation.jsonl`` (every ``--every`` steps, plus the shipped step);
 - ``<!-- scores:begin -->`` ... ``end``: the per-method scores of a ``volsr evaluate`` run, from
-  its ``summary.json``.
+  its ``summary.json``;
+- with ``--adaptation`` (a ``volsr evaluate --adapt N`` summary), ``<!-- adaptation-scores:begin -->``
+  ... ``end``: its cubic and ``+adapt`` rows for this bundle, whose PSNRs also join ``eval_metrics``.
 
 Usage:
     python scripts/record_bundle_results.py bundles/volsr_cnn3d \
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -42,7 +45,7 @@ def validation_log_table(records: list[dict], every: int, shipped: int | None) -
     return "\n".join(rows)
 
 
-def scores_table(summary: dict) -> str:
+def scores_table(summary: dict, keep: Callable[[str], bool] = lambda name: True) -> str:
     rows = [
         "| scan | method | masked PSNR (dB) | gain vs cubic (dB) | masked SSIM | sharpness (SR/ref) "
         "| consistency error |",
@@ -52,12 +55,23 @@ def scores_table(summary: dict) -> str:
         methods = entry["methods"]
         cubic = methods["cubic"]["psnr"]
         for name, m in methods.items():
+            if not keep(name):
+                continue
             consistency = "" if m.get("consistency") is None else f"{m['consistency']:.4f}"
             rows.append(
                 f"| {scan} | {name} | {m['psnr']:.2f} | {m['psnr'] - cubic:+.2f} | {m['ssim']:.4f} "
                 f"| {m['sharpness']:.3f} | {consistency} |"
             )
     return "\n".join(rows)
+
+
+#: method-name suffix -> eval_metrics key
+VARIANT_KEYS = (
+    ("+dc", "psnr_with_consistency"),
+    ("+tta", "psnr_with_tta"),
+    ("+adapt", "psnr_with_adapt"),
+    ("+adapt+tta+dc", "psnr_with_adapt_tta_consistency"),
+)
 
 
 def eval_metrics(summary: dict, bundle: str) -> dict:
@@ -78,7 +92,7 @@ def eval_metrics(summary: dict, bundle: str) -> dict:
             "cubic_ssim": round(cubic["ssim"], 4),
             "sharpness": round(m[bundle]["sharpness"], 3),
         }
-        for suffix, key in (("+dc", "psnr_with_consistency"), ("+tta", "psnr_with_tta")):
+        for suffix, key in VARIANT_KEYS:
             if bundle + suffix in m:
                 row[key] = round(m[bundle + suffix]["psnr"], 2)
         out[scan] = row
@@ -98,6 +112,7 @@ def main() -> None:
     )
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--evaluation", type=Path, help="summary.json of a volsr evaluate run")
+    parser.add_argument("--adaptation", type=Path, help="summary.json of a volsr evaluate --adapt N run")
     parser.add_argument("--every", type=int, default=1000, help="steps between validation rows")
     args = parser.parse_args()
 
@@ -116,7 +131,15 @@ def main() -> None:
         text = replace_block(text, "scores", scores_table(summary))
         meta_path = args.bundle / "configs" / "metadata.json"
         meta = json.loads(meta_path.read_text())
-        meta["eval_metrics"] = eval_metrics(summary, args.bundle.resolve().name)
+        name = args.bundle.resolve().name
+        meta["eval_metrics"] = eval_metrics(summary, name)
+        if args.adaptation:
+            adapted = json.loads(args.adaptation.read_text())
+            keep = lambda m: m == "cubic" or m.startswith(name + "+adapt")  # noqa: E731
+            text = replace_block(text, "adaptation-scores", scores_table(adapted, keep))
+            for scan, row in eval_metrics(adapted, name).items():
+                if scan in meta["eval_metrics"] and isinstance(row, dict):
+                    meta["eval_metrics"][scan].update({k: v for k, v in row.items() if "adapt" in k})
         meta_path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
         print(f"updated {meta_path}")
     readme.write_text(text)

@@ -46,6 +46,8 @@ def test_scores_table_gives_gains_against_cubic():
     rows = tables.scores_table(summary).splitlines()
     assert rows[3] == "| s | net+dc | 21.25 | +1.25 | 0.8000 | 0.700 | 0.0000 |"
     assert rows[4] == "| s | fourier | 19.50 | -0.50 | 0.6000 | 0.500 |  |"
+    kept = tables.scores_table(summary, keep=lambda name: name != "fourier").splitlines()
+    assert kept == rows[:4] and len(rows) == 5  # the other rows as they were
 
 
 def test_eval_metrics_takes_the_bundle_rows_and_its_variants():
@@ -57,6 +59,7 @@ def test_eval_metrics_takes_the_bundle_rows_and_its_variants():
                     "cubic": {"psnr": 20.0, "ssim": 0.7, "sharpness": 0.6},
                     "net": {"psnr": 21.234, "ssim": 0.81234, "sharpness": 0.75},
                     "net+dc": {"psnr": 21.5, "ssim": 0.8, "sharpness": 0.7},
+                    "net+adapt+tta+dc": {"psnr": 22.004, "ssim": 0.8, "sharpness": 0.7},
                     "other": {"psnr": 30.0, "ssim": 0.9, "sharpness": 0.9},
                 }
             }
@@ -71,6 +74,7 @@ def test_eval_metrics_takes_the_bundle_rows_and_its_variants():
         "cubic_ssim": 0.7,
         "sharpness": 0.75,
         "psnr_with_consistency": 21.5,
+        "psnr_with_adapt_tta_consistency": 22.0,
     }
 
 
