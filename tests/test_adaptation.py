@@ -54,6 +54,8 @@ def test_scans_without_finer_in_plane_detail_or_a_thick_axis_are_refused():
     iso = make_image(smooth_volume((12, 10, 8)), oblique_affine((1.0, 1.0, 1.0)))
     with pytest.raises(ValueError, match="one thick axis"):
         adaptation_volume(iso)
+    with pytest.raises(ValueError, match="at least one step"):
+        adapt(ResidualSR3D(features=4, num_blocks=1), _ramp_image(), steps=0)
 
 
 def _edges_image() -> torch.Tensor:

@@ -61,6 +61,17 @@ def test_infer_adapt_writes_the_same_world_grid(bundle, scan, tmp_path):
     assert not np.allclose(a.get_fdata(), b.get_fdata())  # the tuned copy is what ran
 
 
+def test_infer_adapt_on_a_scan_without_a_thick_axis_names_it_and_writes_nothing(bundle, tmp_path):
+    iso = tmp_path / "iso.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((12, 12, 12)).astype(np.float32), np.eye(4)), iso)
+    dst = tmp_path / "out.nii.gz"
+    args = ["infer", str(iso), "-o", str(dst), "--bundle", str(bundle), "--device", "cpu", "--adapt", "2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2
+    assert f"{iso}: self-supervised adaptation needs one thick axis" in r.output
+    assert not dst.exists()
+
+
 def test_infer_spacing_keeps_an_axis_at_its_own_spacing(bundle, scan, tmp_path):
     dst = tmp_path / "o.nii.gz"
     r = runner.invoke(

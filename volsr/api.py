@@ -194,5 +194,8 @@ class SuperResolver:
 
         image = load_image(src, series_uid=series_uid, volume=volume)
         dst = check_output(dst or output_path_for(src), image, dtype, overwrite)  # fail before the work
-        out = self(image, spacing=spacing, scale=scale)
+        try:
+            out = self(image, spacing=spacing, scale=scale)
+        except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
+            raise ValueError(f"{src}: {e}") from e
         return save_image(out, dst, dtype=dtype, overwrite=overwrite)

@@ -258,7 +258,8 @@ def infer(
         int,
         typer.Option(
             help="Fine-tune on each scan's own in-plane detail for this many steps first (0: off; 500 is "
-            "about 5 min on 2 CPU cores)."
+            "about 5 min on 2 CPU cores).",
+            min=0,
         ),
     ] = 0,
     dtype: Annotated[str, typer.Option(help="input (the scan's type) or float32.")] = "input",
@@ -367,7 +368,7 @@ def evaluate(
     ] = False,
     adapt: Annotated[
         int,
-        typer.Option(help="Also score bundles fine-tuned N steps on each degraded scan (+adapt)."),
+        typer.Option(help="Also score bundles fine-tuned N steps on each degraded scan (+adapt).", min=0),
     ] = 0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("volsr_eval"),
     device: Device = "auto",

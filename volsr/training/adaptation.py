@@ -139,6 +139,8 @@ def adapt(
     patches; returns the moving average of the weights over about the last tenth of the steps, in
     eval mode on ``device``.
     """
+    if int(steps) < 1:
+        raise ValueError(f"adaptation needs at least one step, got {steps}")
     dev = resolve_device(device)
     sampler = adaptation_sampler(
         image, normalizer, scale, spacing, profile, patch_size, grid_channels(network) > 0, seed
@@ -152,10 +154,10 @@ def adapt(
         warmup=max(1, steps // 10),
         batch_size=batch_size,
         patch_size=patch_size,
-        ema=min(0.99, max(0.0, 1 - 10 / steps)),
+        ema=min(0.99, max(0.0, 1 - 10 / steps)),  # the average spans about the last tenth of the steps
         amp=amp,
         seed=seed,
-    )  # fmt: skip; the average spans about the last tenth of the steps
+    )
     tuned = copy.deepcopy(network).to(dev).train()
     if dev.type == "cpu":
         tuned = tuned.to(memory_format=torch.channels_last_3d)
