@@ -120,3 +120,23 @@ def test_evaluation_fine_tunes_once_per_scan_for_adapt_and_adapt_tta(tmp_path, m
         methods = summary["scans"][scan]["methods"]
         assert {"tiny+adapt", "tiny+adapt+tta"} <= set(methods)
         assert methods["tiny+adapt"]["psnr"] != methods["tiny+adapt+tta"]["psnr"]
+
+
+def test_real_t2w_at_x4_adapts_on_its_2mm_reference_grid(shared_data):
+    """T2w is 1 x 1 x 2 mm; x4 thick slices make 8 mm; restoring to its own grid means 2 mm output
+    spacing, so the 1 mm in-plane detail is box-averaged to 2 mm and thickened to 8 mm in-plane."""
+    from volsr.evaluation import degrade
+    from volsr.geometry import voxel_spacing
+    from volsr.io import load_image
+
+    hr = load_image(shared_data / "val" / "T2w.nii.gz")
+    lr = degrade(hr, {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"})
+    scale = [n / m for n, m in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+    volume, axis, thickness = adaptation_volume(lr, scale=scale)
+    assert (axis, thickness) == (2, pytest.approx(8.0))
+    assert tuple(volume.shape[1:]) == (112, 112, 60)
+    np.testing.assert_allclose(voxel_spacing(affine_of(volume)), 2.0, atol=1e-6)
+    # the first 2 mm voxel is centred between the reference's first two 1 mm voxels, in world mm
+    ref = affine_of(hr)
+    first_centre = ref[:3, :3] @ [0.5, 0.5, 0.0] + ref[:3, 3]
+    np.testing.assert_allclose(affine_of(volume)[:3, 3], first_centre, atol=1e-5)
