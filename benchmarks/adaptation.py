@@ -18,6 +18,7 @@ from pathlib import Path
 
 from volsr.api import SuperResolver
 from volsr.evaluation import degrade, restore_baseline
+from volsr.geometry import grid_factors
 from volsr.inference import super_resolve
 from volsr.io import load_image, scan_stem
 from volsr.metrics import compare
@@ -32,7 +33,7 @@ DEFAULT_DATA = [
 def run(path: str, settings: list[tuple[int, float]], protocol: dict, bundle: str, device: str) -> list[dict]:
     hr = load_image(path)
     lr = degrade(hr, protocol)
-    scale = [n / m for n, m in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+    scale = grid_factors(lr.shape[1:], hr.shape[1:])
     cubic = compare(restore_baseline(lr, hr.shape[1:], "cubic"), hr)["psnr"]
     sr = SuperResolver.from_bundle(bundle, device=device)
     rows = []

@@ -181,14 +181,14 @@ def prepare(
 ) -> tuple[torch.Tensor, tuple, SamplePositions]:
     """What super_resolve hands its inferer: normalised, cubic onto the output grid, coarse axis last;
     the target scale; the output voxels' positions on the input grid (canonical order)."""
-    from volsr.geometry import scaled_grid
+    from volsr.geometry import grid_factors, scaled_grid
 
     target = default_scale(affine_of(image)) if scale is None else tuple(scale)
     _, out_shape = scaled_grid(affine_of(image), image.shape[1:], target)
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)
     x = resample_array(normalizer.normalize(data.float(), lo, hi), out_shape, "cubic")
-    axis = coarse_axis([n / m for n, m in zip(out_shape, image.shape[1:], strict=True)])
+    axis = coarse_axis(grid_factors(image.shape[1:], out_shape))
     positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
     return to_canonical(x[None], axis).contiguous(), target, positions
 

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from monai.data import MetaTensor  # noqa: E402
 
-from volsr.geometry import voxel_spacing  # noqa: E402
+from volsr.geometry import grid_factors, voxel_spacing  # noqa: E402
 from volsr.interpolation import resample  # noqa: E402
 from volsr.meta import affine_of  # noqa: E402
 from volsr.transforms import KSpaceTruncation, SliceThickness  # noqa: E402
@@ -67,9 +67,7 @@ def main() -> None:
     hr = load(args.input)
     d = voxel_spacing(affine_of(hr))
     thick = SliceThickness(axis=2, thickness=4 * d[2], profile="boxcar")(hr)
-    thick_display = resample(
-        thick, scale=[n / m for n, m in zip(hr.shape[1:], thick.shape[1:], strict=True)], mode="nearest"
-    )
+    thick_display = resample(thick, scale=grid_factors(thick.shape[1:], hr.shape[1:]), mode="nearest")
     kspace = KSpaceTruncation(0.35, axes=(0, 1))(hr)
     columns = [
         (f"HR, {d[0]:.1f} mm isotropic", hr, hr),

@@ -169,9 +169,14 @@ class SuperResolver:
             amp=self.amp,
             progress=self.progress,
         )
+        return self.with_options(network=tuned, **options)
+
+    def with_options(self, network: nn.Module | None = None, **options) -> SuperResolver:
+        """A resolver like this one (same normaliser; ``network`` if given) with ``options`` changed;
+        it does not adapt again (``adapt=0``) unless told to."""
         keep = dict(roi=self.roi, overlap=self.overlap, device=self.device, amp=self.amp,
                     progress=self.progress, consistency=self.consistency, tta=self.tta)  # fmt: skip
-        return SuperResolver(tuned, self.normalizer, **{**keep, **options})
+        return SuperResolver(network or self.network, self.normalizer, **{**keep, **options})
 
     def predict_file(
         self,

@@ -20,7 +20,7 @@ def run_demo(
     """Super-resolve the sample to isotropic 0.86 mm; write the volume and a PNG beside it."""
     from volsr.api import SuperResolver, output_path_for
     from volsr.evaluation import save_montage
-    from volsr.geometry import voxel_spacing
+    from volsr.geometry import grid_factors, voxel_spacing
     from volsr.interpolation import resample
     from volsr.io import load_image, scan_stem
     from volsr.orientation import coarse_axis
@@ -32,7 +32,7 @@ def run_demo(
     dst = sr.predict_file(src, output_path_for(src, out_dir), dtype="float32", overwrite=overwrite)
     seconds = time.perf_counter() - t0
     image, result = load_image(src), load_image(dst)
-    scale = [b / a for a, b in zip(image.shape[1:], result.shape[1:], strict=True)]
+    scale = grid_factors(image.shape[1:], result.shape[1:])
     axis = coarse_axis(scale) or 2
     images = {
         "input (nearest)": resample(image, scale=scale, mode="nearest"),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volsr.geometry import grid_factors
 from volsr.interpolation import INTERPOLATION_ORDERS, resample
 from volsr.metrics import compare
 
@@ -71,7 +72,7 @@ def degrade(hr: torch.Tensor, protocol: Mapping) -> torch.Tensor:
 def restore_baseline(lr: torch.Tensor, shape: Sequence[int], method: str) -> torch.Tensor:
     """A classical up-sampling of ``lr`` onto the grid of ``shape`` (field of view kept)."""
     if method in INTERPOLATION_ORDERS:
-        scale = [n / m for n, m in zip(shape, lr.shape[1:], strict=True)]
+        scale = grid_factors(lr.shape[1:], shape)
         return resample(lr, scale=scale, mode=method)
     if method == "fourier":
         from volsr.transforms.kspace import fourier_resample
@@ -106,7 +107,7 @@ def evaluate(
     """
     lr = degrade(hr, protocol)
     shape = tuple(hr.shape[1:])
-    scale = [n / m for n, m in zip(shape, lr.shape[1:], strict=True)]
+    scale = grid_factors(lr.shape[1:], shape)
     outputs = {m: restore_baseline(lr, shape, m) for m in baselines}
     for name, sr in (resolvers or {}).items():
         outputs[name] = sr(lr, scale=scale)
@@ -222,19 +223,21 @@ class _AdaptedPerScan:
 
     def __init__(self, sr, steps: int) -> None:
         self.sr, self.steps = sr, steps
-        self.scan, self.resolver = None, None  # holding the scan: identity cannot be reused
+        self.scan, self.plain, self.averaged = None, None, None  # holding the scan: its identity is unique
 
-    def _for(self, lr: torch.Tensor, scale: Sequence[float]):
+    def _for(self, lr: torch.Tensor, scale: Sequence[float]) -> None:
         if self.scan is not lr:
-            self.scan, self.resolver = lr, self.sr.adapted(lr, scale=scale, steps=self.steps)
-        return self.resolver
+            self.plain = self.sr.adapted(lr, scale=scale, steps=self.steps)
+            self.averaged = self.plain.with_options(tta=True)
+            self.scan = lr
 
     def __call__(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
-        return self._for(lr, scale)(lr, scale=scale)
+        self._for(lr, scale)
+        return self.plain(lr, scale=scale)
 
     def with_tta(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
-        tuned = self._for(lr, scale)
-        return type(tuned)(tuned.network, tuned.normalizer, device=tuned.device, tta=True)(lr, scale=scale)
+        self._for(lr, scale)
+        return self.averaged(lr, scale=scale)
 
 
 def evaluate_files(
@@ -264,7 +267,7 @@ def evaluate_files(
         name = find_bundle(b).name
         resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
         if tta:  # the same loaded network, averaged over flipped views
-            resolvers[f"{name}+tta"] = SuperResolver(sr.network, sr.normalizer, device=device, tta=True)
+            resolvers[f"{name}+tta"] = sr.with_options(tta=True)
         if adapt:
             tuned = _AdaptedPerScan(sr, adapt)
             resolvers[f"{name}+adapt"] = tuned

@@ -23,6 +23,7 @@ __all__ = [
     "voxel_to_world",
     "scaled_grid",
     "scale_for_spacing",
+    "grid_factors",
     "fov_corners",
     "index_map",
     "is_sheared",
@@ -94,6 +95,11 @@ def scaled_grid(
     full[:nd, :nd] = index_to_index[:nd, :nd]
     full[:nd, 3] = index_to_index[:nd, nd]
     return a @ full, new_shape
+
+
+def grid_factors(in_shape: Sequence[int], out_shape: Sequence[int]) -> list[float]:
+    """Per-axis up-sampling factor ``n_out / n_in`` between two grids of the same field of view."""
+    return [n_out / n_in for n_in, n_out in zip(in_shape, out_shape, strict=True)]
 
 
 def scale_for_spacing(

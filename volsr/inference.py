@@ -21,7 +21,7 @@ from torch import nn
 
 from volsr.consistency import project_consistent
 from volsr.devices import autocast, resolve_device
-from volsr.geometry import scale_for_spacing, scaled_grid, voxel_spacing
+from volsr.geometry import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
 from volsr.networks.grid_encoding import SamplePositions, with_grid_channels
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_ROI",
     "DEFAULT_OVERLAP",
     "target_scale",
+    "output_grid",
     "grid_channels",
 ]
 
@@ -96,6 +97,16 @@ def target_scale(image: torch.Tensor, scale, spacing) -> tuple[float, ...]:
             raise ValueError(f"scale needs 3 positive factors, got {scale}")
         return tuple(s)
     return default_scale(affine)
+
+
+def output_grid(
+    image: torch.Tensor, scale=None, spacing=None
+) -> tuple[np.ndarray, tuple[int, ...], list[float]]:
+    """The output grid's affine and shape for ``scale`` / ``spacing`` (:func:`target_scale`), and the
+    effective per-axis factors ``n_out / n_in`` (the rounded grid's, not the requested ones)."""
+    target = target_scale(image, scale, spacing)
+    out_affine, out_shape = scaled_grid(affine_of(image), image.shape[1:], target)
+    return out_affine, out_shape, grid_factors(image.shape[1:], out_shape)
 
 
 class _Predictor(nn.Module):
@@ -225,10 +236,7 @@ def super_resolve(
     """
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
-    affine = affine_of(image)
-    target = target_scale(image, scale, spacing)
-    out_affine, out_shape = scaled_grid(affine, image.shape[1:], target)
-    effective = [n_out / n_in for n_in, n_out in zip(image.shape[1:], out_shape, strict=True)]
+    out_affine, out_shape, effective = output_grid(image, scale, spacing)
 
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)

@@ -23,9 +23,9 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from volsr.devices import autocast_dtype, resolve_device
+from volsr.devices import resolve_device
 from volsr.geometry import scaled_grid, voxel_spacing
-from volsr.inference import grid_channels, target_scale
+from volsr.inference import grid_channels, output_grid
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of
 from volsr.normalization import PercentileNormalizer
@@ -36,7 +36,9 @@ from volsr.training.trainer import (
     learning_rate,
     loss_function,
     moving_average,
+    optimisation_setup,
     optimisation_step,
+    progress_bar,
 )
 from volsr.transforms import build_degradation
 from volsr.transforms.slice_thickness import SliceThickness
@@ -63,9 +65,7 @@ def adaptation_volume(
     """
     normalizer = normalizer or PercentileNormalizer()
     affine = affine_of(image)
-    target = target_scale(image, scale, spacing)
-    _, out_shape = scaled_grid(affine, image.shape[1:], target)
-    effective = [n_out / n_in for n_in, n_out in zip(image.shape[1:], out_shape, strict=True)]
+    _, _, effective = output_grid(image, scale, spacing)
     axis = coarse_axis(effective)
     if axis is None or effective[axis] <= 1.0:
         raise ValueError(
@@ -157,19 +157,12 @@ def adapt(
         ema=min(0.99, max(0.0, 1 - 10 / steps)),  # the average spans about the last tenth of the steps
         amp=amp,
         seed=seed,
+        progress=progress,
     )
-    tuned = copy.deepcopy(network).to(dev).train()
-    if dev.type == "cpu":
-        tuned = tuned.to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.AdamW(tuned.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(dev, amp) == torch.float16)
+    tuned, optimizer, scaler = optimisation_setup(copy.deepcopy(network).train(), cfg, dev)
     averaged = moving_average(tuned, cfg.ema, None)
     loss_fn = loss_function(cfg)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, desc="adapt", dynamic_ncols=True, mininterval=2.0)
+    bar = progress_bar(cfg, 0, "adapt")
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from volsr.geometry import index_map
+from volsr.geometry import grid_factors, index_map
 from volsr.interpolation import apply_along_axis, resample_array
 from volsr.io import VOLUME_SUFFIXES
 from volsr.meta import affine_of
@@ -167,7 +167,7 @@ class PatchPairSampler:
             hr = random_contrast(hr, self.rng)
         out = self.degradation({"hr": hr})
         lr = out["lr"]
-        scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+        scale = grid_factors(lr.shape[1:], hr.shape[1:])
         x = resample_array(lr.as_tensor().float(), hr.shape[1:], "cubic")
         y = hr.as_tensor()
         axis = coarse_axis(scale)

@@ -52,9 +52,9 @@ from volsr.normalization import PercentileNormalizer
 from volsr.training.trainer import (
     TrainConfig,
     _log_validation,
-    _progress,
     _writer,
     loss_function,
+    progress_bar,
     training_data,
 )
 from volsr.transforms.validation import check_positive, check_probability, parse_choices
@@ -350,7 +350,7 @@ def train_gan(
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
     content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)
     writer = _writer(cfg.log_dir)
-    bar = _progress(cfg, step)
+    bar = progress_bar(cfg, step)
     t0 = time.time()
 
     def save_state() -> None:

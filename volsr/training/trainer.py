@@ -31,7 +31,15 @@ from volsr.normalization import PercentileNormalizer
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
 from volsr.training.validation import Validator
 
-__all__ = ["TrainConfig", "train", "learning_rate", "optimisation_step", "moving_average"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "learning_rate",
+    "optimisation_setup",
+    "optimisation_step",
+    "moving_average",
+    "progress_bar",
+]
 
 
 @dataclass
@@ -110,13 +118,8 @@ def train(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
-    network = build_network(cfg.network).to(device)
-    if device.type == "cpu":
-        network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
+    network, optimizer, scaler = optimisation_setup(build_network(cfg.network), cfg, device)
     normalizer = PercentileNormalizer()
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # float16 on CUDA needs loss scaling; bfloat16 on CPU (native bf16 only: ~2x faster conv3d) does not
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
     step, best = 0, {"psnr_gain": -math.inf}
     state_path = out_dir / "checkpoint.pt"
     state = None
@@ -135,7 +138,7 @@ def train(
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
     loss_fn = loss_function(cfg)
     writer = _writer(cfg.log_dir)
-    bar = _progress(cfg, step)
+    bar = progress_bar(cfg, step)
 
     def save_state() -> None:
         save_checkpoint(
@@ -181,6 +184,19 @@ def train(
     if not validator:
         save_checkpoint(out_dir / "model.pt", shipped, normalizer, step)
     return best
+
+
+def optimisation_setup(
+    network: nn.Module, cfg: TrainConfig, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """``network`` on ``device`` (channels-last on CPU), its AdamW and its loss scaler."""
+    network = network.to(device)
+    if device.type == "cpu":
+        network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # float16 on CUDA needs loss scaling; bfloat16 on CPU (native bf16 only: ~2x faster conv3d) does not
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
+    return network, optimizer, scaler
 
 
 def optimisation_step(
@@ -270,9 +286,10 @@ def _writer(log_dir: str | None):
     return SummaryWriter(log_dir)
 
 
-def _progress(cfg: TrainConfig, step: int):
+def progress_bar(cfg: TrainConfig, step: int, desc: str = "train"):
+    """A tqdm bar over ``cfg.steps`` from ``step``, or ``None`` without ``cfg.progress``."""
     if not cfg.progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5.0)
+    return tqdm(total=cfg.steps, initial=step, desc=desc, dynamic_ncols=True, mininterval=5.0)

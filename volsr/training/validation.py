@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from volsr.evaluation import degrade
+from volsr.geometry import grid_factors
 from volsr.inference import super_resolve
 from volsr.interpolation import resample
 from volsr.io import scan_stem
@@ -30,7 +31,7 @@ class Validator:
         for p in paths:
             hr = loader(p)
             lr = degrade(hr, protocol)
-            scale = [h / low for h, low in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+            scale = grid_factors(lr.shape[1:], hr.shape[1:])
             cubic = compare(resample(lr, scale=scale, mode="cubic"), hr)
             self.cases.append({"name": scan_stem(p), "hr": hr, "lr": lr, "scale": scale, "cubic": cubic})
 
