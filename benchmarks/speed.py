@@ -50,6 +50,7 @@ from volsr.inference import (
     grid_channels,
     plan_windows,
     super_resolve,
+    window_margin,
 )
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of
@@ -301,7 +302,7 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
             "gflops": gflops,
             "fraction_of_peak": gflops / peak_best,
         }
-    roi, overlaps = plan_windows(x.shape[2:])  # what super_resolve does by default
+    roi, overlaps = plan_windows(x.shape[2:], margin=window_margin(network))  # as super_resolve does
     n_c, frac_c = window_count(x.shape[2:], roi, overlaps)
     n_d, frac_d = window_count(x.shape[2:], MONAI_ROI, MONAI_OVERLAP, pad=True)
     fixed_roi = tuple(min(r, n) for r, n in zip(DEFAULT_ROI, x.shape[2:], strict=True))

@@ -200,3 +200,18 @@ def test_grown_network_starts_as_the_network_it_was_grown_from():
         assert wide.head(torch.cat([x, grid], 1))[:, 6:].abs().max() > 0
     with pytest.raises(ValueError, match="cannot grow"):
         load_grown_weights(ResidualSR3D(features=4, num_blocks=1), old.state_dict())
+
+
+def test_network_grown_a_context_branch_starts_as_the_network_it_was_grown_from():
+    torch.manual_seed(0)
+    old = ResidualSR3D(features=6, num_blocks=1).eval()
+    for p in old.parameters():
+        nn.init.normal_(p, std=0.1)
+    new = ResidualSR3D(features=6, num_blocks=1, coarse_blocks=2).eval()
+    load_grown_weights(new, old.state_dict())
+    x = torch.randn(1, 1, 11, 12, 10)
+    with torch.no_grad():
+        assert torch.allclose(new(x), old(x), atol=1e-6)
+    assert new.coarse.down.weight.abs().max() > 0  # the branch is live; only its way out starts at 0
+    with pytest.raises(ValueError, match="does not have"):
+        load_grown_weights(old, new.state_dict())

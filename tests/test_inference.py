@@ -4,7 +4,7 @@ import torch
 from conftest import make_image, oblique_affine, smooth_volume
 
 from volsr.geometry import fov_corners, voxel_spacing, voxel_to_world
-from volsr.inference import super_resolve
+from volsr.inference import DEFAULT_MARGIN, plan_windows, super_resolve, window_margin
 from volsr.interpolation import resample
 from volsr.networks import ResidualSR3D
 
@@ -103,3 +103,11 @@ def test_tta_leaves_a_symmetric_network_unchanged(thick_image, identity_net):
     b = super_resolve(thick_image, identity_net, roi=(16, 16, 16), device="cpu", tta=True)
     assert torch.allclose(a.as_tensor(), b.as_tensor(), atol=1e-4 * float(a.abs().max()))
     assert np.allclose(np.asarray(a.affine), np.asarray(b.affine))
+
+
+def test_windows_of_a_deep_network_overlap_by_half_its_receptive_field():
+    assert window_margin(ResidualSR3D(num_blocks=4)) == DEFAULT_MARGIN  # reach 11 < 24
+    deep = ResidualSR3D(num_blocks=4, coarse_blocks=4)
+    assert window_margin(deep) == deep.receptive_field // 2 == 28
+    roi, overlap = plan_windows((300, 300, 300), margin=window_margin(deep))
+    assert all(r < 300 and o * r >= 27.5 for r, o in zip(roi, overlap, strict=True))

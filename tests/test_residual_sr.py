@@ -50,3 +50,26 @@ def test_output_changes_only_within_half_the_receptive_field():
     idx = changed.nonzero()
     assert changed[15, 15, 15]
     assert (idx - 15).abs().max() == half  # reaches exactly half the receptive field, no further
+
+
+def test_context_branch_reaches_its_receptive_field_and_no_further():
+    # no channel attention: its global pooling would let every voxel reach every other
+    net = _randomised(ResidualSR3D(features=4, num_blocks=1, coarse_blocks=1, attention=False))
+    half = net.receptive_field // 2  # 5 full-resolution + 5 from the branch
+    assert half == 10
+    x = torch.zeros(1, 1, 33, 33, 33)
+    reach = 0
+    for at in (15, 16):  # both parities of the stride-2 grid
+        poked = x.clone()
+        poked[0, 0, at, at, at] = 1.0
+        with torch.no_grad():
+            changed = ((net(poked) - net(x)).abs()[0, 0] > 0).nonzero()
+        reach = max(reach, int((changed - at).abs().max()))
+    assert reach == half
+
+
+def test_context_branch_takes_odd_sizes_and_keeps_them():
+    net = _randomised(ResidualSR3D(features=4, num_blocks=1, coarse_blocks=1, reduction=2))
+    x = torch.randn(2, 1, 9, 10, 7)
+    with torch.no_grad():
+        assert net(x).shape == x.shape

@@ -78,13 +78,18 @@ def load_grown_weights(network: nn.Module, state: dict[str, torch.Tensor], std: 
     new *inputs* (dim 1) start at zero and the old outputs do not see the new channels; entries for
     new *outputs* (dim 0 rows, biases) start at N(0, ``std``) / zero, so the new channels carry a
     signal and their zero input weights downstream get a gradient (all-zero growth would never train).
+    Parameters ``state`` lacks (a new module, e.g. a :class:`~volsr.networks.residual_sr.CoarseBranch`
+    whose output conv starts at zero) keep their initialisation.
     The grown network computes exactly what the old one did until training moves them.
     """
     own = network.state_dict()
-    if set(own) != set(state):
-        raise ValueError(f"parameter names differ: {sorted(set(own) ^ set(state))}")
+    if set(state) - set(own):
+        raise ValueError(f"parameters the network does not have: {sorted(set(state) - set(own))}")
     grown = {}
     for name, target in own.items():
+        if name not in state:
+            grown[name] = target
+            continue
         source = state[name]
         if source.shape != target.shape:
             if source.ndim != target.ndim or any(

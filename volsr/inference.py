@@ -31,6 +31,7 @@ from volsr.orientation import coarse_axis, from_canonical, to_canonical
 __all__ = [
     "super_resolve",
     "plan_windows",
+    "window_margin",
     "default_scale",
     "resolve_device",
     "DEFAULT_ROI",
@@ -77,6 +78,12 @@ def plan_windows(
     roi = best[1]
     overlap = tuple(0.0 if r >= n else (margin - 0.5) / r for n, r in zip(shape, roi, strict=True))
     return roi, overlap
+
+
+def window_margin(network: nn.Module) -> int:
+    """Voxels neighbouring windows share: :data:`DEFAULT_MARGIN`, or half the network's receptive
+    field where that is more, so every voxel that is kept has the network's full context."""
+    return max(DEFAULT_MARGIN, int(getattr(network, "receptive_field", 0)) // 2)
 
 
 def default_scale(affine: np.ndarray) -> tuple[float, float, float]:
@@ -246,7 +253,7 @@ def super_resolve(
     axis = coarse_axis(effective)
     x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last
     if roi is None:
-        roi, overlap = plan_windows(x.shape[2:])
+        roi, overlap = plan_windows(x.shape[2:], margin=window_margin(network))
     else:
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap

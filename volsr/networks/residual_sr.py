@@ -8,13 +8,18 @@ non-integer factor is handled, and the network predicts only the residual the sp
                                 followed by G = 9 grid-encoding channels: where each voxel sits
                                 inside the acquired voxel (:mod:`volsr.networks.grid_encoding`)
     h = head(x)                         (B, F, X, Y, Z)   3x3x3 conv
+    h = h + coarse(h)                   (B, F, X, Y, Z)   optional context branch (B blocks of 2F
+                                                           features at half resolution)
     h = h + tail(blocks(h))             (B, F, X, Y, Z)   N residual blocks, each
                                                            conv-act-conv(-channel attention) + skip
     y = x[:, :C] + out(h)               (B, C, X, Y, Z)   3x3x3 conv to the residual
 
-Receptive field: ``2 * (2 N + 3) + 1`` voxels per axis (2 N + 3 convolutions of size 3).
-Cost: about ``2 * 27 * F * F * (2 N + 1)`` FLOPs per output voxel (multiply-adds counted as two);
-see :func:`flops_per_voxel`, which measures it with ``torch.utils.flop_counter``.
+Receptive field: ``2 * (2 N + 3) + 1`` voxels per axis (2 N + 3 convolutions of size 3), plus
+``2 * (4 B + 1)`` with the context branch (:attr:`ResidualSR3D.receptive_field`).
+Cost: about ``2 * 27 * F * F * (2 N + 1)`` FLOPs per output voxel (multiply-adds counted as two),
+plus ``2 * 27 * (2F)^2 * 2 B / 8`` for the branch; see :func:`flops_per_voxel`, which measures it
+with ``torch.utils.flop_counter``. The shipped ``volsr_cnn3d`` (F 32, N 4, B 4, grid encoding):
+1.19 M parameters, 746 kFLOP per output voxel, receptive field 57 voxels.
 
 Presets (:data:`PRESETS`), measured with :func:`flops_per_voxel` and ``count_parameters``:
 
@@ -57,6 +62,10 @@ class ResidualSRConfig:
     #: extra input channels after the image ones: the grid encoding of
     #: :mod:`volsr.networks.grid_encoding` (``GRID_CHANNELS``), or 0 for the image alone
     grid_channels: int = 0
+    #: residual blocks of the half-resolution context branch (:class:`CoarseBranch`); 0: none
+    coarse_blocks: int = 0
+    #: features of the context branch (0: twice ``features``)
+    coarse_features: int = 0
 
 
 PRESETS: dict[str, ResidualSRConfig] = {
@@ -94,9 +103,9 @@ class SqueezeExcitation3D(ChannelSELayer):
 class ResidualBlock(nn.Module):
     """conv-act-conv, optionally re-weighted by squeeze-and-excitation channel attention, plus skip."""
 
-    def __init__(self, cfg: ResidualSRConfig) -> None:
+    def __init__(self, cfg: ResidualSRConfig, features: int | None = None) -> None:
         super().__init__()
-        f = cfg.features
+        f = features or cfg.features
         self.conv1 = _conv(cfg, f, f)
         self.act = nn.LeakyReLU(cfg.negative_slope, inplace=True)
         self.conv2 = _conv(cfg, f, f)
@@ -110,6 +119,36 @@ class ResidualBlock(nn.Module):
         return h.add_(r) if inplace else h + r
 
 
+class CoarseBranch(nn.Module):
+    """Context at half resolution, added to the head's features: a strided 2x2x2 conv to
+    ``coarse_features``, residual blocks, a transposed 2x2x2 conv back.
+
+    Why: at x4 through-plane the network needs several acquired slices of context; at half
+    resolution a block costs an eighth of the voxels, so twice the features and twice the reach
+    cost a quarter of a full-resolution block. The transposed conv starts at zero, so a network
+    grown to have this branch (:func:`volsr.checkpoint.load_grown_weights`) starts as the one it
+    grew from. Odd sizes are padded by replication and cropped back.
+    """
+
+    def __init__(self, cfg: ResidualSRConfig) -> None:
+        super().__init__()
+        f, g = cfg.features, cfg.coarse_features or 2 * cfg.features
+        three_d = cfg.spatial_dims == 3
+        conv, up = (nn.Conv3d, nn.ConvTranspose3d) if three_d else (nn.Conv2d, nn.ConvTranspose2d)
+        self.down = conv(f, g, kernel_size=2, stride=2)
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg, g) for _ in range(cfg.coarse_blocks)])
+        self.up = up(g, f, kernel_size=2, stride=2)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        size = h.shape[2:]
+        pad = [p for n in reversed(size) for p in (0, n % 2)]
+        c = nn.functional.pad(h, pad, mode="replicate") if any(pad) else h
+        c = self.up(self.blocks(self.down(c)))
+        return c[(..., *[slice(0, n) for n in size])]
+
+
 class ResidualSR3D(nn.Module):
     """Residual SR generator on the output grid; see the module docstring for the data flow."""
 
@@ -119,6 +158,7 @@ class ResidualSR3D(nn.Module):
         self.config = cfg
         f = cfg.features
         self.head = _conv(cfg, cfg.in_channels + cfg.grid_channels, f)
+        self.coarse = CoarseBranch(cfg) if cfg.coarse_blocks else None
         self.blocks = nn.Sequential(*[ResidualBlock(cfg) for _ in range(cfg.num_blocks)])
         self.tail = _conv(cfg, f, f)
         self.out = _conv(cfg, f, cfg.out_channels)
@@ -138,7 +178,13 @@ class ResidualSR3D(nn.Module):
 
     @property
     def receptive_field(self) -> int:
-        return 2 * (2 * self.config.num_blocks + 3) + 1
+        """Voxels per axis that can change one output voxel: ``2 N + 3`` convolutions of size 3 each
+        side; the context branch adds ``4 B + 1`` (2 B half-resolution convolutions and the 2x2x2
+        down/up pair)."""
+        half = 2 * self.config.num_blocks + 3
+        if self.config.coarse_blocks:
+            half += 4 * self.config.coarse_blocks + 1
+        return 2 * half + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_channels + grid_channels, *S)``, the image channels first."""
@@ -147,6 +193,8 @@ class ResidualSR3D(nn.Module):
         # Same numbers either way (tests/test_residual_sr.py).
         inplace = not torch.is_grad_enabled()
         h = self.head(x)  # (B, F, *S)
+        if self.coarse is not None:
+            h = h + self.coarse(h)  # (B, F, *S): half-resolution context
         b = h
         for i, block in enumerate(self.blocks):
             b = block(b, inplace=inplace and i > 0)  # block 0 must leave h intact for the long skip
