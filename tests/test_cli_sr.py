@@ -6,6 +6,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, oblique_affine, smooth_volume
 from typer.testing import CliRunner
 
@@ -177,10 +178,12 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     args = ["train", "--bundle", bundle, "--data", data, "--steps", 1, "--device", "cpu"]
     missing = runner.invoke(app, [str(a) for a in [*args, "--init", tmp_path / "nope.pt"]])
     assert missing.exit_code != 0 and "nope.pt" in missing.output
-    result = runner.invoke(app, [str(a) for a in [*args, "--init", init]])
+    result = runner.invoke(app, [str(a) for a in [*args, "--init", init, "--lr", 1e-5, "--warmup", 0]])
     assert result.exit_code == 0, result.output
     assert f"initialised from {init}" in result.output
     from volsr.checkpoint import load_checkpoint
 
     net, _, ckpt = load_checkpoint(bundle / "models" / "model.pt")
     assert ckpt["step"] == 1 and net.config.grid_channels == 9
+    state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
+    assert state["config"]["lr"] == 1e-5 and state["config"]["warmup"] == 0

@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import pydoc
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -320,6 +322,10 @@ def train(
         Path | None,
         typer.Option(help="Start from this checkpoint's weights (fine-tuning, e.g. on your own scans)."),
     ] = None,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="Peak learning rate (fine-tuning: lower than the config's).")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(min=0, help="Linear warm-up steps.")] = None,
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
@@ -337,6 +343,12 @@ def train(
         parser["data"] = data
     if steps is not None:
         parser["steps"] = steps
+    known = {f.name for f in dataclasses.fields(pydoc.locate(parser["config"]["_target_"]))}
+    for key, value, flag in (("lr", lr, "--lr"), ("warmup", warmup, "--warmup")):
+        if value is not None:
+            if key not in known:
+                raise typer.BadParameter(f"{root}: its train config has no {key!r}", param_hint=flag)
+            parser[f"config#{key}"] = value
     if init is not None:
         if not init.is_file():
             raise typer.BadParameter(f"{init}: no such checkpoint", param_hint="--init")
