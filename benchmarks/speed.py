@@ -46,14 +46,14 @@ from volsr.inference import (
     DEFAULT_OVERLAP,
     DEFAULT_ROI,
     _Predictor,
-    default_scale,
     grid_channels,
+    output_grid,
     plan_windows,
     super_resolve,
+    target_scale,
     window_margin,
 )
 from volsr.interpolation import resample_array
-from volsr.meta import affine_of
 from volsr.networks.grid_encoding import SamplePositions, with_grid_channels
 from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
 from volsr.normalization import PercentileNormalizer
@@ -182,14 +182,12 @@ def prepare(
 ) -> tuple[torch.Tensor, tuple, SamplePositions]:
     """What super_resolve hands its inferer: normalised, cubic onto the output grid, coarse axis last;
     the target scale; the output voxels' positions on the input grid (canonical order)."""
-    from volsr.geometry import grid_factors, scaled_grid
-
-    target = default_scale(affine_of(image)) if scale is None else tuple(scale)
-    _, out_shape = scaled_grid(affine_of(image), image.shape[1:], target)
+    target = target_scale(image, scale, None)
+    _, out_shape, factors = output_grid(image, target)  # the grid super_resolve builds
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)
     x = resample_array(normalizer.normalize(data.float(), lo, hi), out_shape, "cubic")
-    axis = coarse_axis(grid_factors(image.shape[1:], out_shape))
+    axis = coarse_axis(factors)
     positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
     return to_canonical(x[None], axis).contiguous(), target, positions
 

@@ -260,7 +260,7 @@ def infer(
         int,
         typer.Option(
             help="Fine-tune on each scan's own in-plane detail for this many steps first (0: off; 500 is "
-            "about 5 min on 2 CPU cores).",
+            "about 7 min on 2 CPU cores).",
             min=0,
         ),
     ] = 0,
