@@ -45,7 +45,7 @@ from volsr.transforms.slice_thickness import SliceThickness
 
 __all__ = ["DEFAULT_ADAPT_STEPS", "adaptation_volume", "adaptation_sampler", "adapt"]
 
-#: about 7 min on 2 CPU cores for volsr_cnn3d 0.4.0; more steps still gain a little (benchmarks/adaptation.py)
+#: about 7 min on 2 CPU cores for volsr_cnn3d 0.4.x; more steps still gain a little (benchmarks/adaptation.py)
 DEFAULT_ADAPT_STEPS = 500
 #: in-plane voxels up to this much coarser than the output spacing are used as they are
 _SPACING_TOLERANCE = 1.1
