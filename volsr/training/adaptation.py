@@ -171,7 +171,7 @@ def adapt(
             averaged.update_parameters(tuned)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     if bar is not None:
         bar.close()
     return (tuned if averaged is None else averaged.module).eval()

@@ -397,7 +397,9 @@ def train_gan(
             writer.add_scalar("train/d_lr", d_lr, step)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items() if k in ("d_loss", "g_loss")})
+            bar.set_postfix(
+                {k: f"{v:.4f}" for k, v in stats.items() if k in ("d_loss", "g_loss")}, refresh=False
+            )
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_state()
         if validator and update_generator and (step % cfg.val_every == 0 or step == cfg.steps):

@@ -168,7 +168,7 @@ def train(
             writer.add_scalar("train/lr", lr, step)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_state()
         if validator and (step % cfg.val_every == 0 or step == cfg.steps):
