@@ -9,7 +9,9 @@ On the same input, in one process (timings interleaved round by round, best of `
 (c) :func:`volsr.inference.super_resolve` end to end with its default settings (normalisation,
     cubic B-spline, sliding windows, back to scanner units);
 (d) MONAI's ``sliding_window_inference`` with its defaults (roi 96^3, overlap 0.25, constant
-    blending) around the plain network on the same pre-interpolated input.
+    blending) around the plain network on the same pre-interpolated input;
+(e) on a CPU with native bf16: (c) in the precision :func:`volsr.devices.cpu_prefers_bf16` did not
+    choose (bfloat16 if it chose float32 and the reverse), to check the choice.
 
 Reported: output voxels/s, achieved GFLOP/s (``flops_per_voxel`` x output voxels / s: overlap
 recomputation counts as overhead) and its fraction of (a), (c)/(b) and (d)/(c). Then the peak
@@ -26,6 +28,7 @@ Writes ``<out>/speed.json`` and the section between ``<!-- speed:begin -->`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib
 import json
@@ -42,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volsr.devices import cpu_has_native_bf16, cpu_prefers_bf16
 from volsr.inference import (
     DEFAULT_OVERLAP,
     DEFAULT_ROI,
@@ -239,6 +243,20 @@ def monai_default(
     return run
 
 
+@contextlib.contextmanager
+def cpu_bf16(enabled: bool):
+    """CPU autocast forced to bfloat16 (or float32) inside the block, whatever the measured choice."""
+    old = os.environ.get("VOLSR_CPU_BF16")
+    os.environ["VOLSR_CPU_BF16"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("VOLSR_CPU_BF16")
+        else:
+            os.environ["VOLSR_CPU_BF16"] = old
+
+
 def cases(
     image, x, positions, network, normalizer, device, amp: bool = True
 ) -> dict[str, Callable[[], object]]:
@@ -247,11 +265,22 @@ def cases(
     )  # (d): as loaded, not as _Predictor leaves it
     predictor = _Predictor(network, device, amp, positions=positions)
     x_dev = x.to(device)
-    return {
+
+    def resolve() -> object:
+        return super_resolve(image, network, normalizer, device=device, amp=amp)
+
+    def other_precision() -> object:
+        with cpu_bf16(not cpu_prefers_bf16()):
+            return resolve()
+
+    todo = {
         "b_whole_forward": lambda: predictor(x_dev).cpu(),
-        "c_super_resolve": lambda: super_resolve(image, network, normalizer, device=device, amp=amp),
+        "c_super_resolve": resolve,
         "d_monai_default": lambda: monai_default(plain, device, positions)(x),
     }
+    if device.type == "cpu" and amp and cpu_has_native_bf16():
+        todo["e_other_precision"] = other_precision
+    return todo
 
 
 def peak_case(device: torch.device, best: dict, shape: Sequence[int] = PEAK_SHAPE) -> Callable[[], object]:
@@ -331,6 +360,17 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
         },
         "ratio_c_over_b": c / b,
         "ratio_d_over_c": d / c,
+        **(
+            {
+                "ratio_e_over_c": out["e_other_precision"]["best_s"] / c,
+                "precision": {
+                    "c": "bfloat16" if cpu_prefers_bf16() else "float32",
+                    "e": "float32" if cpu_prefers_bf16() else "bfloat16",
+                },
+            }
+            if "e_other_precision" in out
+            else {}
+        ),
         "ratio_c_over_b_median": out["c_super_resolve"]["median_s"] / out["b_whole_forward"]["median_s"],
         "ratio_d_over_c_median": out["d_monai_default"]["median_s"] / out["c_super_resolve"]["median_s"],
     }
@@ -357,9 +397,12 @@ def amp_accuracy(
     if crop_to:
         hr = common.crop(hr, tuple(crop_to))
     resolvers = {amp: SuperResolver(network, normalizer, device=device, amp=amp) for amp in (False, True)}
-    methods = evaluate(hr, ACCURACY_PROTOCOL, resolvers, baselines=())["methods"]
+    # bfloat16 wherever it is native, even where the measured choice is float32: its accuracy is the point
+    forced = cpu_bf16(True) if device.type == "cpu" and cpu_has_native_bf16() else contextlib.nullcontext()
+    with forced:
+        methods = evaluate(hr, ACCURACY_PROTOCOL, resolvers, baselines=())["methods"]
+        dtype = autocast_dtype(device, True)
     psnr = {amp: methods[amp]["psnr"] for amp in (False, True)}
-    dtype = autocast_dtype(device, True)
     return {
         "volume": Path(path).name + (" centre crop" if crop_to else ""),
         "protocol": ACCURACY_PROTOCOL,

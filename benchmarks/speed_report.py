@@ -39,6 +39,12 @@ def targets(result: dict) -> list[str]:
                 f"| cpu: network >= {100 * MIN_FRACTION_CPU:.0f} % of the conv3d peak | {100 * frac:.0f} %"
                 f"{ceiling} | {_verdict(frac >= MIN_FRACTION_CPU)} |"
             )
+        if "ratio_e_over_c" in r:
+            e_c, prec = r["ratio_e_over_c"], r["precision"]
+            rows.append(
+                f"| {dev}: the measured precision ({prec['c']}) is the faster: (e)/(c) >= 1 | {e_c:.2f} "
+                f"| {_verdict(e_c >= 1.0)} |"
+            )
         acc = r.get("amp_accuracy")
         if acc:
             change = abs(acc["change_db"])
@@ -97,6 +103,7 @@ def section(result: dict) -> str:
             "b_whole_forward": "(b) network, one pass over the whole volume",
             "c_super_resolve": "(c) `super_resolve`, defaults, end to end",
             "d_monai_default": "(d) MONAI `sliding_window_inference` defaults",
+            "e_other_precision": f"(e) (c) in {r.get('precision', {}).get('e')}, the precision not chosen",
         }
         for k, c in r["cases"].items():
             lines.append(
@@ -114,6 +121,12 @@ def section(result: dict) -> str:
             f"would do {w['fixed_160']['count']} windows, {w['fixed_160']['recomputed']:.2f}x.",
             "",
         ]
+        if "ratio_e_over_c" in r:
+            lines += [
+                f"(e)/(c) = **{r['ratio_e_over_c']:.2f}**: CPU autocast chose {r['precision']['c']} here "
+                "(`volsr.devices.cpu_prefers_bf16`: measured once, or `VOLSR_CPU_BF16=0/1`).",
+                "",
+            ]
         acc = r.get("amp_accuracy")
         if acc:
             lines += [

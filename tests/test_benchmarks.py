@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -171,13 +172,32 @@ def test_speed_targets_give_each_verdict():
         "cases": {"b_whole_forward": {"fraction_of_peak": 0.55}},
         "peak": {"reference_gflops": 400.0, "network_width": {"channels": 24, "gflops": 300.0}},
         "amp_accuracy": {"autocast": "bfloat16", "change_db": -0.001},
+        "ratio_e_over_c": 0.8,
+        "precision": {"c": "float32", "e": "bfloat16"},
     }
     rows = speed_report.targets({"devices": {"cpu": device}})
     assert rows[2] == "| cpu: (c)/(b) <= 1.5 | 1.20 | met |"
     assert rows[3] == (
         "| cpu: network >= 60 % of the conv3d peak | 55 % (a 24-channel conv alone: 75 %) | **not met** |"
     )
-    assert rows[4] == "| cpu: autocast (bfloat16) changes PSNR by < 0.05 dB | 0.0010 dB | met |"
+    assert (
+        rows[4]
+        == "| cpu: the measured precision (float32) is the faster: (e)/(c) >= 1 | 0.80 | **not met** |"
+    )
+    assert rows[5] == "| cpu: autocast (bfloat16) changes PSNR by < 0.05 dB | 0.0010 dB | met |"
+
+
+def test_cpu_bf16_forces_the_precision_and_restores_the_environment(monkeypatch):
+    from volsr.devices import autocast_dtype
+
+    monkeypatch.setenv("VOLSR_CPU_BF16", "0")
+    with speed.cpu_bf16(True):
+        assert autocast_dtype(torch.device("cpu"), True) == torch.bfloat16
+    assert os.environ["VOLSR_CPU_BF16"] == "0"
+    monkeypatch.delenv("VOLSR_CPU_BF16")
+    with speed.cpu_bf16(False):
+        assert autocast_dtype(torch.device("cpu"), True) is None
+    assert "VOLSR_CPU_BF16" not in os.environ
 
 
 def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):

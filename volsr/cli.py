@@ -247,7 +247,7 @@ def infer(
         float | None, typer.Option(help="Window overlap fraction, with --roi [default: 0.15].")
     ] = None,
     amp: Annotated[
-        bool, typer.Option("--amp/--no-amp", help="float16 on CUDA, bfloat16 on CPUs with native bf16.")
+        bool, typer.Option("--amp/--no-amp", help="float16 on CUDA, bfloat16 on CPUs where it is faster.")
     ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     consistency: Annotated[

@@ -229,7 +229,7 @@ def gan_step(
         content_loss: ``(pred, target) -> loss``, e.g. L1.
         adversarial_loss: MONAI ``PatchAdversarialLoss``.
         update_generator: False during the discriminator warm-up.
-        amp: mixed precision (float16 autocast on CUDA, bfloat16 on CPUs with native bf16).
+        amp: mixed precision (float16 autocast on CUDA, bfloat16 on CPUs where it is faster).
 
     Returns:
         Scalars for logging: ``d_loss``, ``d_real``/``d_fake`` (mean logits) and, with a generator
@@ -237,7 +237,7 @@ def gan_step(
     """
     g, d = parts.generator, parts.discriminator
 
-    def ctx():  # float16 on CUDA, bfloat16 on CPUs with native bf16, else float32
+    def ctx():  # float16 on CUDA, bfloat16 on CPUs where it is faster, else float32
         return autocast(x.device, amp)
 
     # 1. generator forward (the graph is kept for the generator step)

@@ -1,7 +1,7 @@
 """Patch training of an SR generator with on-the-fly degradation; reads top to bottom.
 
 One step: sample a batch of (spline input, HR target) patches -> forward (float16 autocast on CUDA,
-bfloat16 on CPUs with native bf16) ->
+bfloat16 on CPUs where it is faster) ->
 L1 (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate
 -> update of an exponential moving average (EMA) of the weights.
 Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
@@ -194,7 +194,7 @@ def optimisation_setup(
     if device.type == "cpu":
         network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # float16 on CUDA needs loss scaling; bfloat16 on CPU (native bf16 only: ~2x faster conv3d) does not
+    # float16 on CUDA needs loss scaling; bfloat16 on CPU (only where measured faster) does not
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
     return network, optimizer, scaler
 
