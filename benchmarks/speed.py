@@ -335,6 +335,7 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
     fixed_roi = tuple(min(r, n) for r, n in zip(DEFAULT_ROI, x.shape[2:], strict=True))
     n_f, frac_f = window_count(x.shape[2:], fixed_roi, DEFAULT_OVERLAP)
     b, c, d = (out[k]["best_s"] for k in ("b_whole_forward", "c_super_resolve", "d_monai_default"))
+    precisions = ("bfloat16", "float32") if cpu_prefers_bf16() else ("float32", "bfloat16")  # (c), (e)
     return {
         "device": str(device),
         "input_shape": list(image.shape[1:]),
@@ -363,10 +364,7 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
         **(
             {
                 "ratio_e_over_c": out["e_other_precision"]["best_s"] / c,
-                "precision": {
-                    "c": "bfloat16" if cpu_prefers_bf16() else "float32",
-                    "e": "float32" if cpu_prefers_bf16() else "bfloat16",
-                },
+                "precision": dict(zip("ce", precisions, strict=True)),
             }
             if "e_other_precision" in out
             else {}

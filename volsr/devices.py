@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 
 import torch
 from torch import nn
@@ -54,8 +55,6 @@ def bf16_wins(seconds_float32: float, seconds_bfloat16: float) -> bool:
 
 def _time_conv3d(dtype: torch.dtype | None, repeats: int = 3) -> float:
     """Best-of-``repeats`` seconds of one channels-last 32->32 3x3x3 convolution on 1 x 32 x 32^3."""
-    import time
-
     conv = nn.Conv3d(32, 32, 3, padding=1).to(memory_format=torch.channels_last_3d)
     x = torch.randn(1, 32, 32, 32, 32).contiguous(memory_format=torch.channels_last_3d)
     context = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
