@@ -479,7 +479,9 @@ def memory(cases_: Sequence[str], shape, scale, bundle, checkpoint, timeout: flo
         cmd += ["--checkpoint", str(checkpoint)] if checkpoint else []
         print(f"memory: {case} on {list(shape)} x {list(scale)} ...", flush=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=common.ROOT)
+            proc = subprocess.run(
+                cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, cwd=common.ROOT
+            )
         except subprocess.TimeoutExpired:
             out[case] = {"error": f"timed out after {timeout:.0f} s"}
             continue

@@ -86,7 +86,8 @@ def test_monai_bundle_run_inference_writes_exact_grid(tmp_path):
         "--adapt",
         "2",  # the config's options reach SuperResolver: two steps of self-supervised fine-tuning
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # tqdm draws its bar in UTF-8 whatever the locale says
+    result = subprocess.run(cmd, capture_output=True, timeout=300, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stderr[-2000:]
     out = nib.load(tmp_path / "out" / "thick_sr.nii.gz")
     assert out.shape == (20, 16, 18)

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 from conftest import make_image
 
+from volsr.acquisition import slice_acquisition
 from volsr.errors import VolsrInputError
 from volsr.geometry import fov_corners, is_sheared, voxel_to_world
 from volsr.io import check_output, describe, load_image, save_image
@@ -68,8 +69,10 @@ def write_itk(path: Path, arr: np.ndarray, affine: np.ndarray) -> None:
     sitk.WriteImage(img, str(path))
 
 
-def write_dicom_series(folder: Path, arr: np.ndarray, affine: np.ndarray, uid: str, desc: str) -> None:
-    """A classic one-file-per-slice MR series with its own SeriesInstanceUID."""
+def write_dicom_series(
+    folder: Path, arr: np.ndarray, affine: np.ndarray, uid: str, desc: str, extra_tags: dict | None = None
+) -> None:
+    """A classic one-file-per-slice MR series with its own SeriesInstanceUID (and ``extra_tags``)."""
     folder.mkdir(parents=True, exist_ok=True)
     lps = LPS @ affine[:3]  # may be sheared (gantry tilt): positions come from the affine, not from ITK
     spacing = np.linalg.norm(lps[:, :3], axis=0)
@@ -91,6 +94,7 @@ def write_dicom_series(folder: Path, arr: np.ndarray, affine: np.ndarray, uid: s
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.10g}" for v in lps @ [0, 0, k, 1]),
             "0020|0037": iop,
+            **(extra_tags or {}),
         }
         for tag, value in tags.items():
             sl.SetMetaData(tag, value)
@@ -341,6 +345,9 @@ def test_real_dicom_series_matches_simpleitk_geometry(shared_data):
         np.testing.assert_allclose(voxel_to_world(img.affine.numpy(), [0, 0, k]), LPS @ ipp, atol=1e-3)
     v = sitk.GetArrayFromImage(ref)  # (z, y, x)
     assert img[0, 5, 40, 30].item() == v[30, 40, 5]
+    # SliceThickness 2.2 mm against the 2.2 mm between the slice positions: contiguous
+    acquisition = slice_acquisition(img)
+    assert (acquisition.thickness_mm, acquisition.contiguous) == (2.2, True)
 
 
 def test_dtype_input_rounds_and_clips_to_the_source_type(tmp_path):

@@ -10,14 +10,17 @@ Example:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from volsr.acquisition import slice_acquisition
 from volsr.checkpoint import load_checkpoint
 from volsr.devices import resolve_device
+from volsr.errors import VolsrInputWarning
 from volsr.inference import super_resolve
 from volsr.normalization import PercentileNormalizer
 
@@ -55,6 +58,21 @@ def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: 
     from volsr.io import scan_stem
 
     return Path(out_dir or Path.cwd()) / f"{scan_stem(src)}{suffix}.nii.gz"
+
+
+def warn_if_not_contiguous(image: torch.Tensor) -> None:
+    """A :class:`~volsr.errors.VolsrInputWarning` when the header states slices with gaps or overlaps:
+    the networks were trained on contiguous slices (``--consistency`` and ``--adapt`` do model them)."""
+    acquisition = slice_acquisition(image)
+    if acquisition is None or acquisition.contiguous:
+        return
+    source = getattr(image, "meta", {}).get("filename_or_obj", "the scan")
+    warnings.warn(
+        f"{source}: {acquisition.describe()}; the network was trained on contiguous slices, so expect "
+        "less gain (--consistency and --adapt model the stated thickness)",
+        VolsrInputWarning,
+        stacklevel=3,
+    )
 
 
 class SuperResolver:
@@ -128,6 +146,7 @@ class SuperResolver:
             from volsr.io import load_image
 
             image = load_image(image)
+        warn_if_not_contiguous(image)
         if self.adapt > 0:
             return self.adapted(image, scale=scale, spacing=spacing)(image, scale=scale, spacing=spacing)
         return super_resolve(

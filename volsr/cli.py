@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import pydoc
 import sys
+import warnings
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
-from volsr.errors import VolsrInputError
+from volsr.errors import VolsrInputError, VolsrInputWarning
 
 __all__ = ["app", "main"]
 
@@ -43,6 +44,7 @@ app = typer.Typer(
 #: errors that blame the user's input or options: reported in one line, exit status 2
 _INPUT_ERRORS = (VolsrInputError, FileNotFoundError, ValueError)
 _F = TypeVar("_F", bound=Callable)
+_PYTHON_SHOW_WARNING = warnings.showwarning
 
 Scan = Annotated[
     Path, typer.Argument(help="NIfTI, MGH, NRRD or MetaImage file, or a DICOM folder.", show_default=False)
@@ -70,13 +72,23 @@ def _error_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Input warnings as one ``volsr: warning: ...`` line; any other warning as Python shows it."""
+    if issubclass(category, VolsrInputWarning):
+        print(f"volsr: warning: {_error_line(message)}", file=sys.stderr)
+    else:
+        _PYTHON_SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
 def _input_errors(command: _F) -> _F:
     """Turn bad input raised inside ``command`` into ``volsr: error: ...`` on stderr and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # restores Python's own display afterwards
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except _INPUT_ERRORS as exc:
             typer.echo(f"volsr: error: {_error_line(exc)}", err=True)
             raise typer.Exit(2) from None
@@ -92,6 +104,7 @@ def _format_info(d: dict) -> str:
         ("spacing", " x ".join(f"{s:.4g}" for s in d["spacing"]) + " mm"),
         ("field of view", fov + " mm"),
         ("orientation", d["orientation"] + (" (sheared axes)" if d["sheared"] else "")),
+        ("slices", d["slices"] or "thickness not stated (taken as contiguous)"),
         ("dtype", d["source_dtype"]),
         ("range", f"{d['min']:.6g} .. {d['max']:.6g} (mean {d['mean']:.6g})"),
     ]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from volsr.acquisition import parse_thickness
 from volsr.errors import VolsrInputError
 
 __all__ = ["from_sitk", "read_itk", "read_dicom_folder"]
@@ -99,4 +100,16 @@ def read_dicom_folder(
     arr, affine, dtype, extra = from_sitk(reader.Execute())
     if affine is not None and arr.ndim == 3:
         affine = _with_tilt(affine, list(files), arr.shape[2])
-    return arr, affine, dtype, {**extra, "dicom_series_uid": uid, "dicom_files": len(files)}
+    extra = {**extra, "dicom_series_uid": uid, "dicom_files": len(files)}
+    return arr, affine, dtype, {**extra, "slice_thickness_mm": _slice_thickness(files[0])}
+
+
+def _slice_thickness(file: str) -> float | None:
+    """SliceThickness (0018,0050) of one file of the series, in mm; ``None`` when absent."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return parse_thickness(reader.GetMetaData("0018|0050")) if reader.HasMetaDataKey("0018|0050") else None

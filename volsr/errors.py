@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["VolsrInputError"]
+__all__ = ["VolsrInputError", "VolsrInputWarning"]
 
 
 class VolsrInputError(ValueError):
@@ -29,3 +29,8 @@ class VolsrInputError(ValueError):
     def __reduce__(self):
         # picklable across worker processes despite the two-argument constructor
         return (type(self), (self.path, self.problem))
+
+
+class VolsrInputWarning(UserWarning):
+    """Input volsr can use but not as well as it would like (e.g. slices with gaps); the CLI prints
+    it as one line, ``volsr: warning: {message}``."""

@@ -19,6 +19,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from volsr.acquisition import thickness_ratios
 from volsr.consistency import project_consistent
 from volsr.devices import autocast, resolve_device
 from volsr.geometry import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
@@ -234,8 +235,9 @@ def super_resolve(
         sw_batch_size: windows per network call.
         consistency: project the output onto the volumes whose boxcar thick-slice degradation onto
             the input grid reproduces the input exactly (:func:`volsr.consistency.project_consistent`),
-            in normalised units, before de-normalising. Exact and cheap, but it assumes contiguous
-            boxcar slices on every up-sampled axis.
+            in normalised units, before de-normalising. Exact and cheap, but it assumes boxcar
+            slices on every up-sampled axis, contiguous unless the header stated the slice
+            thickness (:func:`volsr.acquisition.slice_acquisition`).
         tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
             window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
 
@@ -275,6 +277,6 @@ def super_resolve(
     del x  # the spline volume: one full-size buffer less at the peak
     y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
     if consistency:  # the input grid is the low-resolution grid of the model: same field of view
-        y = project_consistent(y, x_lr)
+        y = project_consistent(y, x_lr, thickness_ratio=thickness_ratios(image))
     y = normalizer.denormalize_(y.contiguous(), lo, hi)
     return new_image(y, image, out_affine)

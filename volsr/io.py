@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from volsr.acquisition import acquisition_record, sidecar_thickness, slice_acquisition
 from volsr.dicom import read_dicom_folder, read_itk
 from volsr.errors import VolsrInputError
 from volsr.geometry import is_sheared, voxel_spacing
@@ -133,7 +134,8 @@ def load_image(
         ``(1, X, Y, Z)`` float32 MetaTensor; ``affine`` maps voxel centres to RAS+ mm (module
         doc). ``meta`` holds ``filename_or_obj``, ``source_format``, ``source_dtype`` (the stored
         numpy type, e.g. ``"int16"``) and, for NIfTI, ``nifti_header`` (qform/sform codes, units,
-        description, qform), which :func:`save_image` writes back. NIfTI scaling is applied.
+        description, qform), which :func:`save_image` writes back, and ``slice_acquisition`` where
+        the file states the slice thickness (:mod:`volsr.acquisition`). NIfTI scaling is applied.
 
     Raises:
         VolsrInputError: missing or unreadable file, unsupported format, 2-D, several volumes or
@@ -168,6 +170,7 @@ def load_image(
         raise
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
         raise VolsrInputError(path, f"cannot be read as {fmt}: {_one_line(exc)}") from None
+    thickness = extra.pop("slice_thickness_mm", None) if p.is_dir() else sidecar_thickness(p)
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad:
         raise VolsrInputError(path, f"has {bad} NaN or Inf voxel(s) (in float32); fill or mask them first")
@@ -180,6 +183,8 @@ def load_image(
         "spatial_shape": np.asarray(data.shape),
         **extra,
     }
+    if (record := acquisition_record(thickness, affine)) is not None:
+        meta["slice_acquisition"] = record  # volsr.acquisition: what the header says of the slices
     if volume is not None:
         meta["volume"] = int(volume)
     return MetaTensor(
@@ -313,7 +318,8 @@ def describe(image: torch.Tensor) -> dict:
 
     Returns:
         ``path``, ``shape`` (spatial voxels), ``spacing`` (mm per axis), ``orientation`` (nibabel
-        axis codes such as ``"RAS"``), ``source_dtype``, ``min``, ``max``, ``mean``, ``sheared``.
+        axis codes such as ``"RAS"``), ``source_dtype``, ``min``, ``max``, ``mean``, ``sheared``,
+        ``slices`` (the stated slice thickness against the spacing, or ``None``).
     """
     affine = affine_of(image)
     meta = _meta(image)
@@ -328,4 +334,5 @@ def describe(image: torch.Tensor) -> dict:
         "max": float(data.max()),
         "mean": float(data.mean()),
         "sheared": is_sheared(affine),
+        "slices": acquisition.describe() if (acquisition := slice_acquisition(image)) else None,
     }

@@ -23,6 +23,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from volsr.acquisition import thickness_ratios
 from volsr.devices import resolve_device
 from volsr.geometry import scaled_grid, voxel_spacing
 from volsr.inference import grid_channels, output_grid
@@ -60,8 +61,9 @@ def adaptation_volume(
     """The scan, normalised, on an isotropic grid at the output spacing of its thick axis.
 
     Returns ``(volume, thick_axis, thickness_mm)``: the volume's in-plane axes carry the detail to
-    learn from; ``thickness_mm`` is the thick axis's voxel size, the slice thickness the synthetic
-    pairs reproduce (contiguous slices assumed, as in :mod:`volsr.consistency`).
+    learn from; ``thickness_mm`` is the slice thickness the synthetic pairs reproduce: the one the
+    header states where the slices are not contiguous (:func:`volsr.acquisition.thickness_ratios`),
+    else the thick axis's voxel size.
     """
     normalizer = normalizer or PercentileNormalizer()
     affine = affine_of(image)
@@ -92,7 +94,7 @@ def adaptation_volume(
             )
         if out_mm > mm[b] * _SPACING_TOLERANCE:  # finer in-plane: box-average to the output spacing
             volume = SliceThickness(b, out_mm)(volume)
-    return volume, axis, float(mm[axis])
+    return volume, axis, float(mm[axis]) * thickness_ratios(image)[axis]
 
 
 def adaptation_sampler(
@@ -105,13 +107,14 @@ def adaptation_sampler(
     grid_encoding: bool = False,
     seed: int = 0,
 ) -> PatchPairSampler:
-    """Training pairs from the scan itself: its in-plane axes thickened to its own slice thickness."""
+    """Training pairs from the scan itself: its in-plane axes thickened to its own slice thickness,
+    sampled at its own slice spacing (gaps or overlaps as the header states them)."""
     volume, axis, thickness = adaptation_volume(image, normalizer, scale, spacing)
     in_plane = [b for b in range(3) if b != axis]
     factor = thickness / float(np.mean(voxel_spacing(affine_of(volume))[in_plane]))
-    degradation = build_degradation(
-        {"slice_thickness": {"axis": in_plane, "factor": factor, "profile": [profile]}}, seed=seed
-    )
+    gap = float(voxel_spacing(affine_of(image))[axis]) / thickness  # slice spacing / thickness
+    slices = {"axis": in_plane, "factor": factor, "gap": gap, "profile": [profile]}
+    degradation = build_degradation({"slice_thickness": slices}, seed=seed)
     patch = min(int(patch_size), *volume.shape[1:])  # a small scan: patches of one size still stack
     return PatchPairSampler([volume], degradation, patch, seed=seed, grid_encoding=grid_encoding)
 

@@ -29,6 +29,7 @@ import torch
 from monai.transforms import RandomizableTransform, Transform
 from scipy.special import ndtr
 
+from volsr.acquisition import acquisition_record
 from volsr.geometry import scaled_grid, voxel_spacing
 from volsr.interpolation import apply_along_axis
 from volsr.meta import affine_of, new_image
@@ -135,7 +136,8 @@ class SliceThickness(Transform):
         profile: ``"boxcar"``, ``"gaussian"`` or a 1-D kernel sampled across the thickness.
 
     The output has ``round(n * d / spacing)`` slices on the field-of-view-keeping grid, with its
-    affine updated, and ``meta["degradation"]`` gains a record of the parameters.
+    affine updated; ``meta["degradation"]`` gains a record of the parameters and
+    ``meta["slice_acquisition"]`` states the thickness (:mod:`volsr.acquisition`).
 
     Example:
         >>> lr = SliceThickness(axis=2, thickness=4.0)(hr)  # 1 mm -> 4 mm contiguous slices
@@ -176,7 +178,8 @@ class SliceThickness(Transform):
             "profile": self.profile if isinstance(self.profile, str) else list(self.profile),
         }
         history = list(img.meta.get("degradation", [])) if hasattr(img, "meta") else []
-        return new_image(out, img, new_affine, degradation=history + [record])
+        acquired = acquisition_record(self.thickness, new_affine, self.axis)  # volsr.acquisition
+        return new_image(out, img, new_affine, degradation=history + [record], slice_acquisition=acquired)
 
 
 class RandSliceThickness(RandomizableTransform):
