@@ -70,8 +70,10 @@ def test_quality_rows_table_and_plot(tmp_path):
 
 def test_quality_protocols_and_quick():
     full, quick = quality.protocols(), quality.protocols(quick=True)
-    thick = [p for p in full if p["kind"] == "thickness"]
+    thick = [p for p in full if p["kind"] == "thickness" and "spacing_factor" not in p]
     assert {(p["axis"], p["factor"]) for p in thick} == {(a, f) for a in (0, 1, 2) for f in (2.0, 4.0)}
+    gaps = [p for p in full if p.get("spacing_factor", 1.0) > 1.0]
+    assert [(p["axis"], p["factor"] * p["spacing_factor"]) for p in gaps] == [(2, pytest.approx(4.0))]
     if quality.kspace_available():
         assert sorted(round(p["fraction"], 3) for p in full if p["kind"] == "kspace") == [0.333, 0.5]
         assert "fourier" in quality.baselines()

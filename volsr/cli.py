@@ -381,6 +381,9 @@ def evaluate(
     ] = None,
     axis: Annotated[int, typer.Option(help="Axis of the thick slices.")] = 2,
     profile: Annotated[Profile, typer.Option(help="Slice profile.")] = Profile.boxcar,
+    spacing_factor: Annotated[
+        float, typer.Option(help="Slice spacing / thickness: >1 leaves gaps, <1 overlaps.")
+    ] = 1.0,
     kspace: Annotated[float | None, typer.Option(help="Instead: keep this fraction of k-space.")] = None,
     axes: Annotated[list[str] | None, typer.Option(help="K-space axes, e.g. 0,1,2.")] = None,
     window: Annotated[Window, typer.Option(help="K-space window.")] = Window.none,
@@ -403,10 +406,11 @@ def evaluate(
     Writes per scan a JSON, a Markdown table and a PNG montage, plus summary.json / summary.md.
     """
     from volsr.evaluation import evaluate_files
+    from volsr.transforms.validation import check_positive
 
     if kspace is not None:
-        if thickness is not None or factor is not None:
-            raise ValueError("--kspace excludes --thickness/--factor")
+        if thickness is not None or factor is not None or spacing_factor != 1.0:
+            raise ValueError("--kspace excludes --thickness/--factor/--spacing-factor")
         protocol = {
             "kind": "kspace",
             "fraction": kspace,
@@ -418,6 +422,8 @@ def evaluate(
             raise ValueError("--thickness and --factor are mutually exclusive; give one")
         protocol = {"kind": "thickness", "axis": axis, "profile": profile.value}
         protocol.update({"thickness": thickness} if thickness is not None else {"factor": factor or 4.0})
+        if spacing_factor != 1.0:
+            protocol["spacing_factor"] = check_positive(spacing_factor, "--spacing-factor")
     summary = evaluate_files(
         [str(s) for s in scans],
         protocol,

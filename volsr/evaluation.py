@@ -2,11 +2,13 @@
 
 A *protocol* names the degradation, as a dict:
 ``{"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"}`` (thick slices of
-``factor`` x the voxel size) or ``{"kind": "kspace", "fraction": 0.5, "axes": [0, 1, 2],
+``factor`` x the voxel size; ``"spacing_factor": 1.3`` puts their centres 1.3 x the thickness
+apart, leaving gaps) or ``{"kind": "kspace", "fraction": 0.5, "axes": [0, 1, 2],
 "window": "none"}`` (a reduced acquisition matrix). Methods are classical baselines (``nearest``,
 ``linear``, ``cubic`` B-spline, ``fourier`` zero-filled k-space) and any number of
 ``SuperResolver``s. Scores are masked PSNR / 3-D SSIM (:mod:`volsr.metrics`) and, for every method,
-the consistency error (relative L2 between the re-degraded output and the input).
+the consistency error (relative L2 between the re-degraded output and the input, under the slice
+thickness the degraded scan states: :mod:`volsr.acquisition`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volsr.acquisition import thickness_ratios
+from volsr.consistency import consistency_error, project_consistent
 from volsr.geometry import grid_factors
 from volsr.interpolation import INTERPOLATION_ORDERS, resample
+from volsr.meta import new_image
 from volsr.metrics import compare
 
 __all__ = [
@@ -37,10 +42,12 @@ BASELINES = ("nearest", "linear", "cubic", "fourier")
 
 def protocol_name(protocol: Mapping) -> str:
     if protocol.get("kind", "thickness") == "thickness":
-        return (
+        name = (
             f"thick x{float(protocol.get('factor', 4)):g} axis {protocol.get('axis', 2)} "
             f"{protocol.get('profile', 'boxcar')}"
         )
+        spacing_factor = float(protocol.get("spacing_factor", 1.0))
+        return name if spacing_factor == 1.0 else f"{name} spacing x{spacing_factor:g}"
     axes = "".join(str(a) for a in protocol.get("axes", [0, 1, 2]))
     return f"k-space {float(protocol['fraction']):.2g} axes {axes}"
 
@@ -56,7 +63,8 @@ def degrade(hr: torch.Tensor, protocol: Mapping) -> torch.Tensor:
             thickness = float(protocol["thickness"])
         else:
             thickness = thickness_for_factor(hr, axis, float(protocol.get("factor", 4.0)))
-        return SliceThickness(axis, thickness, profile=protocol.get("profile", "boxcar"))(hr)
+        spacing = float(protocol.get("spacing_factor", 1.0)) * thickness
+        return SliceThickness(axis, thickness, spacing, profile=protocol.get("profile", "boxcar"))(hr)
     if kind == "kspace":
         from volsr.transforms import KSpaceTruncation
 
@@ -81,12 +89,8 @@ def restore_baseline(lr: torch.Tensor, shape: Sequence[int], method: str) -> tor
     raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
 
 
-def _consistency(sr: torch.Tensor, lr: torch.Tensor) -> float | None:
-    try:
-        from volsr.consistency import consistency_error
-    except ImportError:
-        return None
-    return float(consistency_error(sr, lr))
+def _consistency(sr: torch.Tensor, lr: torch.Tensor) -> float:
+    return float(consistency_error(sr, lr, thickness_ratio=thickness_ratios(lr)))
 
 
 def evaluate(
@@ -112,11 +116,9 @@ def evaluate(
     for name, sr in (resolvers or {}).items():
         outputs[name] = sr(lr, scale=scale)
         if consistency:  # a post-process of the same output: no second network pass
-            from volsr.consistency import project_consistent
-            from volsr.meta import new_image
-
-            out = outputs[name]
-            outputs[f"{name}+dc"] = new_image(project_consistent(out.as_tensor(), lr.as_tensor()), out)
+            out, ratios = outputs[name], thickness_ratios(lr)
+            fixed = project_consistent(out.as_tensor(), lr.as_tensor(), thickness_ratio=ratios)
+            outputs[f"{name}+dc"] = new_image(fixed, out)
     methods = {}
     for name, out in outputs.items():
         scores = compare(out, hr)
