@@ -12,6 +12,7 @@ from conftest import oblique_affine, smooth_volume
 from test_io import lia_affine, volume, write_dicom_series, write_nifti
 from typer.testing import CliRunner
 
+from volsr.acquisition import SliceAcquisition, slice_acquisition
 from volsr.cli import app, main
 from volsr.geometry import fov_corners, voxel_spacing
 from volsr.io import load_image
@@ -128,6 +129,16 @@ def test_degrade_spacing_factor_leaves_gaps(tmp_path, scan):
     lr = load_image(out)
     np.testing.assert_allclose(voxel_spacing(lr.affine)[2], 4.0, atol=1e-5)
     assert lr.meta["source_dtype"] == "float32"
+    # the sidecar states the 2 mm slices, so reading the file back knows the 2 mm gaps
+    assert f"wrote {tmp_path / 'gap.json'}: 2 mm slices every 4 mm along axis 2 (2 mm gaps)" in result.stdout
+    assert slice_acquisition(lr) == SliceAcquisition(2, 2.0, pytest.approx(4.0))
+    again = invoke("degrade", scan, "-o", tmp_path / "gap.nii", "--thickness", "2", "--axis", "2")
+    assert again.exit_code == 2 and "gap.json: (the sidecar of the output) exists" in again.stderr
+    assert not (tmp_path / "gap.nii").exists()  # refused before any work
+    assert (
+        invoke("degrade", scan, "-o", tmp_path / "side.nii.gz", "--factor", "2", "--axis", "0").exit_code == 0
+    )
+    assert not (tmp_path / "side.json").exists()  # a sidecar cannot say slices lie along axis 0
 
 
 @pytest.mark.parametrize("axes", [["--axes", "0,1"], ["--axes", "0", "--axes", "1"]])

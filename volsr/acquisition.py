@@ -37,7 +37,9 @@ __all__ = [
     "slice_acquisition",
     "thickness_ratios",
     "acquisition_record",
+    "sidecar_path",
     "sidecar_thickness",
+    "write_sidecar",
     "parse_thickness",
 ]
 
@@ -90,22 +92,45 @@ def parse_thickness(value: object) -> float | None:
     return thickness if math.isfinite(thickness) and thickness > 0 else None
 
 
-def sidecar_thickness(path: str | os.PathLike) -> float | None:
-    """``SliceThickness`` from the BIDS / dcm2niix sidecar beside ``path`` (``scan.nii.gz`` ->
-    ``scan.json``); ``None`` when there is none or it does not say. A sidecar that is not JSON is
-    ignored: it is optional metadata, and the scan itself is still good."""
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The BIDS / dcm2niix sidecar of an image file: ``scan.nii.gz`` -> ``scan.json``."""
     p = Path(path)
     name = p.name
     for ending in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd"):
         if name.lower().endswith(ending):
             name = name[: -len(ending)]
             break
-    sidecar = p.with_name(name + ".json")
+    return p.with_name(name + ".json")
+
+
+def sidecar_thickness(path: str | os.PathLike) -> float | None:
+    """``SliceThickness`` from the sidecar beside ``path`` (:func:`sidecar_path`); ``None`` when
+    there is none or it does not say. A sidecar that is not JSON is ignored: it is optional
+    metadata, and the scan itself is still good."""
     try:
-        info = json.loads(sidecar.read_text())
+        info = json.loads(sidecar_path(path).read_text())
     except (OSError, ValueError):
         return None
     return parse_thickness(info.get("SliceThickness")) if isinstance(info, dict) else None
+
+
+def write_sidecar(image: torch.Tensor, path: str | os.PathLike) -> Path | None:
+    """Write ``image``'s slice acquisition into the sidecar of ``path`` (``SliceThickness``,
+    ``SpacingBetweenSlices``, mm), so that :func:`sidecar_thickness` reads it back; atomically
+    (temporary file, then rename). Nothing is written (``None``) when the thickness is unknown or
+    the slices lie along another axis than :data:`SLICE_AXIS`, which a sidecar cannot say."""
+    acquisition = slice_acquisition(image)
+    if acquisition is None or acquisition.axis != SLICE_AXIS:
+        return None
+    dst = sidecar_path(path)
+    info = {"SliceThickness": acquisition.thickness_mm, "SpacingBetweenSlices": acquisition.spacing_mm}
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
 
 
 def acquisition_record(thickness_mm: float | None, affine, axis: int = SLICE_AXIS) -> dict | None:
