@@ -8,12 +8,14 @@ Where the thickness comes from: a DICOM series' SliceThickness (0018,0050), and 
 BIDS / dcm2niix sidecar ``<stem>.json`` (``"SliceThickness"``). Slices lie along the third voxel axis
 in both (DICOM stacks them so and dcm2niix keeps that order). :func:`volsr.io.load_image` records it
 in ``meta["slice_acquisition"]`` with the spacing it goes with, and so does
-:class:`volsr.transforms.SliceThickness` for the slices it simulates. A volume re-gridded along that axis no
-longer matches the spacing, and :func:`slice_acquisition` then returns ``None``: the record
-describes the acquisition grid only.
+:class:`volsr.transforms.SliceThickness` for the slices it simulates (along any axis). A volume
+re-gridded along that axis no longer matches the spacing, and :func:`slice_acquisition` then
+returns ``None``: the record describes the acquisition grid only.
 
 Used by data consistency and per-scan adaptation (they model the stated thickness), by
-``volsr info``, and by :class:`volsr.SuperResolver`, which warns when the slices are not contiguous.
+``volsr info``, by ``volsr degrade`` (which writes the sidecar), and by :class:`volsr.SuperResolver`,
+which warns when the slices are not contiguous. A DICOM SpacingBetweenSlices is not read: the
+spacing is the one between the slice positions, which the affine already holds.
 """
 
 from __future__ import annotations
