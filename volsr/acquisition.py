@@ -5,26 +5,25 @@ Clinical thick-slice scans are often acquired with gaps (5 mm slices every 6.5 m
 without this record volsr would take every scan as contiguous slices (thickness = spacing).
 
 Where the thickness comes from: a DICOM series' SliceThickness (0018,0050), and for a NIfTI file the
-BIDS / dcm2niix sidecar ``<stem>.json`` (``"SliceThickness"``). Slices lie along the third voxel axis
-in both (DICOM stacks them so and dcm2niix keeps that order). :func:`volsr.io.load_image` records it
-in ``meta["slice_acquisition"]`` with the spacing it goes with, and so does
+BIDS / dcm2niix sidecar ``<stem>.json`` (``"SliceThickness"``, read by :func:`volsr.io.read_sidecar`).
+Slices lie along the third voxel axis in both (DICOM stacks them so and dcm2niix keeps that order).
+:func:`volsr.io.load_image` records it in ``meta["slice_acquisition"]`` with the spacing it goes
+with, and so does
 :class:`volsr.transforms.SliceThickness` for the slices it simulates (along any axis). A volume
 re-gridded along that axis no longer matches the spacing, and :func:`slice_acquisition` then
 returns ``None``: the record describes the acquisition grid only.
 
 Used by data consistency and per-scan adaptation (they model the stated thickness), by
-``volsr info``, by ``volsr degrade`` (which writes the sidecar), and by :class:`volsr.SuperResolver`,
-which warns when the slices are not contiguous. A DICOM SpacingBetweenSlices is not read: the
-spacing is the one between the slice positions, which the affine already holds.
+``volsr info``, by ``volsr degrade`` (which writes the sidecar: :func:`sidecar_fields`), and by
+:class:`volsr.SuperResolver`, which warns when the slices are not contiguous. A DICOM
+SpacingBetweenSlices is not read: the spacing is the one between the slice positions, which the
+affine already holds. Reading and writing sidecar files is :mod:`volsr.io`'s.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,9 +38,7 @@ __all__ = [
     "slice_acquisition",
     "thickness_ratios",
     "acquisition_record",
-    "sidecar_path",
-    "sidecar_thickness",
-    "write_sidecar",
+    "sidecar_fields",
     "parse_thickness",
 ]
 
@@ -94,45 +91,14 @@ def parse_thickness(value: object) -> float | None:
     return thickness if math.isfinite(thickness) and thickness > 0 else None
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The BIDS / dcm2niix sidecar of an image file: ``scan.nii.gz`` -> ``scan.json``."""
-    p = Path(path)
-    name = p.name
-    for ending in (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ending):
-            name = name[: -len(ending)]
-            break
-    return p.with_name(name + ".json")
-
-
-def sidecar_thickness(path: str | os.PathLike) -> float | None:
-    """``SliceThickness`` from the sidecar beside ``path`` (:func:`sidecar_path`); ``None`` when
-    there is none or it does not say. A sidecar that is not JSON is ignored: it is optional
-    metadata, and the scan itself is still good."""
-    try:
-        info = json.loads(sidecar_path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return parse_thickness(info.get("SliceThickness")) if isinstance(info, dict) else None
-
-
-def write_sidecar(image: torch.Tensor, path: str | os.PathLike) -> Path | None:
-    """Write ``image``'s slice acquisition into the sidecar of ``path`` (``SliceThickness``,
-    ``SpacingBetweenSlices``, mm), so that :func:`sidecar_thickness` reads it back; atomically
-    (temporary file, then rename). Nothing is written (``None``) when the thickness is unknown or
-    the slices lie along another axis than :data:`SLICE_AXIS`, which a sidecar cannot say."""
+def sidecar_fields(image: torch.Tensor) -> dict | None:
+    """``{"SliceThickness", "SpacingBetweenSlices"}`` (mm) for the sidecar of ``image``'s file, or
+    ``None`` when the thickness is unknown or the slices lie along another axis than
+    :data:`SLICE_AXIS`, which a sidecar cannot say."""
     acquisition = slice_acquisition(image)
     if acquisition is None or acquisition.axis != SLICE_AXIS:
         return None
-    dst = sidecar_path(path)
-    info = {"SliceThickness": acquisition.thickness_mm, "SpacingBetweenSlices": acquisition.spacing_mm}
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    return {"SliceThickness": acquisition.thickness_mm, "SpacingBetweenSlices": acquisition.spacing_mm}
 
 
 def acquisition_record(thickness_mm: float | None, affine, axis: int = SLICE_AXIS) -> dict | None:

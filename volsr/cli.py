@@ -190,15 +190,12 @@ def degrade(
     slice_options = {"--axis": axis is not None, "--profile": profile, "--spacing-factor": spacing_factor}
     kspace_options = {"--axes": axes, "--window": window, "--reduce-matrix": reduce_matrix}
     _check_mode(thickness, factor, kspace, slice_options, kspace_options)
-    from volsr.acquisition import SLICE_AXIS, sidecar_path, slice_acquisition, write_sidecar
+    from volsr.acquisition import SLICE_AXIS, sidecar_fields, slice_acquisition
     from volsr.geometry import voxel_spacing
-    from volsr.io import check_output, load_image, save_image
+    from volsr.io import check_output, load_image, save_image, write_sidecar
 
     image = load_image(scan, series_uid=series, volume=volume)
-    out = check_output(output, image, dtype, overwrite)
-    sidecar = sidecar_path(out)
-    if kspace is None and axis == SLICE_AXIS and sidecar.exists() and not overwrite:
-        raise VolsrInputError(sidecar, "(the sidecar of the output) exists; pass --overwrite to replace it")
+    out = check_output(output, image, dtype, overwrite, sidecar=kspace is None and axis == SLICE_AXIS)
     if kspace is None:
         from volsr.transforms.slice_thickness import SliceThickness, thickness_for_factor
         from volsr.transforms.validation import check_positive, parse_axes
@@ -223,7 +220,8 @@ def degrade(
     shape = " x ".join(str(n) for n in result.shape[1:])
     spacing_mm = " x ".join(f"{s:.4g}" for s in voxel_spacing(result.affine))
     typer.echo(f"wrote {out}: {shape} voxels of {spacing_mm} mm")
-    if kspace is None and (written := write_sidecar(result, out)) is not None:
+    if kspace is None and (fields := sidecar_fields(result)) is not None:
+        written = write_sidecar(out, fields, overwrite=overwrite)
         typer.echo(f"wrote {written}: {slice_acquisition(result).describe()}")
 
 

@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -27,13 +29,24 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from volsr.acquisition import acquisition_record, sidecar_thickness, slice_acquisition
+from volsr.acquisition import acquisition_record, parse_thickness, slice_acquisition
 from volsr.dicom import read_dicom_folder, read_itk
 from volsr.errors import VolsrInputError
 from volsr.geometry import is_sheared, voxel_spacing
 from volsr.meta import affine_of
 
-__all__ = ["FORMATS", "VOLUME_SUFFIXES", "scan_stem", "load_image", "save_image", "check_output", "describe"]
+__all__ = [
+    "FORMATS",
+    "VOLUME_SUFFIXES",
+    "scan_stem",
+    "load_image",
+    "save_image",
+    "check_output",
+    "describe",
+    "sidecar_path",
+    "read_sidecar",
+    "write_sidecar",
+]
 
 #: file name endings read by :func:`load_image` (a folder is read as a DICOM series)
 FORMATS = {
@@ -50,6 +63,7 @@ FORMATS = {
 #: endings of single-file volumes (a lone .dcm is one slice, not a volume)
 VOLUME_SUFFIXES = tuple(e for e, fmt in FORMATS.items() if fmt != "dicom")
 _NIFTI_OUT = (".nii.gz", ".nii")
+_SIDECAR_EXISTS = "(the sidecar of the output) exists; pass overwrite=True (--overwrite) to replace it"
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
 
@@ -170,7 +184,10 @@ def load_image(
         raise
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
         raise VolsrInputError(path, f"cannot be read as {fmt}: {_one_line(exc)}") from None
-    thickness = extra.pop("slice_thickness_mm", None) if p.is_dir() else sidecar_thickness(p)
+    if p.is_dir():
+        thickness = extra.pop("slice_thickness_mm", None)
+    else:  # a dcm2niix / BIDS sidecar beside the file
+        thickness = parse_thickness(read_sidecar(p).get("SliceThickness"))
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad:
         raise VolsrInputError(path, f"has {bad} NaN or Inf voxel(s) (in float32); fill or mask them first")
@@ -217,12 +234,14 @@ def check_output(
     image: torch.Tensor | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
+    sidecar: bool = False,
 ) -> Path:
-    """Everything :func:`save_image` would refuse, checked before any work is done.
+    """Everything :func:`save_image` (and, with ``sidecar``, :func:`write_sidecar`) would refuse,
+    checked before any work is done.
 
     Raises:
         VolsrInputError: not a .nii/.nii.gz name, the file ``image`` was loaded from, an existing
-            file without ``overwrite``, or a folder.
+            file (or, with ``sidecar``, sidecar) without ``overwrite``, or a folder.
         ValueError: an unknown ``dtype``.
     """
     out = Path(path)
@@ -235,6 +254,8 @@ def check_output(
         raise VolsrInputError(path, "is a folder; give an output file name")
     if out.exists() and not overwrite:
         raise VolsrInputError(path, "already exists; pass overwrite=True (--overwrite) to replace it")
+    if sidecar and sidecar_path(out).exists() and not overwrite:
+        raise VolsrInputError(sidecar_path(out), _SIDECAR_EXISTS)
     _output_dtype(dtype, image)
     return out
 
@@ -303,14 +324,46 @@ def save_image(
     dt = _output_dtype(dtype, image)
     scaled_source = _meta(image).get("nifti_header", {}).get("scaled", False)
     nii = _to_nifti(image, dt, rescale=dtype == "input" and dt.kind in "iu" and scaled_source)
+    return _replace_atomically(out, lambda tmp: nib.save(nii, str(tmp)), _ending(out, _NIFTI_OUT))
+
+
+def _replace_atomically(out: Path, write: Callable[[Path], object], suffix: str = "") -> Path:
+    """``write`` a temporary file in ``out``'s folder, then rename it to ``out``: never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp{_ending(out, _NIFTI_OUT)}")
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp{suffix}")
     try:
-        nib.save(nii, str(tmp))
+        write(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of an image file (BIDS / dcm2niix): ``scan.nii.gz`` -> ``scan.json``."""
+    p = Path(path)
+    ending = _ending(p, VOLUME_SUFFIXES) or p.suffix
+    return p.with_name(p.name[: len(p.name) - len(ending)] + ".json")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The sidecar of ``path`` as a dict; ``{}`` when there is none or it is not a JSON object.
+    Optional metadata: a broken sidecar never makes a good scan unreadable."""
+    try:
+        info = json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def write_sidecar(path: str | os.PathLike, info: Mapping, overwrite: bool = False) -> Path:
+    """Write ``info`` as the JSON sidecar of the image file ``path``, atomically; an existing
+    sidecar is replaced only with ``overwrite``. Returns the sidecar's path."""
+    dst = sidecar_path(path)
+    if dst.exists() and not overwrite:
+        raise VolsrInputError(dst, _SIDECAR_EXISTS)
+    text = json.dumps(dict(info), indent=2, default=str) + "\n"
+    return _replace_atomically(dst, lambda tmp: tmp.write_text(text))
 
 
 def describe(image: torch.Tensor) -> dict:
