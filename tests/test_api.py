@@ -77,3 +77,34 @@ def test_call_accepts_path_and_metatensor_alike(scan, checkpoint):
     assert a.shape == (1, 20, 18, 12)
     assert torch.equal(a.as_tensor(), b.as_tensor())
     assert np.allclose(np.asarray(a.affine), np.asarray(b.affine))
+
+
+def test_predict_file_records_how_the_output_was_made_in_a_sidecar(scan, tmp_path):
+    import json
+
+    from volsr import __version__
+    from volsr.acquisition import slice_acquisition
+    from volsr.api import DEFAULT_BUNDLE
+    from volsr.io import load_image
+
+    sr = SuperResolver.from_bundle(DEFAULT_BUNDLE, device="cpu", tta=False)
+    sr.network = ResidualSR3D(features=4, num_blocks=1, grid_channels=9)  # fast; the record is the point
+    dst = sr.predict_file(scan, tmp_path / "out" / "thick_sr.nii.gz")
+    info = json.loads((tmp_path / "out" / "thick_sr.json").read_text())
+    made_by = info["GeneratedBy"]
+    assert (made_by["Name"], made_by["Version"]) == ("volsr", __version__)
+    metadata = json.loads((find_bundle(DEFAULT_BUNDLE) / "configs" / "metadata.json").read_text())
+    assert made_by["BundleVersion"] == metadata["version"] and made_by["CheckpointStep"] == sr.info["step"]
+    assert made_by["Options"]["tta"] is False and made_by["Options"]["device"] == "cpu"
+    assert info["Sources"] == [str(scan)]
+    assert info["Input"] == {"shape": [20, 18, 6], "spacing_mm": [1.0, 1.0, 3.0]}
+    assert info["Output"] == {"shape": [20, 18, 18], "spacing_mm": [1.0, 1.0, 1.0]}
+    assert slice_acquisition(load_image(dst)) is None  # the sidecar states no slice thickness
+
+    again = tmp_path / "again.nii.gz"
+    (tmp_path / "again.json").write_text("{}")
+    with pytest.raises(VolsrInputError, match="again.json: .*sidecar of the output.* exists"):
+        sr.predict_file(scan, again)
+    assert not again.exists()  # refused before any work
+    sr.predict_file(scan, again, sidecar=False)
+    assert again.exists() and (tmp_path / "again.json").read_text() == "{}"

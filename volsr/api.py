@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -133,6 +134,11 @@ class SuperResolver:
         root = find_bundle(bundle)
         sr = cls.from_checkpoint(root / "models" / "model.pt", **kwargs)
         sr.info["bundle"] = str(root)
+        try:
+            metadata = json.loads((root / "configs" / "metadata.json").read_text())
+            sr.info["bundle_version"] = metadata["version"]
+        except (OSError, ValueError, KeyError):
+            pass  # a bundle without metadata still runs; its outputs just say less
         return sr
 
     def __call__(
@@ -207,19 +213,60 @@ class SuperResolver:
         overwrite: bool = False,
         series_uid: str | None = None,
         volume: int | None = None,
+        sidecar: bool = True,
     ) -> Path:
         """Read ``src``, super-resolve it and write NIfTI to ``dst`` (default ``./<stem>_sr.nii.gz``).
 
         The header's codes, units and description are kept; ``dtype="input"`` writes the input's
-        data type (rounded and clipped), ``"float32"`` keeps full precision. Never writes over
-        ``src``.
+        data type (rounded and clipped), ``"float32"`` keeps full precision. With ``sidecar``, a
+        JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
+        (:meth:`provenance`). Never writes over ``src``.
         """
-        from volsr.io import check_output, load_image, save_image
+        from volsr.io import check_output, load_image, save_image, write_sidecar
 
         image = load_image(src, series_uid=series_uid, volume=volume)
-        dst = check_output(dst or output_path_for(src), image, dtype, overwrite)  # fail before the work
+        # everything that would be refused is refused before the work
+        dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)
         try:
             out = self(image, spacing=spacing, scale=scale)
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
             raise ValueError(f"{src}: {e}") from e
-        return save_image(out, dst, dtype=dtype, overwrite=overwrite)
+        written = save_image(out, dst, dtype=dtype, overwrite=overwrite)
+        if sidecar:
+            write_sidecar(written, self.provenance(src, image, out), overwrite=overwrite)
+        return written
+
+    def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:
+        """What made ``out`` from ``image`` (read from ``src``): volsr and bundle versions, the
+        checkpoint's step, the options, and both grids. Written as the output's JSON sidecar; it
+        states no SliceThickness, since the output was not acquired in slices."""
+        from volsr import __version__
+        from volsr.geometry import voxel_spacing
+        from volsr.meta import affine_of
+
+        def grid(t: torch.Tensor) -> dict:
+            return {
+                "shape": [int(n) for n in t.shape[1:]],
+                "spacing_mm": [round(float(v), 6) for v in voxel_spacing(affine_of(t))],
+            }
+
+        return {
+            "Sources": [str(src)],
+            "GeneratedBy": {
+                "Name": "volsr",
+                "Version": __version__,
+                "Bundle": self.info.get("bundle"),
+                "BundleVersion": self.info.get("bundle_version"),
+                "CheckpointStep": self.info.get("step"),
+                "Options": {
+                    "tta": self.tta,
+                    "consistency": self.consistency,
+                    "adapt": self.adapt,
+                    "amp": self.amp,
+                    "device": str(self.device),
+                    "roi": None if self.roi is None else list(self.roi),
+                },
+            },
+            "Input": grid(image),
+            "Output": grid(out),
+        }

@@ -283,6 +283,9 @@ def infer(
     ] = 0,
     dtype: Annotated[str, typer.Option(help="input (the scan's type) or float32.")] = "input",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    sidecar: Annotated[
+        bool, typer.Option(help="Write <output stem>.json: the volsr and bundle versions and options used.")
+    ] = True,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Skip scans whose output exists.")
     ] = False,
@@ -322,6 +325,7 @@ def infer(
             overwrite=overwrite,
             series_uid=series,
             volume=volume,
+            sidecar=sidecar,
         )
         typer.echo(f"wrote {out}")
 
