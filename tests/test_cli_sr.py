@@ -187,3 +187,29 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     assert ckpt["step"] == 1 and net.config.grid_channels == 9
     state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
     assert state["config"]["lr"] == 1e-5 and state["config"]["warmup"] == 0
+
+
+def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(bundle, tmp_path):
+    from test_io import write_dicom_series
+
+    study, out = tmp_path / "study", tmp_path / "out"
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    arr = (smooth_volume((12, 10, 5)) * 100).astype(np.int16)
+    uids = [f"1.2.826.0.1.3680043.2.1125.8.{k}" for k in (1, 2, 3)]
+    write_dicom_series(study, arr, affine, uids[0], "T2 ax/TSE", {"0020|0011": "3"})
+    write_dicom_series(study, arr[:, :, :1], affine, uids[1], "Localizer", {"0020|0011": "2"})
+    write_dicom_series(study, arr + 7, affine, uids[2], "T1 sag", {"0020|0011": "1"})
+    args = ["infer", str(study), "--series", "all", "-o", str(out), "--bundle", str(bundle), "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2  # one series could not be used
+    errors = [line for line in r.stderr.splitlines() if line.startswith("volsr: error:")]
+    assert len(errors) == 1 and f"series {uids[1]}" in errors[0] and "2-D" in errors[0]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["study_1_T1_sag_sr.json", "study_1_T1_sag_sr.nii.gz", "study_3_T2_ax_TSE_sr.json",
+                       "study_3_T2_ax_TSE_sr.nii.gz"]  # fmt: skip
+    t2 = json.loads((out / "study_3_T2_ax_TSE_sr.json").read_text())
+    assert t2["Input"]["SeriesInstanceUID"] == uids[0] and t2["Output"]["shape"] == [12, 10, 15]
+    t1 = nib.load(out / "study_1_T1_sag_sr.nii.gz")
+    assert np.allclose(fov_corners(t1.affine, t1.shape), fov_corners(affine, (12, 10, 5)), atol=1e-3)
+    bad = runner.invoke(app, ["infer", str(study), "--series", "all", "-o", str(tmp_path / "one.nii.gz")])
+    assert bad.exit_code == 2 and "give --output a folder" in bad.stderr

@@ -25,7 +25,14 @@ from volsr.errors import VolsrInputWarning
 from volsr.inference import super_resolve
 from volsr.normalization import PercentileNormalizer
 
-__all__ = ["SuperResolver", "find_bundle", "find_bundle_root", "DEFAULT_BUNDLE", "output_path_for"]
+__all__ = [
+    "SuperResolver",
+    "find_bundle",
+    "find_bundle_root",
+    "DEFAULT_BUNDLE",
+    "output_path_for",
+    "series_outputs",
+]
 
 DEFAULT_BUNDLE = "volsr_cnn3d"
 
@@ -59,6 +66,29 @@ def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: 
     from volsr.io import scan_stem
 
     return Path(out_dir or Path.cwd()) / f"{scan_stem(src)}{suffix}.nii.gz"
+
+
+def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """``(SeriesInstanceUID, output path)`` for every DICOM series in ``folder``, by SeriesNumber:
+    ``<folder>_<number>_<description>_sr.nii.gz`` in ``out_dir`` (default: the current folder),
+    the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
+    import re
+
+    from volsr.dicom import list_series
+    from volsr.errors import VolsrInputError
+
+    found = list_series(folder)
+    if not found:
+        raise VolsrInputError(folder, "holds no DICOM series (--series all reads a DICOM folder)")
+    jobs = []
+    for index, info in enumerate(found, start=1):
+        number = info["number"] if info["number"] is not None else index
+        label = re.sub(r"[^A-Za-z0-9_-]+", "_", info["description"]).strip("_")[:40]
+        suffix = f"_{number}" + (f"_{label}" if label else "")
+        jobs.append((info["uid"], output_path_for(folder, out_dir, suffix=f"{suffix}_sr")))
+    if len({dst for _, dst in jobs}) < len(jobs):  # repeated SeriesNumber and description: use the index
+        jobs = [(uid, output_path_for(folder, out_dir, f"_s{i}_sr")) for i, (uid, _) in enumerate(jobs, 1)]
+    return jobs
 
 
 def warn_if_not_contiguous(image: torch.Tensor) -> None:
@@ -250,6 +280,8 @@ class SuperResolver:
                 "spacing_mm": [round(float(v), 6) for v in voxel_spacing(affine_of(t))],
             }
 
+        uid = getattr(image, "meta", {}).get("dicom_series_uid")
+        series = {"SeriesInstanceUID": uid} if uid else {}
         return {
             "Sources": [str(src)],
             "GeneratedBy": {
@@ -267,6 +299,6 @@ class SuperResolver:
                     "roi": None if self.roi is None else list(self.roi),
                 },
             },
-            "Input": grid(image),
+            "Input": grid(image) | series,
             "Output": grid(out),
         }

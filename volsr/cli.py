@@ -53,6 +53,8 @@ Volume = Annotated[int | None, typer.Option("--volume", min=0, help="Volume to r
 Series = Annotated[
     str | None, typer.Option("--series", help="SeriesInstanceUID, for a folder of several series.")
 ]
+#: ``volsr infer --series all``: every series of a DICOM folder, each to its own output
+ALL_SERIES = "all"
 
 
 class Profile(str, Enum):
@@ -290,11 +292,20 @@ def infer(
         bool, typer.Option("--skip-existing", help="Skip scans whose output exists.")
     ] = False,
     volume: Volume = None,
-    series: Series = None,
+    series: Annotated[
+        str | None,
+        typer.Option(
+            "--series",
+            help="SeriesInstanceUID, for a folder of several series; 'all': each series to its own "
+            "<folder>_<number>_<description>_sr.nii.gz.",
+        ),
+    ] = None,
 ) -> None:
     """Super-resolve scans with a bundle; by default to isotropic voxels at the finest input spacing.
 
-    The output keeps the field of view and the header; the input is never overwritten.
+    The output keeps the field of view and the header; the input is never overwritten. With
+    `--series all`, a series that cannot be used (a localizer, a 2-D image) is named on stderr and
+    skipped, and the exit status is 2.
     """
     if spacing is not None and scale is not None:
         raise ValueError("--spacing and --scale are mutually exclusive; give one")
@@ -311,23 +322,52 @@ def infer(
         tta=tta,
         adapt=adapt,
     )
-    for scan in scans:
-        dst = _output_for(scan, output, len(scans) > 1)
+    failed = 0
+    for scan, uid, dst in _infer_jobs(scans, output, series):
         if dst.exists() and skip_existing:
             typer.echo(f"skipped {scan}: {dst} exists")
             continue
-        out = sr.predict_file(
-            scan,
-            dst,
-            spacing=spacing,
-            scale=scale,
-            dtype=dtype,
-            overwrite=overwrite,
-            series_uid=series,
-            volume=volume,
-            sidecar=sidecar,
-        )
+        try:
+            out = sr.predict_file(
+                scan,
+                dst,
+                spacing=spacing,
+                scale=scale,
+                dtype=dtype,
+                overwrite=overwrite,
+                series_uid=uid,
+                volume=volume,
+                sidecar=sidecar,
+            )
+        except _INPUT_ERRORS as exc:
+            if series != ALL_SERIES:
+                raise
+            # a study folder holds series volsr cannot use (localizers, 2-D): say which, go on
+            typer.echo(f"volsr: error: series {uid}: {_error_line(exc)}", err=True)
+            failed += 1
+            continue
         typer.echo(f"wrote {out}")
+    if failed:
+        raise typer.Exit(2)
+
+
+def _infer_jobs(
+    scans: list[Path], output: Path | None, series: str | None
+) -> list[tuple[Path, str | None, Path]]:
+    """``(scan, series UID, output path)`` per output: one per scan, or with ``--series all`` one
+    per series of each DICOM folder (:func:`volsr.api.series_outputs`)."""
+    if series != ALL_SERIES:
+        return [(scan, series, _output_for(scan, output, len(scans) > 1)) for scan in scans]
+    from volsr.api import series_outputs
+
+    if output is not None and output.name.endswith((".nii", ".nii.gz")):
+        raise ValueError("--series all writes one file per series: give --output a folder")
+    jobs = []
+    for scan in scans:
+        if not scan.is_dir():
+            raise ValueError(f"{scan}: --series all reads DICOM folders, and this is a file")
+        jobs += [(scan, uid, dst) for uid, dst in series_outputs(scan, output)]
+    return jobs
 
 
 @app.command()

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from volsr.acquisition import parse_thickness
 from volsr.errors import VolsrInputError
 
-__all__ = ["from_sitk", "read_itk", "read_dicom_folder"]
+__all__ = ["from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -39,13 +39,36 @@ def read_itk(path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     return from_sitk(sitk.ReadImage(str(path)))
 
 
-def _series_summary(folder: Path, uid: str) -> str:
+def series_info(folder: Path, uid: str) -> dict:
+    """``{"uid", "description", "number", "files"}`` of one series in ``folder`` (SeriesDescription
+    and SeriesNumber from its first file; ``""`` / ``None`` where absent)."""
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
     reader = sitk.ImageFileReader()
     reader.SetFileName(files[0])
     reader.ReadImageInformation()
-    desc = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
-    return f"{uid} ({desc!r}, {len(files)} files)"
+
+    def tag(key: str) -> str:
+        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+    number = tag("0020|0011")
+    return {
+        "uid": uid,
+        "description": tag("0008|103e"),
+        "number": int(number) if number.lstrip("-").isdigit() else None,
+        "files": len(files),
+    }
+
+
+def list_series(folder: str | Path) -> list[dict]:
+    """Every DICOM series in ``folder`` (:func:`series_info`), by SeriesNumber, then UID."""
+    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    found = [series_info(Path(folder), uid) for uid in uids]
+    return sorted(found, key=lambda s: (s["number"] is None, s["number"] or 0, s["uid"]))
+
+
+def _series_summary(folder: Path, uid: str) -> str:
+    info = series_info(folder, uid)
+    return f"{uid} ({info['description']!r}, {info['files']} files)"
 
 
 def _position(file: str) -> np.ndarray | None:
