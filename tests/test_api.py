@@ -108,3 +108,8 @@ def test_predict_file_records_how_the_output_was_made_in_a_sidecar(scan, tmp_pat
     assert not again.exists()  # refused before any work
     sr.predict_file(scan, again, sidecar=False)
     assert again.exists() and (tmp_path / "again.json").read_text() == "{}"
+    # scan.nii.gz -> scan.nii would share the input's (dcm2niix) sidecar: refused, even with overwrite
+    (tmp_path / "thick.json").write_text('{"SliceThickness": 3}')
+    with pytest.raises(VolsrInputError, match="input's sidecar"):
+        sr.predict_file(scan, tmp_path / "thick.nii", overwrite=True)
+    assert (tmp_path / "thick.json").read_text() == '{"SliceThickness": 3}'

@@ -254,6 +254,9 @@ def check_output(
         raise VolsrInputError(path, "is a folder; give an output file name")
     if out.exists() and not overwrite:
         raise VolsrInputError(path, "already exists; pass overwrite=True (--overwrite) to replace it")
+    if sidecar and source and not Path(str(source)).is_dir():
+        if sidecar_path(source).resolve() == sidecar_path(out).resolve():  # scan.nii.gz -> scan.nii
+            raise VolsrInputError(path, "would replace the input's sidecar (same stem); choose another name")
     if sidecar and sidecar_path(out).exists() and not overwrite:
         raise VolsrInputError(sidecar_path(out), _SIDECAR_EXISTS)
     _output_dtype(dtype, image)
