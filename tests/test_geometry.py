@@ -155,6 +155,14 @@ def test_scale_is_effective_factor_for_non_integral_counts():
     assert np.allclose(fov_corners(new_aff, new_shape), fov_corners(a, (7, 9, 4)))
 
 
+@pytest.mark.parametrize(("n", "expected"), [(45, 113), (47, 118), (3, 8)])
+def test_half_voxel_counts_round_up_whatever_their_parity(n, expected):
+    # n x 2.5 ends in .5 for odd n: Python's round would give 112 for 45 but 118 for 47
+    new_aff, new_shape = scaled_grid(make_affine("oblique"), (n, 4, 4), (2.5, 1.0, 1.0))
+    assert new_shape[0] == expected
+    assert np.allclose(fov_corners(new_aff, new_shape), fov_corners(make_affine("oblique"), (n, 4, 4)))
+
+
 def test_scale_for_spacing():
     a = make_affine("oblique")
     assert scale_for_spacing(a, (0.35, None, 1.45)) == pytest.approx((2.0, 1.0, 2.0))

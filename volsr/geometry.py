@@ -5,7 +5,8 @@ RAS+ frame (x grows to the Right, y to the Anterior, z to the Superior), the sam
 ``sform`` uses. Voxel ``i`` covers the index interval ``[i - 0.5, i + 0.5]``.
 
 Re-gridding keeps the field of view: an axis of ``n`` voxels scaled by ``s`` (``s > 1`` up-samples)
-gets ``n_out = round(n * s)`` voxels whose outer edges coincide with the input's, so the effective
+gets ``n_out = round(n * s)`` voxels (halves rounded up: 45 x 2.5 -> 113, as 47 x 2.5 -> 118; Python's
+``round`` would give 112 and 118) whose outer edges coincide with the input's, so the effective
 factor is ``n_out / n`` and output voxel ``j`` is centred at input index ``(j + 0.5) * n / n_out - 0.5``.
 For ``s = 4`` the first output centre lies ``(s - 1) / (2 s) = 3/8`` of an input voxel before the
 first input centre; for ``s = 1/4`` it lies at index 1.5, the mean of indices 0..3. Because the
@@ -14,6 +15,7 @@ change is composed in index space, it is exact for oblique, flipped and sheared 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +26,7 @@ __all__ = [
     "scaled_grid",
     "scale_for_spacing",
     "grid_factors",
+    "round_half_up",
     "fov_corners",
     "index_map",
     "is_sheared",
@@ -70,7 +73,7 @@ def scaled_grid(
 
     Returns:
         ``(affine, shape)`` of the output grid. The effective factor on each axis is
-        ``n_out / n_in`` with ``n_out = max(1, round(n_in * scale))``, so the field of view is kept
+        ``n_out / n_in`` with ``n_out = max(1, round_half_up(n_in * scale))``, so the field of view is kept
         exactly and the spacing is ``spacing * n_in / n_out``.
 
     Example:
@@ -85,7 +88,7 @@ def scaled_grid(
             raise ValueError(f"scale factors must be positive and finite, got {tuple(scale)}")
     a = np.asarray(affine, dtype=np.float64)
     nd = len(shape)
-    new_shape = tuple(max(1, round(n * s)) for n, s in zip(shape, scale, strict=True))
+    new_shape = tuple(max(1, round_half_up(n * s)) for n, s in zip(shape, scale, strict=True))
     index_to_index = np.eye(nd + 1)
     for ax, (n_in, n_out) in enumerate(zip(shape, new_shape, strict=True)):
         step, offset = index_map(n_in, n_out)
@@ -95,6 +98,12 @@ def scaled_grid(
     full[:nd, :nd] = index_to_index[:nd, :nd]
     full[:nd, 3] = index_to_index[:nd, nd]
     return a @ full, new_shape
+
+
+def round_half_up(x: float) -> int:
+    """The nearest integer, halves up: the same rule for every size, unlike ``round``'s
+    round-half-to-even. A product like ``45 * 2.5`` is exact in binary, so the half is real."""
+    return math.floor(x + 0.5)
 
 
 def grid_factors(in_shape: Sequence[int], out_shape: Sequence[int]) -> list[float]:
