@@ -5,7 +5,7 @@
 >>> out = sr("scan.nii.gz")  # MetaTensor, isotropic at the finest input spacing
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = ["SuperResolver", "load_image", "save_image", "super_resolve", "__version__"]
 
