@@ -1,7 +1,7 @@
 """Thick-slice acquisition along one axis: a slice profile, then sampling at the slice spacing.
 
 Forward model along axis ``a`` with input voxel size ``d`` (mm): each output slice ``j`` is centred
-at input index ``c_j = (j + 0.5) * n / m - 0.5`` (``m = round(n * d / spacing)`` slices, field of
+at input index ``c_j = (j + 0.5) * n / m - 0.5`` (``m = round(n * d / spacing)`` slices, halves up, field of
 view kept, see :mod:`volsr.geometry`) and records
 
     lr_j = sum_i W[j, i] * hr_i
@@ -135,7 +135,7 @@ class SliceThickness(Transform):
         spacing: distance between slice centres in mm; default ``thickness`` (contiguous slices).
         profile: ``"boxcar"``, ``"gaussian"`` or a 1-D kernel sampled across the thickness.
 
-    The output has ``round(n * d / spacing)`` slices on the field-of-view-keeping grid, with its
+    The output has ``round(n * d / spacing)`` slices (halves up) on the field-of-view-keeping grid, with its
     affine updated; ``meta["degradation"]`` gains a record of the parameters and
     ``meta["slice_acquisition"]`` states the thickness (:mod:`volsr.acquisition`).
 
