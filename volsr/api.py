@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from torch import nn
 from volsr.acquisition import slice_acquisition
 from volsr.checkpoint import load_checkpoint
 from volsr.devices import resolve_device
-from volsr.errors import VolsrInputWarning
+from volsr.errors import VolsrInputError, VolsrInputWarning
 from volsr.inference import super_resolve
 from volsr.normalization import PercentileNormalizer
 
@@ -72,10 +73,7 @@ def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> lis
     """``(SeriesInstanceUID, output path)`` for every DICOM series in ``folder``, by SeriesNumber:
     ``<folder>_<number>_<description>_sr.nii.gz`` in ``out_dir`` (default: the current folder),
     the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
-    import re
-
     from volsr.dicom import list_series
-    from volsr.errors import VolsrInputError
 
     found = list_series(folder)
     if not found:

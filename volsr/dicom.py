@@ -43,20 +43,22 @@ def series_info(folder: Path, uid: str) -> dict:
     """``{"uid", "description", "number", "files"}`` of one series in ``folder`` (SeriesDescription
     and SeriesNumber from its first file; ``""`` / ``None`` where absent)."""
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
-    reader.ReadImageInformation()
-
-    def tag(key: str) -> str:
-        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
-
-    number = tag("0020|0011")
+    tags = _tags(files[0], "0008|103e", "0020|0011")
+    number = tags.get("0020|0011", "")
     return {
         "uid": uid,
-        "description": tag("0008|103e"),
+        "description": tags.get("0008|103e", ""),
         "number": int(number) if number.lstrip("-").isdigit() else None,
         "files": len(files),
     }
+
+
+def _tags(file: str, *keys: str) -> dict[str, str]:
+    """The DICOM tags ``keys`` ("gggg|eeee") of one file's header, stripped; absent ones left out."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    reader.ReadImageInformation()
+    return {key: reader.GetMetaData(key).strip() for key in keys if reader.HasMetaDataKey(key)}
 
 
 def list_series(folder: str | Path) -> list[dict]:
@@ -73,12 +75,10 @@ def _series_summary(folder: Path, uid: str) -> str:
 
 def _position(file: str) -> np.ndarray | None:
     """ImagePositionPatient of one DICOM file, in RAS+ mm (None when absent)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(file)
-    reader.ReadImageInformation()
-    if not reader.HasMetaDataKey("0020|0032"):
+    position = _tags(file, "0020|0032").get("0020|0032")
+    if position is None:
         return None
-    return _LPS_TO_RAS @ np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+    return _LPS_TO_RAS @ np.array([float(v) for v in position.split("\\")])
 
 
 def _with_tilt(affine: np.ndarray, files: list[str], n_slices: int) -> np.ndarray:
@@ -124,15 +124,5 @@ def read_dicom_folder(
     if affine is not None and arr.ndim == 3:
         affine = _with_tilt(affine, list(files), arr.shape[2])
     extra = {**extra, "dicom_series_uid": uid, "dicom_files": len(files)}
-    return arr, affine, dtype, {**extra, "slice_thickness_mm": _slice_thickness(files[0])}
-
-
-def _slice_thickness(file: str) -> float | None:
-    """SliceThickness (0018,0050) of one file of the series, in mm; ``None`` when absent."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(file)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    return parse_thickness(reader.GetMetaData("0018|0050")) if reader.HasMetaDataKey("0018|0050") else None
+    thickness = parse_thickness(_tags(files[0], "0018|0050").get("0018|0050"))  # SliceThickness, mm
+    return arr, affine, dtype, {**extra, "slice_thickness_mm": thickness}
