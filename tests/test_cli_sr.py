@@ -213,3 +213,58 @@ def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(b
     assert np.allclose(fov_corners(t1.affine, t1.shape), fov_corners(affine, (12, 10, 5)), atol=1e-3)
     bad = runner.invoke(app, ["infer", str(study), "--series", "all", "-o", str(tmp_path / "one.nii.gz")])
     assert bad.exit_code == 2 and "give --output a folder" in bad.stderr
+
+
+def test_infer_dicom_writes_a_series_folder_on_the_scans_field_of_view(bundle, scan, tmp_path):
+    import SimpleITK as sitk
+
+    from volsr.io import load_image
+
+    out = tmp_path / "pacs" / "thick_sr"
+    r = runner.invoke(app, ["infer", str(scan), "--dicom", "--modality", "CT", "-o", str(out),
+                            "--bundle", str(bundle), "--no-progress"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["thick_sr", "thick_sr.json"]
+    assert len(list(out.iterdir())) == 10  # 5 slices of 2 mm -> 10 of 1 mm
+    series, source = load_image(out), nib.load(scan)
+    assert series.shape == (1, 16, 12, 10)
+    np.testing.assert_allclose(
+        np.sort(fov_corners(series.affine.numpy(), (16, 12, 10)), axis=0),
+        np.sort(fov_corners(source.affine, source.shape), axis=0),
+        atol=1e-3,
+    )
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(out / "IM_00001.dcm"))
+    reader.ReadImageInformation()
+    assert reader.GetMetaData("0008|0060").strip() == "CT"
+    assert "with tiny_bundle" in reader.GetMetaData("0008|2111")  # DerivationDescription
+    sidecar = json.loads((tmp_path / "pacs" / "thick_sr.json").read_text())
+    assert sidecar["Output"]["shape"] == [16, 12, 10]
+
+    (out / "notes.txt").write_text("mine")  # no longer a folder volsr wrote: never replaced
+    again = runner.invoke(app, ["infer", str(scan), "--dicom", "-o", str(out), "--overwrite",
+                                "--bundle", str(bundle), "--no-progress"])  # fmt: skip
+    assert again.exit_code == 2 and again.stderr.count("\n") == 1 and "did not write" in again.stderr
+    assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 11
+
+
+def test_infer_series_all_dicom_writes_a_series_folder_per_series(bundle, tmp_path):
+    from test_io import write_dicom_series
+
+    study = tmp_path / "study"
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    arr = (smooth_volume((12, 10, 5)) * 100).astype(np.int16)
+    write_dicom_series(study, arr, affine, "1.2.826.0.1.3680043.2.1125.8.1", "T2 ax", {"0020|0011": "3"})
+    write_dicom_series(study, arr, affine, "1.2.826.0.1.3680043.2.1125.8.2", "T1 sag", {"0020|0011": "1"})
+    out = tmp_path / "out"  # --output is the folder for the series folders
+    r = runner.invoke(app, ["infer", str(study), "--series", "all", "--dicom", "-o", str(out),
+                            "--bundle", str(bundle), "--no-progress"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [
+        "study_1_T1_sag_sr",
+        "study_1_T1_sag_sr.json",
+        "study_3_T2_ax_sr",
+        "study_3_T2_ax_sr.json",
+    ]
+    assert all(len(list((out / name).iterdir())) == 15 for name in written[::2])

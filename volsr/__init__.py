@@ -5,14 +5,15 @@
 >>> out = sr("scan.nii.gz")  # MetaTensor, isotropic at the finest input spacing
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
-__all__ = ["SuperResolver", "load_image", "save_image", "super_resolve", "__version__"]
+__all__ = ["SuperResolver", "load_image", "save_image", "save_dicom_series", "super_resolve", "__version__"]
 
 _LAZY = {
     "SuperResolver": "volsr.api",
     "load_image": "volsr.io",
     "save_image": "volsr.io",
+    "save_dicom_series": "volsr.dicom_writer",
     "super_resolve": "volsr.inference",
 }
 

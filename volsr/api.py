@@ -32,6 +32,7 @@ __all__ = [
     "find_bundle_root",
     "DEFAULT_BUNDLE",
     "output_path_for",
+    "dicom_folder_for",
     "series_outputs",
 ]
 
@@ -67,6 +68,27 @@ def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: 
     from volsr.io import scan_stem
 
     return Path(out_dir or Path.cwd()) / f"{scan_stem(src)}{suffix}.nii.gz"
+
+
+def dicom_folder_for(path: str | Path) -> Path:
+    """The DICOM series folder for a NIfTI output name: ``out/scan_sr.nii.gz`` -> ``out/scan_sr``."""
+    from volsr.io import scan_stem
+
+    p = Path(path)
+    return p.with_name(scan_stem(p))
+
+
+def _derivation(provenance: dict) -> str:
+    """One line for DerivationDescription: what made the series, from :meth:`SuperResolver.provenance`."""
+    made = provenance["GeneratedBy"]
+    options = [name for name in ("tta", "consistency") if made["Options"][name]]
+    if made["Options"]["adapt"]:
+        options.append(f"adapt {made['Options']['adapt']}")
+    bundle = Path(str(made["Bundle"])).name if made["Bundle"] else "a checkpoint"
+    return (
+        f"super-resolved by volsr {made['Version']} with {bundle} {made['BundleVersion'] or ''}".rstrip()
+        + (f" ({', '.join(options)})" if options else "")
+    )
 
 
 def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> list[tuple[str, Path]]:
@@ -242,26 +264,43 @@ class SuperResolver:
         series_uid: str | None = None,
         volume: int | None = None,
         sidecar: bool = True,
+        dicom: bool = False,
+        modality: str | None = None,
     ) -> Path:
-        """Read ``src``, super-resolve it and write NIfTI to ``dst`` (default ``./<stem>_sr.nii.gz``).
+        """Read ``src``, super-resolve it and write NIfTI to ``dst`` (default ``./<stem>_sr.nii.gz``),
+        or with ``dicom`` a new DICOM series to the folder ``dst`` (default ``./<stem>_sr``).
 
         The header's codes, units and description are kept; ``dtype="input"`` writes the input's
-        data type (rounded and clipped), ``"float32"`` keeps full precision. With ``sidecar``, a
-        JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
+        data type (rounded and clipped), ``"float32"`` keeps full precision. A DICOM series
+        (:func:`volsr.dicom_writer.save_dicom_series`) keeps a DICOM source's patient, study and
+        frame of reference; ``modality`` (``"MR"`` or ``"CT"``) names it for other sources. With
+        ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
         from volsr.io import check_output, load_image, save_image, write_sidecar
 
         image = load_image(src, series_uid=series_uid, volume=volume)
         # everything that would be refused is refused before the work
-        dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)
+        if dicom:
+            from volsr.dicom_writer import check_dicom_output, save_dicom_series
+
+            dst = check_dicom_output(dst or dicom_folder_for(output_path_for(src)), image, overwrite, sidecar)
+        else:
+            dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)
         try:
             out = self(image, spacing=spacing, scale=scale)
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
             raise ValueError(f"{src}: {e}") from e
-        written = save_image(out, dst, dtype=dtype, overwrite=overwrite)
+        info = self.provenance(src, image, out)
+        if dicom:
+            written = save_dicom_series(
+                out, dst, reference=image, dtype=dtype, derivation=_derivation(info), modality=modality,
+                overwrite=overwrite,
+            )  # fmt: skip
+        else:
+            written = save_image(out, dst, dtype=dtype, overwrite=overwrite)
         if sidecar:
-            write_sidecar(written, self.provenance(src, image, out), overwrite=overwrite)
+            write_sidecar(written, info, overwrite=overwrite, folder=dicom)
         return written
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:

@@ -248,7 +248,10 @@ def infer(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Output file (one scan) or folder [default: ./<stem>_sr.nii.gz]."
+            "--output",
+            "-o",
+            help="Output file (one scan; with --dicom its series folder) or a folder for the outputs "
+            "[default: ./<stem>_sr.nii.gz, ./<stem>_sr with --dicom].",
         ),
     ] = None,
     bundle: Bundle = "volsr_cnn3d",
@@ -300,6 +303,20 @@ def infer(
             "<folder>_<number>_<description>_sr.nii.gz.",
         ),
     ] = None,
+    dicom: Annotated[
+        bool,
+        typer.Option(
+            "--dicom",
+            help="Write each output as a new DICOM series (a folder of slices) in the source's study, "
+            "for a PACS.",
+        ),
+    ] = False,
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            help="MR or CT: the modality of a --dicom series whose source is not DICOM [default: MR]."
+        ),
+    ] = None,
 ) -> None:
     """Super-resolve scans with a bundle; by default to isotropic voxels at the finest input spacing.
 
@@ -323,7 +340,7 @@ def infer(
         adapt=adapt,
     )
     failed = 0
-    for scan, uid, dst in _infer_jobs(scans, output, series):
+    for scan, uid, dst in _infer_jobs(scans, output, series, dicom):
         if dst.exists() and skip_existing:
             typer.echo(f"skipped {scan}: {dst} exists")
             continue
@@ -338,6 +355,8 @@ def infer(
                 series_uid=uid,
                 volume=volume,
                 sidecar=sidecar,
+                dicom=dicom,
+                modality=modality,
             )
         except _INPUT_ERRORS as exc:
             if series != ALL_SERIES:
@@ -352,13 +371,19 @@ def infer(
 
 
 def _infer_jobs(
-    scans: list[Path], output: Path | None, series: str | None
+    scans: list[Path], output: Path | None, series: str | None, dicom: bool = False
 ) -> list[tuple[Path, str | None, Path]]:
     """``(scan, series UID, output path)`` per output: one per scan, or with ``--series all`` one
-    per series of each DICOM folder (:func:`volsr.api.series_outputs`)."""
+    per series of each DICOM folder (:func:`volsr.api.series_outputs`). With ``dicom`` each output
+    is a series folder: ``--output`` itself for one scan, else ``<stem>_sr`` inside it."""
+    from volsr.api import dicom_folder_for, series_outputs
+
+    if dicom:
+        if output is not None and len(scans) == 1 and series != ALL_SERIES:
+            return [(scans[0], series, output)]
+        return [(scan, uid, dicom_folder_for(dst)) for scan, uid, dst in _infer_jobs(scans, output, series)]
     if series != ALL_SERIES:
         return [(scan, series, _output_for(scan, output, len(scans) > 1)) for scan in scans]
-    from volsr.api import series_outputs
 
     if output is not None and output.name.endswith((".nii", ".nii.gz")):
         raise ValueError("--series all writes one file per series: give --output a folder")

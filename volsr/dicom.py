@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from volsr.acquisition import parse_thickness
 from volsr.errors import VolsrInputError
 
-__all__ = ["from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info"]
+__all__ = ["from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info", "first_file_tags"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -51,6 +51,11 @@ def series_info(folder: Path, uid: str) -> dict:
         "number": int(number) if number.lstrip("-").isdigit() else None,
         "files": len(files),
     }
+
+
+def first_file_tags(folder: Path, uid: str, *keys: str) -> dict[str, str]:
+    """The DICOM tags ``keys`` of the first file of series ``uid`` in ``folder`` (:func:`_tags`)."""
+    return _tags(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)[0], *keys)
 
 
 def _tags(file: str, *keys: str) -> dict[str, str]:

@@ -63,7 +63,7 @@ FORMATS = {
 #: endings of single-file volumes (a lone .dcm is one slice, not a volume)
 VOLUME_SUFFIXES = tuple(e for e, fmt in FORMATS.items() if fmt != "dicom")
 _NIFTI_OUT = (".nii.gz", ".nii")
-_SIDECAR_EXISTS = "(the sidecar of the output) exists; pass overwrite=True (--overwrite) to replace it"
+SIDECAR_EXISTS = "(the sidecar of the output) exists; pass overwrite=True (--overwrite) to replace it"
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
 
@@ -258,7 +258,7 @@ def check_output(
         if sidecar_path(source).resolve() == sidecar_path(out).resolve():  # scan.nii.gz -> scan.nii
             raise VolsrInputError(path, "would replace the input's sidecar (same stem); choose another name")
     if sidecar and sidecar_path(out).exists() and not overwrite:
-        raise VolsrInputError(sidecar_path(out), _SIDECAR_EXISTS)
+        raise VolsrInputError(sidecar_path(out), SIDECAR_EXISTS)
     _output_dtype(dtype, image)
     return out
 
@@ -342,10 +342,11 @@ def _replace_atomically(out: Path, write: Callable[[Path], object], suffix: str 
     return out
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON sidecar of an image file (BIDS / dcm2niix): ``scan.nii.gz`` -> ``scan.json``."""
+def sidecar_path(path: str | os.PathLike, folder: bool = False) -> Path:
+    """The JSON sidecar of an image file (BIDS / dcm2niix): ``scan.nii.gz`` -> ``scan.json``; of a
+    DICOM series folder (``folder=True``): ``scan_sr`` -> ``scan_sr.json``."""
     p = Path(path)
-    ending = _ending(p, VOLUME_SUFFIXES) or p.suffix
+    ending = "" if folder else _ending(p, VOLUME_SUFFIXES) or p.suffix
     return p.with_name(p.name[: len(p.name) - len(ending)] + ".json")
 
 
@@ -359,12 +360,15 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     return info if isinstance(info, dict) else {}
 
 
-def write_sidecar(path: str | os.PathLike, info: Mapping, overwrite: bool = False) -> Path:
-    """Write ``info`` as the JSON sidecar of the image file ``path``, atomically; an existing
-    sidecar is replaced only with ``overwrite``. Returns the sidecar's path."""
-    dst = sidecar_path(path)
+def write_sidecar(
+    path: str | os.PathLike, info: Mapping, overwrite: bool = False, folder: bool = False
+) -> Path:
+    """Write ``info`` as the JSON sidecar of the image file (or, with ``folder``, the DICOM series
+    folder) ``path``, atomically; an existing sidecar is replaced only with ``overwrite``. Returns
+    the sidecar's path."""
+    dst = sidecar_path(path, folder)
     if dst.exists() and not overwrite:
-        raise VolsrInputError(dst, _SIDECAR_EXISTS)
+        raise VolsrInputError(dst, SIDECAR_EXISTS)
     text = json.dumps(dict(info), indent=2, default=str) + "\n"
     return _replace_atomically(dst, lambda tmp: tmp.write_text(text))
 
