@@ -49,12 +49,15 @@ from volsr.devices import cpu_has_native_bf16, cpu_prefers_bf16
 from volsr.inference import (
     DEFAULT_OVERLAP,
     DEFAULT_ROI,
+    MEMORY_TARGET,
+    WINDOW_BUDGET,
     _Predictor,
     grid_channels,
     output_grid,
     plan_windows,
     super_resolve,
     target_scale,
+    window_budget,
     window_margin,
 )
 from volsr.interpolation import resample_array
@@ -329,7 +332,8 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
             "gflops": gflops,
             "fraction_of_peak": gflops / peak_best,
         }
-    roi, overlaps = plan_windows(x.shape[2:], margin=window_margin(network))  # as super_resolve does
+    budget = window_budget(voxels, network, device, amp=True)  # as super_resolve does
+    roi, overlaps = plan_windows(x.shape[2:], budget, margin=window_margin(network))
     n_c, frac_c = window_count(x.shape[2:], roi, overlaps)
     n_d, frac_d = window_count(x.shape[2:], MONAI_ROI, MONAI_OVERLAP, pad=True)
     fixed_roi = tuple(min(r, n) for r, n in zip(DEFAULT_ROI, x.shape[2:], strict=True))
@@ -544,7 +548,12 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         "quick": args.quick,
         "hardware": common.hardware(),
         "weights": weights,
-        "defaults": {"roi": "fitted (plan_windows)", "budget_voxels": 160**3, "margin_voxels": 24},
+        "defaults": {
+            "roi": "fitted (plan_windows)",
+            "budget_voxels": WINDOW_BUDGET,
+            "memory_target_bytes": MEMORY_TARGET,
+            "margin_voxels": 24,
+        },
         "devices": {},
     }
     for name in devices:

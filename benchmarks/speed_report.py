@@ -71,7 +71,8 @@ def section(result: dict) -> str:
         "",
         f"`{result['command']}` on {result['date']}{' (quick)' if result['quick'] else ''}.",
         f"Hardware: {common.hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
-        "(`volsr.inference.plan_windows`: budget 160^3 voxels, overlap >= 24 voxels).",
+        "(`volsr.inference.plan_windows`: budget 160^3 voxels, less on a CPU where a large volume would "
+        "take the peak past 3.5 GiB (`window_budget`); overlap >= 24 voxels).",
         "",
         *targets(result),
         "",

@@ -93,3 +93,25 @@ def test_monai_bundle_run_inference_writes_exact_grid(tmp_path):
     assert out.shape == (20, 16, 18)
     assert np.allclose(voxel_spacing(out.affine), 1.0, atol=1e-5)
     assert np.allclose(fov_corners(out.affine, out.shape), fov_corners(aff, (20, 16, 6)), atol=1e-4)
+
+
+def test_bundle_inference_config_writes_a_dicom_series_when_asked(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from volsr.io import load_image
+
+    src = tmp_path / "thick.nii.gz"
+    aff = oblique_affine((1.0, 1.0, 3.0))
+    nib.save(nib.Nifti1Image(smooth_volume((20, 16, 6)).astype(np.float32), aff), src)
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "image": str(src), "output_dir": str(tmp_path / "out"),
+                   "device": "cpu", "dicom": True})  # fmt: skip
+    parser.get_parsed_content("run")
+    series = load_image(tmp_path / "out" / "thick_sr")
+    assert series.shape == (1, 20, 16, 18) and (tmp_path / "out" / "thick_sr.json").is_file()
+    assert np.allclose(
+        np.sort(fov_corners(series.affine.numpy(), (20, 16, 18)), axis=0),
+        np.sort(fov_corners(aff, (20, 16, 6)), axis=0),
+        atol=1e-3,
+    )

@@ -241,6 +241,10 @@ def test_infer_dicom_writes_a_series_folder_on_the_scans_field_of_view(bundle, s
     sidecar = json.loads((tmp_path / "pacs" / "thick_sr.json").read_text())
     assert sidecar["Output"]["shape"] == [16, 12, 10]
 
+    pet = runner.invoke(app, ["infer", str(scan), "--dicom", "--modality", "PT", "-o", str(tmp_path / "pt"),
+                              "--bundle", str(bundle), "--no-progress"])  # fmt: skip
+    assert pet.exit_code == 2 and "MR or CT" in pet.stderr and not (tmp_path / "pt").exists()
+
     (out / "notes.txt").write_text("mine")  # no longer a folder volsr wrote: never replaced
     again = runner.invoke(app, ["infer", str(scan), "--dicom", "-o", str(out), "--overwrite",
                                 "--bundle", str(bundle), "--no-progress"])  # fmt: skip

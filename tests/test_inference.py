@@ -4,7 +4,15 @@ import torch
 from conftest import make_image, oblique_affine, smooth_volume
 
 from volsr.geometry import fov_corners, voxel_spacing, voxel_to_world
-from volsr.inference import DEFAULT_MARGIN, plan_windows, super_resolve, window_margin
+from volsr.inference import (
+    DEFAULT_MARGIN,
+    MIN_WINDOW_BUDGET,
+    WINDOW_BUDGET,
+    plan_windows,
+    super_resolve,
+    window_budget,
+    window_margin,
+)
 from volsr.interpolation import resample
 from volsr.networks import ResidualSR3D
 
@@ -111,3 +119,20 @@ def test_windows_of_a_deep_network_overlap_by_half_its_receptive_field():
     assert window_margin(deep) == deep.receptive_field // 2 == 28
     roi, overlap = plan_windows((300, 300, 300), margin=window_margin(deep))
     assert all(r < 300 and o * r >= 27.5 for r, o in zip(roi, overlap, strict=True))
+
+
+def test_window_budget_shrinks_only_where_a_large_volume_needs_the_memory(monkeypatch):
+    from volsr import inference
+
+    net = ResidualSR3D(features=32, num_blocks=4)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "autocast_dtype", lambda device, amp: None)  # float32 activations
+    assert window_budget(8_000_000, net, cpu, amp=True) == WINDOW_BUDGET  # a head scan: as before
+    # 512 x 512 x 480: 3.5 GiB - 0.5 GiB runtime - 16 B x 126 M voxels, over 4 x 32 float32 per voxel
+    voxels = 512 * 512 * 480
+    expected = (int(3.5 * 2**30) - 2**29 - 16 * voxels) // (4 * 32 * 4)
+    assert window_budget(voxels, net, cpu, amp=True) == expected < WINDOW_BUDGET
+    assert window_budget(10**9, net, cpu, amp=True) == MIN_WINDOW_BUDGET  # never below a usable window
+    monkeypatch.setattr(inference, "autocast_dtype", lambda device, amp: torch.bfloat16)
+    assert window_budget(voxels, net, cpu, amp=True) == min(WINDOW_BUDGET, 2 * expected)  # half the bytes
+    assert window_budget(voxels, net, torch.device("cuda"), amp=True) == WINDOW_BUDGET  # its own memory

@@ -63,11 +63,15 @@ def find_bundle(bundle: str | Path) -> Path:
     return find_bundle_root(bundle, "models/model.pt")
 
 
-def output_path_for(src: str | Path, out_dir: str | Path | None = None, suffix: str = "_sr") -> Path:
-    """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder)."""
+def output_path_for(
+    src: str | Path, out_dir: str | Path | None = None, suffix: str = "_sr", dicom: bool = False
+) -> Path:
+    """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder); with ``dicom`` the series
+    folder ``<stem>_sr``."""
     from volsr.io import scan_stem
 
-    return Path(out_dir or Path.cwd()) / f"{scan_stem(src)}{suffix}.nii.gz"
+    name = f"{scan_stem(src)}{suffix}"
+    return Path(out_dir or Path.cwd()) / (name if dicom else f"{name}.nii.gz")
 
 
 def dicom_folder_for(path: str | Path) -> Path:
@@ -284,7 +288,9 @@ class SuperResolver:
         if dicom:
             from volsr.dicom_writer import check_dicom_output, save_dicom_series
 
-            dst = check_dicom_output(dst or dicom_folder_for(output_path_for(src)), image, overwrite, sidecar)
+            dst = check_dicom_output(
+                dst or output_path_for(src, dicom=True), image, overwrite, sidecar, modality
+            )
         else:
             dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)
         try:

@@ -32,7 +32,7 @@ from volsr.errors import VolsrInputError
 from volsr.io import SIDECAR_EXISTS, sidecar_path
 from volsr.meta import affine_of
 
-__all__ = ["DICOM_FILE_PATTERN", "new_uid", "check_dicom_output", "save_dicom_series"]
+__all__ = ["DICOM_FILE_PATTERN", "new_uid", "output_modality", "check_dicom_output", "save_dicom_series"]
 
 #: the names of the files a series folder written here holds (and the only ones it may replace)
 DICOM_FILE_PATTERN = re.compile(r"IM_\d{5}\.dcm")
@@ -61,15 +61,30 @@ def new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
+def output_modality(reference: torch.Tensor | None, modality: str | None = None) -> str:
+    """``modality``, else the source series' (``reference`` read from DICOM), else ``"MR"``; only MR
+    and CT are written (their image storage classes carry each slice's position)."""
+    source = _reference_tags(reference).get("0008|0060") if reference is not None else None
+    chosen = (modality or source or "MR").upper()
+    if chosen not in _SOP_CLASS:
+        raise ValueError(
+            f"DICOM output is written as MR or CT images (modality {chosen!r} given or in the source); "
+            "pass modality='MR' or 'CT' (--modality), or write NIfTI"
+        )
+    return chosen
+
+
 def check_dicom_output(
     folder: str | os.PathLike,
     image: torch.Tensor | None = None,
     overwrite: bool = False,
     sidecar: bool = False,
+    modality: str | None = None,
 ) -> Path:
     """Everything :func:`save_dicom_series` would refuse, checked before any work is done.
 
     Raises:
+        ValueError: a modality other than MR or CT (:func:`output_modality`).
         VolsrInputError: a file rather than a folder; the input's own folder or file; an existing
             folder without ``overwrite``, or one holding anything but a series written here (even
             with ``overwrite``: volsr never deletes files it did not write); with ``sidecar``, an
@@ -93,6 +108,7 @@ def check_dicom_output(
             )
     if sidecar and sidecar_path(out, folder=True).exists() and not overwrite:
         raise VolsrInputError(sidecar_path(out, folder=True), SIDECAR_EXISTS)
+    output_modality(image, modality)
     return out
 
 
@@ -129,7 +145,7 @@ def save_dicom_series(
         >>> save_dicom_series(sr("series/"), "series_sr", reference=load_image("series/"))
     """
     reference = image if reference is None else reference
-    out = check_dicom_output(folder, reference, overwrite)
+    out = check_dicom_output(folder, reference, overwrite, modality=modality)
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.ndim != 4 or arr.shape[0] != 1:
         raise ValueError(f"save_dicom_series needs a (1, X, Y, Z) image, got shape {tuple(arr.shape)}")
@@ -142,12 +158,7 @@ def save_dicom_series(
     normal = np.cross(row, column)
     values, pixel_tags = _pixel_encoding(arr[0], _source_dtype(reference), dtype)
     series_tags = {**_reference_tags(reference), **pixel_tags}
-    modality = (modality or series_tags.get("0008|0060") or "MR").upper()
-    if modality not in _SOP_CLASS:
-        raise ValueError(
-            f"DICOM output is written as MR or CT images (modality {modality!r} given or in the source); "
-            "pass modality='MR' or 'CT', or write NIfTI"
-        )
+    modality = output_modality(reference, modality)
     series_tags.update(_new_series_tags(series_tags, reference, description, derivation, modality))
     direction = np.column_stack([row, column, normal])
     origin = _RAS_TO_LPS @ affine[:3, 3]

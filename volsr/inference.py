@@ -21,7 +21,7 @@ from torch import nn
 
 from volsr.acquisition import thickness_ratios
 from volsr.consistency import project_consistent
-from volsr.devices import autocast, resolve_device
+from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.geometry import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.interpolation import resample_array
 from volsr.meta import affine_of, new_image
@@ -32,6 +32,7 @@ from volsr.orientation import coarse_axis, from_canonical, to_canonical
 __all__ = [
     "super_resolve",
     "plan_windows",
+    "window_budget",
     "window_margin",
     "default_scale",
     "resolve_device",
@@ -43,13 +44,23 @@ __all__ = [
 ]
 
 # Windows from the receptive field, not habit. By default the window is fitted to each volume: the
-# fewest, largest windows within a voxel budget (160^3: ~0.9 GiB of bf16 activations for the base
-# network, which keeps a 512x512x480 output under 4 GB peak RSS), overlapping by at least the
+# fewest, largest windows within a voxel budget (160^3, less for very large volumes on a CPU: see
+# window_budget), overlapping by at least the
 # receptive field (23 voxels for the base network), so each output voxel is computed about once.
 # MONAI's fixed-roi tiling aligns windows to the volume edges and recomputed 2.1x the voxels of one
 # whole-volume pass on typical head volumes; the fitted plan does 1.0-1.4x (benchmarks/speed.py).
 WINDOW_BUDGET = 160**3
 DEFAULT_MARGIN = 24
+# Memory (benchmarks/speed.py, peak RSS): a CPU run holds about 15 bytes per output voxel for the whole
+# volume (the spline input, MONAI's blended output and count map, float32, and the input) next to the
+# window's live activations, about 4 x features values per window voxel (508 bytes at 32 features in
+# float32). A large enough volume leaves less room for the window, so the window budget shrinks to keep
+# the peak under MEMORY_TARGET; for scans up to about 80 M output voxels nothing changes.
+MEMORY_TARGET = int(3.5 * 2**30)  # peak resident memory, the ~0.5 GiB of the runtime included
+_RUNTIME_BYTES = 2**29
+_VOLUME_BYTES_PER_VOXEL = 16
+_LIVE_ACTIVATIONS = 4
+MIN_WINDOW_BUDGET = 64**3
 #: used with an explicit ``roi`` only
 DEFAULT_ROI = (160, 160, 160)
 DEFAULT_OVERLAP = 0.15
@@ -79,6 +90,18 @@ def plan_windows(
     roi = best[1]
     overlap = tuple(0.0 if r >= n else (margin - 0.5) / r for n, r in zip(shape, roi, strict=True))
     return roi, overlap
+
+
+def window_budget(out_voxels: int, network: nn.Module, device: torch.device, amp: bool) -> int:
+    """Window voxels that keep a CPU run's peak memory under :data:`MEMORY_TARGET` (see above),
+    between :data:`MIN_WINDOW_BUDGET` and :data:`WINDOW_BUDGET`; on a GPU the windows have its
+    memory to themselves and the budget is :data:`WINDOW_BUDGET`."""
+    if device.type != "cpu":
+        return WINDOW_BUDGET
+    features = int(getattr(getattr(network, "config", None), "features", 32))
+    element = 2 if autocast_dtype(device, amp) == torch.bfloat16 else 4
+    free = MEMORY_TARGET - _RUNTIME_BYTES - _VOLUME_BYTES_PER_VOXEL * out_voxels
+    return int(min(WINDOW_BUDGET, max(MIN_WINDOW_BUDGET, free // (_LIVE_ACTIVATIONS * features * element))))
 
 
 def window_margin(network: nn.Module) -> int:
@@ -227,7 +250,7 @@ def super_resolve(
         spacing: target voxel size in mm (``None`` on an axis keeps it). With neither, the output
             is isotropic at the finest input spacing.
         roi: window size in output voxels, in the network's canonical order (coarse axis last);
-            default: fitted to the volume by :func:`plan_windows`.
+            default: fitted to the volume by :func:`plan_windows`, within :func:`window_budget`.
         overlap: window overlap fraction with an explicit ``roi`` (default 0.15); gaussian blending.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where windows run; the volume stays on the CPU.
         amp: float16 autocast on CUDA; bfloat16 autocast on a CPU where it is faster (measured once).
@@ -256,7 +279,8 @@ def super_resolve(
     axis = coarse_axis(effective)
     x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last
     if roi is None:
-        roi, overlap = plan_windows(x.shape[2:], margin=window_margin(network))
+        budget = window_budget(math.prod(out_shape), network, dev, amp)
+        roi, overlap = plan_windows(x.shape[2:], budget, margin=window_margin(network))
     else:
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
