@@ -96,17 +96,18 @@ def test_dicom_source_lends_its_patient_study_and_frame_of_reference_to_a_new_se
         "0020|0052": "1.2.826.0.1.3680043.2.1125.9.99",
         "0020|0011": "7",
         "0018|0081": "95",
+        "0008|0005": "ISO_IR 100",
     }
     write_dicom_series(tmp_path / "src", volume(), affine, uid, "T2 TSE", study_tags)
     src = load_image(tmp_path / "src")
     out = save_dicom_series(src * 2, tmp_path / "sr", reference=src, derivation="x4 by a test")
     keys = ("0010|0010", "0010|0020", "0020|000d", "0020|0052", "0020|000e", "0020|0011", "0008|103e",
-            "0008|0008", "0008|2111", "0018|0081", "0008|0060", "0008|0018")  # fmt: skip
+            "0008|0008", "0008|2111", "0018|0081", "0008|0060", "0008|0018", "0008|0005")  # fmt: skip
     first, second = tags(out / "IM_00001.dcm", *keys), tags(out / "IM_00002.dcm", *keys)
     assert first["0010|0010"] == "Doe^Jane" and first["0010|0020"] == "P123"
     assert first["0020|000d"] == "1.2.826.0.1.3680043.2.1125.7"  # the source's study
     assert first["0020|0052"] == study_tags["0020|0052"]  # same frame: viewers can link the two
-    assert first["0018|0081"] == "95" and first["0008|0060"] == "MR"
+    assert first["0018|0081"] == "95" and first["0008|0060"] == "MR" and first["0008|0005"] == "ISO_IR 100"
     assert first["0020|000e"] != uid and first["0020|000e"].startswith("2.25.")
     assert first["0020|000e"] == second["0020|000e"] and first["0008|0018"] != second["0008|0018"]
     assert first["0020|0011"] == "1007" and first["0008|103e"] == "T2 TSE volsr SR"

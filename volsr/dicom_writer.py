@@ -47,7 +47,7 @@ _COPIED_IDENTITY = (
     "0020|000d", "0020|0010", "0008|0020", "0008|0030", "0008|0050",  # study UID, ID, date, time, accession
     "0008|0090", "0008|1030",  # referring physician, study description
     "0020|0052", "0018|5100", "0018|0015",  # frame of reference, patient position, body part
-    "0008|0060",  # modality
+    "0008|0060", "0008|0005",  # modality, character set (of the names copied)
 )  # fmt: skip
 #: the contrast the values carry (echo and repetition time, sequence, tube voltage) and the window
 _COPIED_ACQUISITION = (
@@ -252,8 +252,10 @@ def _new_series_tags(
         "0008|103e": description[:64],
         "0008|0021": date, "0008|0031": time, "0008|0023": date, "0008|0033": time,  # series, content
     }  # fmt: skip
-    if "0020|000d" not in tags:  # no source study: a new one, with its own frame of reference
-        new.update({"0020|000d": new_uid(), "0020|0052": new_uid(), "0008|0020": date, "0008|0030": time})
+    if "0020|000d" not in tags:  # no source study: a new one
+        new.update({"0020|000d": new_uid(), "0008|0020": date, "0008|0030": time})
+    if "0020|0052" not in tags:  # no stated frame of reference (required of MR and CT images): a new one
+        new["0020|0052"] = new_uid()
     return new
 
 
