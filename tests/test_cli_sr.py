@@ -245,11 +245,15 @@ def test_infer_dicom_writes_a_series_folder_on_the_scans_field_of_view(bundle, s
                               "--bundle", str(bundle), "--no-progress"])  # fmt: skip
     assert pet.exit_code == 2 and "MR or CT" in pet.stderr and not (tmp_path / "pt").exists()
 
-    (out / "notes.txt").write_text("mine")  # no longer a folder volsr wrote: never replaced
+    same = runner.invoke(app, ["infer", str(scan), "--dicom", "-o", str(out), "--bundle", str(bundle)])
+    assert same.exit_code == 2 and same.stderr.count("\n") == 1 and "already exists" in same.stderr
+
+    (out / "notes.txt").write_text("mine")  # now a folder of the user's: the series goes inside it
     again = runner.invoke(app, ["infer", str(scan), "--dicom", "-o", str(out), "--overwrite",
                                 "--bundle", str(bundle), "--no-progress"])  # fmt: skip
-    assert again.exit_code == 2 and again.stderr.count("\n") == 1 and "did not write" in again.stderr
-    assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 11
+    assert again.exit_code == 0, again.output
+    assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 13  # 10 + notes + 2
+    assert len(list((out / "thick_sr").iterdir())) == 10
 
 
 def test_infer_series_all_dicom_writes_a_series_folder_per_series(bundle, tmp_path):

@@ -250,8 +250,8 @@ def infer(
         typer.Option(
             "--output",
             "-o",
-            help="Output file (one scan; with --dicom its series folder) or a folder for the outputs "
-            "[default: ./<stem>_sr.nii.gz, ./<stem>_sr with --dicom].",
+            help="Output file (one scan; with --dicom a new series folder) or an existing folder for the "
+            "outputs [default: ./<stem>_sr.nii.gz, ./<stem>_sr with --dicom].",
         ),
     ] = None,
     bundle: Bundle = "volsr_cnn3d",
@@ -375,12 +375,16 @@ def _infer_jobs(
 ) -> list[tuple[Path, str | None, Path]]:
     """``(scan, series UID, output path)`` per output: one per scan, or with ``--series all`` one
     per series of each DICOM folder (:func:`volsr.api.series_outputs`). With ``dicom`` each output
-    is a series folder: ``--output`` itself for one scan, else ``<stem>_sr`` inside it."""
+    is a series folder: ``--output`` itself for one scan (unless it is a folder of other files),
+    else ``<stem>_sr`` inside it."""
     from volsr.api import dicom_folder_for, series_outputs
 
     if dicom:
-        if output is not None and len(scans) == 1 and series != ALL_SERIES:
-            return [(scans[0], series, output)]
+        from volsr.dicom_writer import is_written_series
+
+        one = output is not None and len(scans) == 1 and series != ALL_SERIES
+        if one and (not output.is_dir() or is_written_series(output)):
+            return [(scans[0], series, output)]  # the series folder itself (a new one, or volsr's own)
         return [(scan, uid, dicom_folder_for(dst)) for scan, uid, dst in _infer_jobs(scans, output, series)]
     if series != ALL_SERIES:
         return [(scan, series, _output_for(scan, output, len(scans) > 1)) for scan in scans]

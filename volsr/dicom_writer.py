@@ -32,7 +32,14 @@ from volsr.errors import VolsrInputError
 from volsr.io import SIDECAR_EXISTS, sidecar_path
 from volsr.meta import affine_of
 
-__all__ = ["DICOM_FILE_PATTERN", "new_uid", "output_modality", "check_dicom_output", "save_dicom_series"]
+__all__ = [
+    "DICOM_FILE_PATTERN",
+    "new_uid",
+    "is_written_series",
+    "output_modality",
+    "check_dicom_output",
+    "save_dicom_series",
+]
 
 #: the names of the files a series folder written here holds (and the only ones it may replace)
 DICOM_FILE_PATTERN = re.compile(r"IM_\d{5}\.dcm")
@@ -59,6 +66,14 @@ _COPIED_ACQUISITION = (
 def new_uid() -> str:
     """A fresh DICOM UID under the ``2.25`` root (a UUID as a decimal integer; ISO/IEC 9834-8)."""
     return f"2.25.{uuid.uuid4().int}"
+
+
+def is_written_series(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a series folder written here: slices named as :data:`DICOM_FILE_PATTERN`
+    and nothing else (the only kind of folder ``overwrite`` may replace)."""
+    p = Path(folder)
+    names = [c.name for c in p.iterdir()] if p.is_dir() else []
+    return bool(names) and all(DICOM_FILE_PATTERN.fullmatch(n) for n in names)
 
 
 def output_modality(reference: torch.Tensor | None, modality: str | None = None) -> str:
