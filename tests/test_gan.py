@@ -318,3 +318,13 @@ def test_bundle_evaluate_config_runs(tmp_path):
     methods = summary["scans"]["val"]["methods"]
     assert {"cubic", "volsr_gan3d", "volsr_gan3d+dc"} <= set(methods)
     assert methods["volsr_gan3d+dc"]["consistency"] < 1e-5
+
+
+def test_shipped_generator_matches_the_inference_config():
+    from monai.bundle import ConfigParser
+
+    net, _, ckpt = load_checkpoint(BUNDLE / "models" / "model.pt")
+    assert ckpt["step"] > 0 and "validation" in ckpt  # trained, with its measured numbers
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.get_parsed_content("network_def").load_state_dict(net.state_dict())  # key for key, shape for shape
