@@ -129,6 +129,8 @@ def test_a_source_that_is_not_dicom_gets_a_new_study_and_the_modality_asked_for(
     assert ta["0020|0011"] == "1000" and ta["0008|103e"] == "scan.nii.gz volsr SR"
     with pytest.raises(ValueError, match="MR or CT"):
         save_dicom_series(img, tmp_path / "c", modality="PT")
+    with pytest.raises(ValueError, match="'input' or 'float32'"):
+        check_dicom_output(tmp_path / "c", img, dtype="int8")
     assert not (tmp_path / "c").exists()
 
 

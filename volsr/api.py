@@ -289,7 +289,7 @@ class SuperResolver:
             from volsr.dicom_writer import check_dicom_output, save_dicom_series
 
             dst = check_dicom_output(
-                dst or output_path_for(src, dicom=True), image, overwrite, sidecar, modality
+                dst or output_path_for(src, dicom=True), image, overwrite, sidecar, modality, dtype
             )
         else:
             dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)

@@ -44,6 +44,7 @@ __all__ = [
 #: the names of the files a series folder written here holds (and the only ones it may replace)
 DICOM_FILE_PATTERN = re.compile(r"IM_\d{5}\.dcm")
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+_DTYPES = ("input", "float32")
 _SOP_CLASS = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
     "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -95,11 +96,13 @@ def check_dicom_output(
     overwrite: bool = False,
     sidecar: bool = False,
     modality: str | None = None,
+    dtype: str = "input",
 ) -> Path:
     """Everything :func:`save_dicom_series` would refuse, checked before any work is done.
 
     Raises:
-        ValueError: a modality other than MR or CT (:func:`output_modality`).
+        ValueError: a modality other than MR or CT (:func:`output_modality`); a ``dtype`` other than
+            ``"input"`` or ``"float32"``.
         VolsrInputError: a file rather than a folder; the input's own folder or file; an existing
             folder without ``overwrite``, or one holding anything but a series written here (even
             with ``overwrite``: volsr never deletes files it did not write); with ``sidecar``, an
@@ -124,6 +127,8 @@ def check_dicom_output(
     if sidecar and sidecar_path(out, folder=True).exists() and not overwrite:
         raise VolsrInputError(sidecar_path(out, folder=True), SIDECAR_EXISTS)
     output_modality(image, modality)
+    if dtype not in _DTYPES:
+        raise ValueError(f"DICOM output takes dtype 'input' or 'float32', got {dtype!r}")
     return out
 
 
@@ -160,7 +165,7 @@ def save_dicom_series(
         >>> save_dicom_series(sr("series/"), "series_sr", reference=load_image("series/"))
     """
     reference = image if reference is None else reference
-    out = check_dicom_output(folder, reference, overwrite, modality=modality)
+    out = check_dicom_output(folder, reference, overwrite, modality=modality, dtype=dtype)
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.ndim != 4 or arr.shape[0] != 1:
         raise ValueError(f"save_dicom_series needs a (1, X, Y, Z) image, got shape {tuple(arr.shape)}")
@@ -212,8 +217,6 @@ def _source_dtype(reference: torch.Tensor) -> str:
 def _pixel_encoding(values: np.ndarray, source_dtype: str, dtype: str) -> tuple[np.ndarray, dict[str, str]]:
     """The array to hand to GDCM and the pixel tags: 16-bit integers as they are, or float values with
     a Rescale Slope / Intercept over signed 16-bit stored values (GDCM rounds them)."""
-    if dtype not in ("input", "float32"):
-        raise ValueError(f"DICOM output takes dtype 'input' or 'float32', got {dtype!r}")
     lo, hi = float(values.min()), float(values.max())
     if dtype == "input" and np.dtype(source_dtype).kind in "iu":
         rounded_lo, rounded_hi = round(lo), round(hi)

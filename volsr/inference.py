@@ -45,8 +45,8 @@ __all__ = [
 
 # Windows from the receptive field, not habit. By default the window is fitted to each volume: the
 # fewest, largest windows within a voxel budget (160^3, less for very large volumes on a CPU: see
-# window_budget), overlapping by at least the
-# receptive field (23 voxels for the base network), so each output voxel is computed about once.
+# window_budget), overlapping by at least the receptive field (23 voxels for the base network), so
+# each output voxel is computed about once.
 # MONAI's fixed-roi tiling aligns windows to the volume edges and recomputed 2.1x the voxels of one
 # whole-volume pass on typical head volumes; the fitted plan does 1.0-1.4x (benchmarks/speed.py).
 WINDOW_BUDGET = 160**3
@@ -55,7 +55,7 @@ DEFAULT_MARGIN = 24
 # volume (the spline input, MONAI's blended output and count map, float32, and the input) next to the
 # window's live activations, about 4 x features values per window voxel (508 bytes at 32 features in
 # float32). A large enough volume leaves less room for the window, so the window budget shrinks to keep
-# the peak under MEMORY_TARGET; for scans up to about 80 M output voxels nothing changes.
+# the peak under MEMORY_TARGET; below about 70 M output voxels (135 M in bfloat16) nothing changes.
 MEMORY_TARGET = int(3.5 * 2**30)  # peak resident memory, the ~0.5 GiB of the runtime included
 _RUNTIME_BYTES = 2**29
 _VOLUME_BYTES_PER_VOXEL = 16
