@@ -151,6 +151,9 @@ def test_refusals_leave_every_file_as_it_was(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
     with pytest.raises(VolsrInputError, match="holds the input"):
         check_dicom_output(tmp_path / "in", img, overwrite=True)
+    dicom_source = source(volume().astype(np.float32), lia_affine(), "int16", name=str(tmp_path / "in"))
+    with pytest.raises(VolsrInputError, match="inside the input DICOM folder"):
+        check_dicom_output(tmp_path / "in" / "scan_sr", dicom_source)
     (tmp_path / "file").write_text("x")
     with pytest.raises(VolsrInputError, match="is a file"):
         check_dicom_output(tmp_path / "file", img, overwrite=True)

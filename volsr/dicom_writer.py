@@ -114,6 +114,8 @@ def check_dicom_output(
         src = Path(str(source)).resolve()
         if out.resolve() == src or out.resolve() in src.parents:
             raise VolsrInputError(folder, "holds the input; refusing to write over it, choose another output")
+        if src.is_dir() and src in out.resolve().parents:  # a second series would make it ambiguous
+            raise VolsrInputError(folder, "is inside the input DICOM folder; choose an output outside it")
     if out.exists() and not out.is_dir():
         raise VolsrInputError(folder, "is a file; a DICOM series is written to a folder")
     if out.is_dir():
