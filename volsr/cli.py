@@ -251,7 +251,7 @@ def infer(
             "--output",
             "-o",
             help="Output file (one scan; with --dicom a new series folder) or an existing folder for the "
-            "outputs [default: ./<stem>_sr.nii.gz, ./<stem>_sr with --dicom].",
+            "outputs [default: ./STEM_sr.nii.gz, ./STEM_sr with --dicom].",
         ),
     ] = None,
     bundle: Bundle = "volsr_cnn3d",
@@ -289,7 +289,7 @@ def infer(
     dtype: Annotated[str, typer.Option(help="input (the scan's type) or float32.")] = "input",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     sidecar: Annotated[
-        bool, typer.Option(help="Write <output stem>.json: the volsr and bundle versions and options used.")
+        bool, typer.Option(help="Write OUTPUT_STEM.json: the volsr and bundle versions and options used.")
     ] = True,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Skip scans whose output exists.")
@@ -300,7 +300,7 @@ def infer(
         typer.Option(
             "--series",
             help="SeriesInstanceUID, for a folder of several series; 'all': each series to its own "
-            "<folder>_<number>_<description>_sr.nii.gz.",
+            "FOLDER_NUMBER_DESCRIPTION_sr.nii.gz.",
         ),
     ] = None,
     dicom: Annotated[
