@@ -188,6 +188,13 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
     assert state["config"]["lr"] == 1e-5 and state["config"]["warmup"] == 0
 
+    # --resume keeps the checkpoint's schedule (the config file says lr 1e-3, warm-up 200, 21000 steps)
+    resumed = runner.invoke(app, [str(a) for a in ["train", "--bundle", bundle, "--data", data, "--resume"]])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from" in resumed.output
+    state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
+    assert (state["config"]["lr"], state["config"]["warmup"], state["config"]["steps"]) == (1e-5, 0, 1)
+
 
 def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(bundle, tmp_path):
     from test_io import write_dicom_series

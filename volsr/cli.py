@@ -407,7 +407,13 @@ def train(
         str | None, typer.Option(help="Folder, image or datalist JSON of high-resolution scans.")
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Total optimisation steps.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from models/checkpoint.pt.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from models/checkpoint.pt (its learning rate, warm-up and steps unless given).",
+        ),
+    ] = False,
     init: Annotated[
         Path | None,
         typer.Option(help="Start from this checkpoint's weights (fine-tuning, e.g. on your own scans)."),
@@ -434,6 +440,12 @@ def train(
     if steps is not None:
         parser["steps"] = steps
     known = {f.name for f in dataclasses.fields(pydoc.locate(parser["config"]["_target_"]))}
+    if resume:  # the schedule the checkpoint was started with goes on, unless told otherwise
+        stored = _stored_config(root / "models" / "checkpoint.pt")
+        lr = stored.get("lr") if lr is None and "lr" in known else lr
+        warmup = stored.get("warmup") if warmup is None and "warmup" in known else warmup
+        if steps is None and "steps" in stored:
+            parser["steps"] = stored["steps"]
     for key, value, flag in (("lr", lr, "--lr"), ("warmup", warmup, "--warmup")):
         if value is not None:
             if key not in known:
@@ -446,6 +458,15 @@ def train(
     results = parser.get_parsed_content("run")  # the config's "run" list: [train(...)]
     best = results[-1] if isinstance(results, list) else results
     typer.echo(f"done; best validation: {best}")
+
+
+def _stored_config(checkpoint: Path) -> dict:
+    """The training config saved in ``checkpoint`` (``{}`` when there is none)."""
+    if not checkpoint.is_file():
+        return {}
+    import torch
+
+    return torch.load(checkpoint, map_location="cpu", weights_only=False).get("config") or {}
 
 
 @app.command()
