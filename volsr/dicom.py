@@ -4,6 +4,8 @@ ITK's frame is LPS+; volsr's is RAS+, so every affine is ``diag(-1, -1, 1) @ [di
 origin]``. A DICOM series under gantry tilt gets its slice axis from the first and last
 ImagePositionPatient (a sheared affine), which ITK alone would straighten. Used by
 :func:`volsr.io.load_image`; each reader returns ``(array, affine or None, dtype name, extra meta)``.
+A series also keeps its :data:`REFERENCE_TAGS` (``meta["dicom_tags"]``), which a derived series
+written by :mod:`volsr.dicom_writer` copies, so it is read from the header once, with the rest.
 """
 
 from __future__ import annotations
@@ -16,9 +18,22 @@ import SimpleITK as sitk
 from volsr.acquisition import parse_thickness
 from volsr.errors import VolsrInputError
 
-__all__ = ["from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info", "first_file_tags"]
+__all__ = ["REFERENCE_TAGS", "from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+#: what a series derived from this one shares with it: patient, study and frame of reference, the
+#: contrast its values carry (sequence, echo and repetition time, tube voltage), the display window,
+#: and the SeriesNumber and SeriesDescription it derives its own from
+REFERENCE_TAGS = (
+    "0010|0010", "0010|0020", "0010|0030", "0010|0040", "0010|1010",  # patient name, ID, birth, sex, age
+    "0020|000d", "0020|0010", "0008|0020", "0008|0030", "0008|0050",  # study UID, ID, date, time, accession
+    "0008|0090", "0008|1030",  # referring physician, study description
+    "0020|0052", "0018|5100", "0018|0015",  # frame of reference, patient position, body part
+    "0008|0060", "0008|0005",  # modality, character set (of the names copied)
+    "0018|0020", "0018|0021", "0018|0022", "0018|0023", "0018|0080", "0018|0081", "0018|0082",
+    "0018|0091", "0018|1314", "0018|0087", "0018|0060", "0028|1050", "0028|1051",
+    "0020|0011", "0008|103e",  # SeriesNumber, SeriesDescription
+)  # fmt: skip
 
 
 def from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
@@ -51,11 +66,6 @@ def series_info(folder: Path, uid: str) -> dict:
         "number": int(number) if number.lstrip("-").isdigit() else None,
         "files": len(files),
     }
-
-
-def first_file_tags(folder: Path, uid: str, *keys: str) -> dict[str, str]:
-    """The DICOM tags ``keys`` of the first file of series ``uid`` in ``folder`` (:func:`_tags`)."""
-    return _tags(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)[0], *keys)
 
 
 def _tags(file: str, *keys: str) -> dict[str, str]:
@@ -128,6 +138,16 @@ def read_dicom_folder(
     arr, affine, dtype, extra = from_sitk(reader.Execute())
     if affine is not None and arr.ndim == 3:
         affine = _with_tilt(affine, list(files), arr.shape[2])
-    extra = {**extra, "dicom_series_uid": uid, "dicom_files": len(files)}
-    thickness = parse_thickness(_tags(files[0], "0018|0050").get("0018|0050"))  # SliceThickness, mm
-    return arr, affine, dtype, {**extra, "slice_thickness_mm": thickness}
+    header = _tags(files[0], "0018|0050", *REFERENCE_TAGS)
+    return (
+        arr,
+        affine,
+        dtype,
+        {
+            **extra,
+            "dicom_series_uid": uid,
+            "dicom_files": len(files),
+            "dicom_tags": {key: header[key] for key in REFERENCE_TAGS if header.get(key)},
+            "slice_thickness_mm": parse_thickness(header.get("0018|0050")),  # SliceThickness, mm
+        },
+    )

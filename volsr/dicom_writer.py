@@ -27,7 +27,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from volsr.dicom import first_file_tags
 from volsr.errors import VolsrInputError
 from volsr.io import SIDECAR_EXISTS, sidecar_path
 from volsr.meta import affine_of
@@ -49,19 +48,6 @@ _SOP_CLASS = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
     "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
 }
-#: patient, study and frame of reference: the same for the derived series as for its source
-_COPIED_IDENTITY = (
-    "0010|0010", "0010|0020", "0010|0030", "0010|0040", "0010|1010",  # patient name, ID, birth, sex, age
-    "0020|000d", "0020|0010", "0008|0020", "0008|0030", "0008|0050",  # study UID, ID, date, time, accession
-    "0008|0090", "0008|1030",  # referring physician, study description
-    "0020|0052", "0018|5100", "0018|0015",  # frame of reference, patient position, body part
-    "0008|0060", "0008|0005",  # modality, character set (of the names copied)
-)  # fmt: skip
-#: the contrast the values carry (echo and repetition time, sequence, tube voltage) and the window
-_COPIED_ACQUISITION = (
-    "0018|0020", "0018|0021", "0018|0022", "0018|0023", "0018|0080", "0018|0081", "0018|0082",
-    "0018|0091", "0018|1314", "0018|0087", "0018|0060", "0028|1050", "0028|1051",
-)  # fmt: skip
 
 
 def new_uid() -> str:
@@ -204,7 +190,13 @@ def save_dicom_series(
             plane.SetSpacing((float(spacing[0]), float(spacing[1]), thickness or 1.0))
             plane.SetOrigin(tuple(float(v) for v in position))
             plane.SetDirection(tuple(float(v) for v in direction.ravel()))
-            _write_slice(plane, tags, tmp / f"IM_{k + 1:05d}.dcm")
+            path = tmp / f"IM_{k + 1:05d}.dcm"
+            _write_slice(plane, tags, path)
+            # GDCM writes an MR with a rescale slope as *Enhanced* MR until a DICOM file has been read in
+            # the process (ITK's reader sets GDCM's global ForceRescaleInterceptSlope): reading the
+            # first slice back sets it, for that slice's rewrite and every slice after
+            if k == 0 and _sop_class(path) != tags["0008|0016"]:
+                _write_slice(plane, tags, path)
         _replace_folder(out, tmp)
     finally:
         if tmp.exists():
@@ -236,15 +228,8 @@ def _pixel_encoding(values: np.ndarray, source_dtype: str, dtype: str) -> tuple[
 
 
 def _reference_tags(reference: torch.Tensor) -> dict[str, str]:
-    """Patient, study, frame of reference and acquisition tags of the source DICOM series, if any."""
-    meta = getattr(reference, "meta", {})
-    uid, folder = meta.get("dicom_series_uid"), meta.get("filename_or_obj")
-    if not uid or not folder:
-        return {}
-    tags = first_file_tags(
-        Path(str(folder)), uid, *_COPIED_IDENTITY, *_COPIED_ACQUISITION, "0020|0011", "0008|103e"
-    )
-    return {k: v for k, v in tags.items() if v}
+    """The source series' :data:`~volsr.dicom.REFERENCE_TAGS`, read with it by :func:`volsr.io.load_image`."""
+    return dict(getattr(reference, "meta", {}).get("dicom_tags") or {})
 
 
 def _new_series_tags(
@@ -280,20 +265,19 @@ def _new_series_tags(
 
 
 def _write_slice(plane: sitk.Image, tags: Mapping[str, str], path: Path) -> None:
-    """One file. GDCM writes an MR with a rescale slope as *Enhanced* MR unless a DICOM file has been
-    read in this process first (ITK's reader sets GDCM's global ForceRescaleInterceptSlope); reading
-    the file back and writing it again makes the classic SOP class certain."""
     for key, value in tags.items():
         plane.SetMetaData(key, value)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()  # our Study/Series/SOP Instance UIDs, not fresh ones
     writer.SetFileName(str(path))
     writer.Execute(plane)
+
+
+def _sop_class(path: Path) -> str:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
-    if reader.GetMetaData("0008|0016").strip() != tags["0008|0016"]:
-        writer.Execute(plane)
+    return reader.GetMetaData("0008|0016").strip()
 
 
 def _replace_folder(out: Path, tmp: Path) -> None:
