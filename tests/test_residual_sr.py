@@ -27,8 +27,11 @@ def test_squeeze_excitation_matches_monai_channel_se(channels_last):
         assert torch.allclose(ours(x.clone(), inplace=True), expected, atol=1e-6)
 
 
-def test_inplace_inference_equals_autograd_forward_and_keeps_input():
-    net = _randomised(ResidualSR3D(features=6, num_blocks=3, attention=True, reduction=2))
+@pytest.mark.parametrize("coarse_blocks", [0, 1])
+def test_inplace_inference_equals_autograd_forward_and_keeps_input(coarse_blocks):
+    net = _randomised(
+        ResidualSR3D(features=6, num_blocks=3, attention=True, reduction=2, coarse_blocks=coarse_blocks)
+    )
     x = torch.randn(1, 1, 12, 11, 10).contiguous(memory_format=torch.channels_last_3d)
     x_before = x.clone()
     expected = net(x).detach()  # autograd on: every op out of place

@@ -112,11 +112,15 @@ class ResidualBlock(nn.Module):
         self.attention = SqueezeExcitation3D(cfg.spatial_dims, f, r=cfg.reduction) if cfg.attention else None
 
     def forward(self, h: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """``inplace=True`` (inference only) adds the residual into ``h`` itself."""
+        """``inplace=True`` (inference only) adds the residual into ``h`` itself; without autograd and
+        with ``inplace=False``, ``h`` is left intact and the sum is built in the residual's buffer."""
         r = self.conv2(self.act(self.conv1(h)))
+        no_grad = not torch.is_grad_enabled()
         if self.attention is not None:
-            r = self.attention(r, inplace=inplace)  # r is ours: re-weight in place too
-        return h.add_(r) if inplace else h + r
+            r = self.attention(r, inplace=no_grad)  # r is ours: re-weight it in place
+        if inplace:
+            return h.add_(r)
+        return r.add_(h) if no_grad else h + r  # no fresh activation-sized buffer
 
 
 class CoarseBranch(nn.Module):
@@ -194,7 +198,8 @@ class ResidualSR3D(nn.Module):
         inplace = not torch.is_grad_enabled()
         h = self.head(x)  # (B, F, *S)
         if self.coarse is not None:
-            h = h + self.coarse(h)  # (B, F, *S): half-resolution context
+            c = self.coarse(h)
+            h = h.add_(c) if inplace else h + c  # (B, F, *S): half-resolution context
         b = h
         for i, block in enumerate(self.blocks):
             b = block(b, inplace=inplace and i > 0)  # block 0 must leave h intact for the long skip
