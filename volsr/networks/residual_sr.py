@@ -111,16 +111,14 @@ class ResidualBlock(nn.Module):
         self.conv2 = _conv(cfg, f, f)
         self.attention = SqueezeExcitation3D(cfg.spatial_dims, f, r=cfg.reduction) if cfg.attention else None
 
-    def forward(self, h: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """``inplace=True`` (inference only) adds the residual into ``h`` itself; without autograd and
-        with ``inplace=False``, ``h`` is left intact and the sum is built in the residual's buffer."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Without autograd (inference) the residual's own buffer takes the re-weighting and the sum:
+        no fresh activation-sized buffer, and ``h`` is left intact (block 0's is the long skip)."""
         r = self.conv2(self.act(self.conv1(h)))
         no_grad = not torch.is_grad_enabled()
         if self.attention is not None:
             r = self.attention(r, inplace=no_grad)  # r is ours: re-weight it in place
-        if inplace:
-            return h.add_(r)
-        return r.add_(h) if no_grad else h + r  # no fresh activation-sized buffer
+        return r.add_(h) if no_grad else h + r
 
 
 class CoarseBranch(nn.Module):
@@ -200,10 +198,7 @@ class ResidualSR3D(nn.Module):
         if self.coarse is not None:
             c = self.coarse(h)
             h = h.add_(c) if inplace else h + c  # (B, F, *S): half-resolution context
-        b = h
-        for i, block in enumerate(self.blocks):
-            b = block(b, inplace=inplace and i > 0)  # block 0 must leave h intact for the long skip
-        t = self.tail(b)
+        t = self.tail(self.blocks(h))  # the blocks leave h intact for the long skip
         t = t.add_(h) if inplace else t + h  # (B, F, *S)
         return x[:, : self.config.in_channels] + self.out(t)  # (B, C, *S): spline input + residual
 
