@@ -2,12 +2,13 @@ import math
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from conftest import smooth_volume
 
 from volsr.checkpoint import load_checkpoint
 from volsr.training.data import CONTRAST_KNOTS, PatchPairSampler, list_volumes, random_contrast
-from volsr.training.trainer import TrainConfig, learning_rate, train
+from volsr.training.trainer import TrainConfig, learning_rate, loss_function, train
 from volsr.transforms import build_degradation
 
 
@@ -40,6 +41,17 @@ def test_learning_rate_warmup_then_cosine_to_min():
     assert math.isclose(learning_rate(100, cfg), 1e-3)
     assert math.isclose(learning_rate(550, cfg), (1e-3 + 1e-5) / 2)
     assert math.isclose(learning_rate(1000, cfg), 1e-5)
+
+
+def test_pixel_losses_are_mean_absolute_and_mean_squared_error():
+    pred = torch.tensor([0.0, 1.0, 3.0, -1.0]).view(1, 1, 2, 2, 1)
+    target = torch.zeros_like(pred)  # errors 0, 1, 3, -1
+    l1 = loss_function(TrainConfig(data="x", output_dir="y"))
+    mse = loss_function(TrainConfig(data="x", output_dir="y", pixel_loss="mse"))
+    assert l1(pred, target).item() == pytest.approx(5 / 4)
+    assert mse(pred, target).item() == pytest.approx(11 / 4)
+    with pytest.raises(ValueError, match="pixel_loss"):
+        loss_function(TrainConfig(data="x", output_dir="y", pixel_loss="huber"))
 
 
 def test_sampler_pairs_are_spline_inputs_of_degraded_crops():

@@ -9,7 +9,7 @@ step (:func:`gan_step`), which reads top to bottom:
 3. generator step (skipped for the first ``d_warmup`` steps, so the discriminator first learns what
    the CNN's output looks like before its gradients reach the generator), discriminator frozen::
 
-       content_weight * L1(fake, y)                          (+ the SSIM term of ``ssim_weight``)
+       content_weight * L1(fake, y)                          (``pixel_loss``; + ``ssim_weight`` x SSIM)
      + adv_weight     * adversarial(D(fake), real)
      + fm_weight      * mean_l L1(D_l(fake), D_l(y))         feature matching (pix2pixHD)
 
@@ -70,8 +70,8 @@ class GanConfig(TrainConfig):
     """A :class:`TrainConfig` plus the GAN's own fields; stored in every checkpoint.
 
     ``lr``, ``min_lr`` and ``ema`` of :class:`TrainConfig` are not used (see :func:`gan_learning_rates`);
-    ``warmup`` is the generator's learning-rate ramp after ``d_warmup``; ``ssim_weight`` adds SSIM to
-    the content loss as in the CNN trainer; ``network`` is only used without ``init_generator``.
+    ``warmup`` is the generator's learning-rate ramp after ``d_warmup``; ``pixel_loss`` and ``ssim_weight``
+    make the content loss as in the CNN trainer; ``network`` is only used without ``init_generator``.
 
     Attributes:
         init_generator: volsr checkpoint (a bundle's ``models/model.pt`` or a ``checkpoint.pt``) whose

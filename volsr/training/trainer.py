@@ -2,7 +2,7 @@
 
 One step: sample a batch of (spline input, HR target) patches -> forward (float16 autocast on CUDA,
 bfloat16 on CPUs where it is faster) ->
-L1 (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate
+L1 or MSE (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate
 -> update of an exponential moving average (EMA) of the weights.
 Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
 ``val_every`` steps the validation volumes are degraded with a fixed protocol, super-resolved by
@@ -51,7 +51,7 @@ class TrainConfig:
     share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
     ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; a network with more input
     channels or features is grown from it by :func:`volsr.checkpoint.load_grown_weights`, so it
-    starts as the checkpoint's network).
+    starts as the checkpoint's network). ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`).
     """
 
     data: str | list[str]
@@ -76,6 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.999
     ssim_weight: float = 0.0
+    pixel_loss: str = "l1"
     checkpoint_every: int = 100
     val_every: int = 500
     seed: int = 0
@@ -94,14 +95,21 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
 
 
+PIXEL_LOSSES: dict[str, Callable[[], nn.Module]] = {"l1": nn.L1Loss, "mse": nn.MSELoss}
+
+
 def loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    l1 = nn.L1Loss()
+    """``pixel_loss`` (+ ``ssim_weight`` x SSIM). L1 is robust early on; MSE is the loss whose
+    minimiser (the conditional mean) maximises PSNR, for fine-tuning towards the PSNR report."""
+    if cfg.pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss must be one of {sorted(PIXEL_LOSSES)}, got {cfg.pixel_loss!r}")
+    pixel = PIXEL_LOSSES[cfg.pixel_loss]()
     if cfg.ssim_weight <= 0:
-        return l1
+        return pixel
     from monai.losses import SSIMLoss
 
     ssim = SSIMLoss(spatial_dims=3, data_range=1.0, win_size=7)
-    return lambda p, y: l1(p, y) + cfg.ssim_weight * ssim(p, y)
+    return lambda p, y: pixel(p, y) + cfg.ssim_weight * ssim(p, y)
 
 
 def train(
