@@ -9,7 +9,7 @@ step (:func:`gan_step`), which reads top to bottom:
 3. generator step (skipped for the first ``d_warmup`` steps, so the discriminator first learns what
    the CNN's output looks like before its gradients reach the generator), discriminator frozen::
 
-       content_weight * L1(fake, y)                          (``pixel_loss``; + ``ssim_weight`` x SSIM)
+       content_weight * pixel(fake, y)                       (``pixel_loss``, L1 by default; + SSIM)
      + adv_weight     * adversarial(D(fake), real)
      + fm_weight      * mean_l L1(D_l(fake), D_l(y))         feature matching (pix2pixHD)
 
