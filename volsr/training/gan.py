@@ -347,8 +347,8 @@ def train_gan(
         step, best, start = state["step"], state.get("best", best), state.get("start")
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
 
+    content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)  # fail before loading
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-    content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)
     writer = _writer(cfg.log_dir)
     bar = progress_bar(cfg, step)
     t0 = time.time()

@@ -143,8 +143,8 @@ def train(
     averaged = moving_average(network, cfg.ema, state)
     shipped = averaged.module if averaged is not None else network  # what is validated and saved
 
+    loss_fn = loss_function(cfg)  # before the volumes load: a bad pixel_loss fails at once
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-    loss_fn = loss_function(cfg)
     writer = _writer(cfg.log_dir)
     bar = progress_bar(cfg, step)
 
