@@ -178,7 +178,8 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     args = ["train", "--bundle", bundle, "--data", data, "--steps", 1, "--device", "cpu"]
     missing = runner.invoke(app, [str(a) for a in [*args, "--init", tmp_path / "nope.pt"]])
     assert missing.exit_code != 0 and "nope.pt" in missing.output
-    result = runner.invoke(app, [str(a) for a in [*args, "--init", init, "--lr", 1e-5, "--warmup", 0]])
+    tuned = ["--init", init, "--lr", 1e-5, "--warmup", 0, "--pixel-loss", "mse"]
+    result = runner.invoke(app, [str(a) for a in [*args, *tuned]])
     assert result.exit_code == 0, result.output
     assert f"initialised from {init}" in result.output
     from volsr.checkpoint import load_checkpoint
@@ -186,14 +187,23 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     net, _, ckpt = load_checkpoint(bundle / "models" / "model.pt")
     assert ckpt["step"] == 1 and net.config.grid_channels == 9
     state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
-    assert state["config"]["lr"] == 1e-5 and state["config"]["warmup"] == 0
+    stored = state["config"]
+    assert (stored["lr"], stored["warmup"], stored["pixel_loss"]) == (1e-5, 0, "mse")
 
-    # --resume keeps the checkpoint's schedule (the config file says lr 1e-3, warm-up 200, 21000 steps)
+    # --resume keeps the checkpoint's schedule and loss (the config: lr 1e-3, warm-up 200, 21000 steps, l1)
     resumed = runner.invoke(app, [str(a) for a in ["train", "--bundle", bundle, "--data", data, "--resume"]])
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output
     state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
     assert (state["config"]["lr"], state["config"]["warmup"], state["config"]["steps"]) == (1e-5, 0, 1)
+    assert state["config"]["pixel_loss"] == "mse"
+
+
+def test_train_pixel_loss_choices_are_the_trainers_losses():
+    from volsr.cli import PixelLoss
+    from volsr.training.trainer import PIXEL_LOSSES
+
+    assert {choice.value for choice in PixelLoss} == set(PIXEL_LOSSES)
 
 
 def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(bundle, tmp_path):

@@ -62,6 +62,11 @@ class Profile(str, Enum):
     gaussian = "gaussian"
 
 
+class PixelLoss(str, Enum):  # volsr.training.trainer.PIXEL_LOSSES, named here to keep torch out of --help
+    l1 = "l1"
+    mse = "mse"
+
+
 class Window(str, Enum):
     none = "none"
     hamming = "hamming"
@@ -422,6 +427,10 @@ def train(
         float | None, typer.Option(min=0.0, help="Peak learning rate (fine-tuning: lower than the config's).")
     ] = None,
     warmup: Annotated[int | None, typer.Option(min=0, help="Linear warm-up steps.")] = None,
+    pixel_loss: Annotated[
+        PixelLoss | None,
+        typer.Option(help="Pixel loss: l1 (the configs' usual), or mse (what PSNR scores; for fine-tuning)."),
+    ] = None,
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
@@ -440,13 +449,16 @@ def train(
     if steps is not None:
         parser["steps"] = steps
     known = {f.name for f in dataclasses.fields(pydoc.locate(parser["config"]["_target_"]))}
-    if resume:  # the schedule the checkpoint was started with goes on, unless told otherwise
+    overrides = {"lr": lr, "warmup": warmup, "pixel_loss": pixel_loss.value if pixel_loss else None}
+    if resume:  # the schedule and loss the checkpoint was started with go on, unless told otherwise
         stored = _stored_config(root / "models" / "checkpoint.pt")
-        lr = stored.get("lr") if lr is None and "lr" in known else lr
-        warmup = stored.get("warmup") if warmup is None and "warmup" in known else warmup
+        for key, value in overrides.items():
+            if value is None and key in known:
+                overrides[key] = stored.get(key)
         if steps is None and "steps" in stored:
             parser["steps"] = stored["steps"]
-    for key, value, flag in (("lr", lr, "--lr"), ("warmup", warmup, "--warmup")):
+    for key, value in overrides.items():
+        flag = "--" + key.replace("_", "-")
         if value is not None:
             if key not in known:
                 raise typer.BadParameter(f"{root}: its train config has no {key!r}", param_hint=flag)
