@@ -458,9 +458,9 @@ def train(
         if steps is None and "steps" in stored:
             parser["steps"] = stored["steps"]
     for key, value in overrides.items():
-        flag = "--" + key.replace("_", "-")
         if value is not None:
             if key not in known:
+                flag = "--" + key.replace("_", "-")
                 raise typer.BadParameter(f"{root}: its train config has no {key!r}", param_hint=flag)
             parser[f"config#{key}"] = value
     if init is not None:
