@@ -182,11 +182,17 @@ def test_a_grid_network_needs_positions():
         _Predictor(_PointwiseGridNet(0), torch.device("cpu"), amp=False)
 
 
-def test_grown_network_starts_as_the_network_it_was_grown_from():
+def _trained_looking(**arguments) -> ResidualSR3D:
+    """A network with every weight random (the output conv starts at zero): something to compare."""
     torch.manual_seed(0)
-    old = ResidualSR3D(features=6, num_blocks=1).eval()
-    for p in old.parameters():  # the output conv starts at zero: give it weights to compare
+    network = ResidualSR3D(**arguments).eval()
+    for p in network.parameters():
         nn.init.normal_(p, std=0.1)
+    return network
+
+
+def test_grown_network_starts_as_the_network_it_was_grown_from():
+    old = _trained_looking(features=6, num_blocks=1)
     new = ResidualSR3D(features=6, num_blocks=1, grid_channels=GRID_CHANNELS).eval()
     load_grown_weights(new, old.state_dict())
     x = torch.randn(2, 1, 10, 10, 10)
@@ -203,10 +209,7 @@ def test_grown_network_starts_as_the_network_it_was_grown_from():
 
 
 def test_network_grown_a_context_branch_starts_as_the_network_it_was_grown_from():
-    torch.manual_seed(0)
-    old = ResidualSR3D(features=6, num_blocks=1).eval()
-    for p in old.parameters():
-        nn.init.normal_(p, std=0.1)
+    old = _trained_looking(features=6, num_blocks=1)
     new = ResidualSR3D(features=6, num_blocks=1, coarse_blocks=2).eval()
     load_grown_weights(new, old.state_dict())
     x = torch.randn(1, 1, 11, 12, 10)
@@ -215,3 +218,19 @@ def test_network_grown_a_context_branch_starts_as_the_network_it_was_grown_from(
     assert new.coarse.down.weight.abs().max() > 0  # the branch is live; only its way out starts at 0
     with pytest.raises(ValueError, match="does not have"):
         load_grown_weights(old, new.state_dict())
+
+
+def test_network_grown_deeper_starts_as_the_network_it_was_grown_from():
+    """Added residual blocks (full and half resolution) start as the identity, and train: their
+    first conv is random, so the zeroed second conv gets a gradient."""
+    old = _trained_looking(features=6, num_blocks=1, coarse_blocks=1)
+    deep = ResidualSR3D(features=6, num_blocks=3, coarse_blocks=2).eval()
+    load_grown_weights(deep, old.state_dict())
+    x = torch.randn(1, 1, 11, 12, 10)
+    with torch.no_grad():
+        assert torch.allclose(deep(x), old(x), atol=1e-6)
+    deep(x).square().sum().backward()
+    for block in (deep.blocks[1], deep.blocks[2], deep.coarse.blocks[1]):
+        assert block.conv2.weight.abs().max() == 0 and block.conv1.weight.abs().max() > 0
+        assert block.conv2.weight.grad.abs().max() > 0
+    assert torch.equal(deep.blocks[0].conv2.weight, old.blocks[0].conv2.weight)  # loaded, not zeroed

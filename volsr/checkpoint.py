@@ -79,7 +79,9 @@ def load_grown_weights(network: nn.Module, state: dict[str, torch.Tensor], std: 
     new *outputs* (dim 0 rows, biases) start at N(0, ``std``) / zero, so the new channels carry a
     signal and their zero input weights downstream get a gradient (all-zero growth would never train).
     Parameters ``state`` lacks (a new module, e.g. a :class:`~volsr.networks.residual_sr.CoarseBranch`
-    whose output conv starts at zero) keep their initialisation.
+    whose output conv starts at zero) keep their initialisation, except that a new module with a
+    ``start_as_identity()`` method (an added :class:`~volsr.networks.residual_sr.ResidualBlock`: a
+    deeper network) is set to pass its input through unchanged.
     The grown network computes exactly what the old one did until training moves them.
     """
     own = network.state_dict()
@@ -105,3 +107,6 @@ def load_grown_weights(network: nn.Module, state: dict[str, torch.Tensor], std: 
             source = new
         grown[name] = source
     network.load_state_dict(grown)
+    for name, module in network.named_modules():
+        if name and hasattr(module, "start_as_identity") and not any(k.startswith(name + ".") for k in state):
+            module.start_as_identity()

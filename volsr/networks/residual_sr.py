@@ -111,6 +111,14 @@ class ResidualBlock(nn.Module):
         self.conv2 = _conv(cfg, f, f)
         self.attention = SqueezeExcitation3D(cfg.spatial_dims, f, r=cfg.reduction) if cfg.attention else None
 
+    def start_as_identity(self) -> None:
+        """Zero the second conv: the residual is 0, so a block added to a trained network (by
+        :func:`volsr.checkpoint.load_grown_weights`) leaves its function as it was; the first conv
+        stays random so training can move both."""
+        nn.init.zeros_(self.conv2.weight)
+        if self.conv2.bias is not None:
+            nn.init.zeros_(self.conv2.bias)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Without autograd (inference) the residual's own buffer takes the re-weighting and the sum:
         no fresh activation-sized buffer, and ``h`` is left intact (block 0's is the long skip)."""
