@@ -134,7 +134,10 @@ def train(
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # a checkpoint shipped in git leaves AdamW's moments out to stay small
+            print(f"{state_path} holds no optimiser state: AdamW's moments start afresh")
         step, best = state["step"], state.get("best", best)
         print(f"resumed from {state_path} at step {step} (best so far: {best})")
     elif cfg.init:
