@@ -51,6 +51,15 @@ def thick_image() -> MetaTensor:
     return make_image(smooth_volume((24, 20, 6)), oblique_affine((1.0, 1.0, 4.0)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The CPU precision measurement is cached per machine in $XDG_CACHE_HOME: tests keep their own."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

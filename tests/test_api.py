@@ -113,3 +113,35 @@ def test_predict_file_records_how_the_output_was_made_in_a_sidecar(scan, tmp_pat
     with pytest.raises(VolsrInputError, match="input's sidecar"):
         sr.predict_file(scan, tmp_path / "thick.nii", overwrite=True)
     assert (tmp_path / "thick.json").read_text() == '{"SliceThickness": 3}'
+
+
+def test_two_identical_runs_write_identical_voxels_and_record_the_precision(
+    scan, checkpoint, tmp_path, monkeypatch
+):
+    """Even when the bf16 timing flips between the runs (as the load of a machine makes it), the first
+    measurement stands: both outputs are bit-identical and their sidecars name the precision used."""
+    import json
+
+    from volsr import devices
+
+    monkeypatch.delenv("VOLSR_CPU_BF16", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    outputs = []
+    for run, timings in enumerate([{None: 2.0, torch.bfloat16: 1.0}, {None: 1.0, torch.bfloat16: 2.0}]):
+        devices.measured_cpu_prefers_bf16.cache_clear()  # a new process
+        monkeypatch.setattr(devices, "_time_conv3d", lambda dtype, repeats=3, t=timings: t[dtype])
+        sr = SuperResolver.from_checkpoint(checkpoint, device="cpu")
+        outputs.append(sr.predict_file(scan, tmp_path / f"run{run}.nii.gz", dtype="float32"))
+    devices.measured_cpu_prefers_bf16.cache_clear()
+    first, second = (np.asanyarray(nib.load(p).dataobj) for p in outputs)
+    assert np.array_equal(first, second)
+    for p in outputs:
+        options = json.loads(p.with_name(p.name.replace(".nii.gz", ".json")).read_text())["GeneratedBy"][
+            "Options"
+        ]
+        assert options["precision"] == "bfloat16" and options["amp"] is True
+    no_amp = SuperResolver.from_checkpoint(checkpoint, device="cpu", amp=False)
+    written = no_amp.predict_file(scan, tmp_path / "float32.nii.gz", dtype="float32")
+    sidecar = json.loads(written.with_name("float32.json").read_text())
+    assert sidecar["GeneratedBy"]["Options"]["precision"] == "float32"

@@ -21,7 +21,7 @@ from torch import nn
 
 from volsr.acquisition import slice_acquisition
 from volsr.checkpoint import load_checkpoint
-from volsr.devices import resolve_device
+from volsr.devices import precision_name, resolve_device
 from volsr.errors import VolsrInputError, VolsrInputWarning
 from volsr.inference import super_resolve
 from volsr.normalization import PercentileNormalizer
@@ -140,7 +140,7 @@ class SuperResolver:
             (:func:`volsr.inference.plan_windows`).
         overlap: window overlap fraction with an explicit ``roi``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        amp: float16 autocast on CUDA, bfloat16 on CPUs with native bf16.
+        amp: bfloat16 autocast where it is native and fast (:func:`volsr.devices.autocast_dtype`).
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
             model (:func:`volsr.consistency.project_consistent`).
@@ -338,6 +338,7 @@ class SuperResolver:
                     "consistency": self.consistency,
                     "adapt": self.adapt,
                     "amp": self.amp,
+                    "precision": precision_name(self.device, self.amp),
                     "device": str(self.device),
                     "roi": None if self.roi is None else list(self.roi),
                 },

@@ -274,7 +274,7 @@ def infer(
         float | None, typer.Option(help="Window overlap fraction, with --roi [default: 0.15].")
     ] = None,
     amp: Annotated[
-        bool, typer.Option("--amp/--no-amp", help="float16 on CUDA, bfloat16 on CPUs where it is faster.")
+        bool, typer.Option("--amp/--no-amp", help="bfloat16 where native and fast (sidecar says).")
     ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     consistency: Annotated[

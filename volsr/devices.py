@@ -1,11 +1,28 @@
-"""Where computation runs and in which precision: one place for CPU/CUDA choices."""
+"""Where computation runs and in which precision: one place for CPU/CUDA choices.
+
+The precision rule (:func:`autocast_dtype`), with ``amp`` on:
+
+* CUDA: bfloat16 where the GPU supports it natively (Ampere and newer), else float32. float16 is
+  never chosen: its 65,504 ceiling is too low for sums over a window's voxels, and the networks are
+  not shown range-safe in it on every scan.
+* CPU: bfloat16 only where a bfloat16 conv3d is measured :data:`BF16_MIN_SPEEDUP` faster than
+  float32; the measurement is made once per machine and kept in :func:`precision_cache_file`, so the
+  choice (and with it the output's last bits) is the same in every run on that machine.
+  ``VOLSR_CPU_BF16=0`` / ``1`` overrides it (e.g. for outputs identical across machines).
+
+:func:`precision_name` says which precision a run used; outputs record it in their JSON sidecar.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import os
+import platform
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +35,9 @@ __all__ = [
     "bf16_wins",
     "autocast_dtype",
     "autocast",
+    "precision_name",
+    "cuda_supports_bf16",
+    "precision_cache_file",
 ]
 
 
@@ -69,36 +89,82 @@ def _time_conv3d(dtype: torch.dtype | None, repeats: int = 3) -> float:
 
 
 def cpu_prefers_bf16() -> bool:
-    """Whether CPU autocast should use bfloat16: ``VOLSR_CPU_BF16=1`` or ``0`` if set (e.g. for outputs
-    identical across machines), else measured once per process (:func:`measured_cpu_prefers_bf16`)."""
+    """Whether CPU autocast should use bfloat16: ``VOLSR_CPU_BF16=1`` or ``0`` if set, else the
+    machine's cached measurement (:func:`measured_cpu_prefers_bf16`)."""
     forced = os.environ.get("VOLSR_CPU_BF16", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
     return measured_cpu_prefers_bf16()
 
 
+def _cpu_identity() -> str:
+    """What the measurement depends on: the CPU model and flags, the core count and torch's version."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = [platform.processor()]
+    text = "".join(lines) + f"{os.cpu_count()} {torch.__version__} {platform.machine()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def precision_cache_file() -> Path:
+    """Where the CPU measurement is kept: ``$XDG_CACHE_HOME/volsr/cpu-precision.json`` (default
+    ``~/.cache``). One entry per CPU identity, so a shared home over different machines is fine."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "volsr" / "cpu-precision.json"
+
+
 @functools.lru_cache(maxsize=1)
 def measured_cpu_prefers_bf16() -> bool:
-    """Whether a bfloat16 conv3d beats float32 here by :data:`BF16_MIN_SPEEDUP` (about 0.1 s, once).
+    """Whether a bfloat16 conv3d beats float32 here by :data:`BF16_MIN_SPEEDUP` (about 0.1 s), measured
+    once per machine and read back from :func:`precision_cache_file` afterwards.
 
     Why measured: the flags do not tell. On an AMD EPYC with AVX512-BF16, oneDNN's bf16 conv3d ran
     2.3x faster than float32; on an Intel Xeon guest that shows AVX512-BF16 but not AMX, 2x slower.
+    Why cached: timings move with the machine's load, and a choice that flips between two runs
+    changes their outputs. Where the cache cannot be written, float32: the same in every run.
     """
     if not cpu_has_native_bf16():
         return False
-    return bf16_wins(_time_conv3d(None), _time_conv3d(torch.bfloat16))
+    path, key = precision_cache_file(), _cpu_identity()
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached, dict) and isinstance(cached.get(key), bool):
+        return cached[key]
+    choice = bf16_wins(_time_conv3d(None), _time_conv3d(torch.bfloat16))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**(cached if isinstance(cached, dict) else {}), key: choice}))
+        os.replace(tmp, path)
+    except OSError:
+        return False
+    return choice
+
+
+def cuda_supports_bf16(device: torch.device) -> bool:
+    """Whether ``device`` (a CUDA GPU) computes bfloat16 natively (compute capability 8.0 and up)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """float16 on CUDA, bfloat16 on a CPU where it is faster (:func:`cpu_prefers_bf16`), else None
-    (full float32)."""
+    """The autocast dtype for ``device`` (``None``: full float32); the rule is in the module docstring."""
     if not amp:
         return None
     if device.type == "cuda":
-        return torch.float16
+        return torch.bfloat16 if cuda_supports_bf16(device) else None
     if device.type == "cpu" and cpu_prefers_bf16():
         return torch.bfloat16
     return None
+
+
+def precision_name(device: torch.device, amp: bool) -> str:
+    """``"bfloat16"`` or ``"float32"``: the precision the networks run in, for sidecars and logs."""
+    dtype = autocast_dtype(device, amp)
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def autocast(device: torch.device, amp: bool):

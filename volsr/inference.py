@@ -144,11 +144,9 @@ class _Predictor(nn.Module):
     """The network as the inferer calls it.
 
     CPU: input *and* weights channels-last-3d (oneDNN's fast conv3d layout; the input alone leaves the
-    weights reordered on every call) and, with ``amp``, bfloat16 autocast where it is faster
-    (:func:`volsr.devices.cpu_prefers_bf16`).
-    Measured on ``benchmarks/speed.py`` (base network, AVX512-BF16 EPYC): 27 -> 42 GFLOP/s from the
-    weights' layout, -> 92 GFLOP/s with bf16; the PSNR changes by < 0.01 dB (the spline input and the
-    residual sum stay float32). CUDA: float16 autocast with ``amp``. Returns float32, contiguous.
+    weights reordered on every call). With ``amp``, autocast in :func:`volsr.devices.autocast_dtype`'s
+    precision (bfloat16 on GPUs that have it and on CPUs where it is faster; the spline input and the
+    residual sum stay float32). Returns float32, contiguous.
 
     ``tta``: also run the window flipped along each axis and with the in-plane axes swapped (the
     symmetries the network is trained with; the coarse axis stays last) and average the outputs
@@ -253,7 +251,8 @@ def super_resolve(
             default: fitted to the volume by :func:`plan_windows`, within :func:`window_budget`.
         overlap: window overlap fraction with an explicit ``roi`` (default 0.15); gaussian blending.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where windows run; the volume stays on the CPU.
-        amp: float16 autocast on CUDA; bfloat16 autocast on a CPU where it is faster (measured once).
+        amp: bfloat16 autocast on GPUs that support it and on CPUs where it is faster (measured once
+            per machine); float32 elsewhere (:func:`volsr.devices.autocast_dtype`).
         progress: show a progress bar over windows.
         sw_batch_size: windows per network call.
         consistency: project the output onto the volumes whose boxcar thick-slice degradation onto

@@ -95,8 +95,11 @@ class SqueezeExcitation3D(ChannelSELayer):
         b, c = x.shape[:2]
         voxels = x[0, 0].numel()
         rows = x.movedim(1, -1).reshape(b, voxels, c)  # a view for channels-last tensors
-        ones = torch.ones(b, 1, voxels, dtype=rows.dtype, device=rows.device)
-        pooled = torch.matmul(ones, rows).view(b, c) / voxels
+        if rows.dtype == torch.float16:  # a sum over voxels passes float16's 65504: reduce in float32
+            pooled = rows.mean(dim=1, dtype=torch.float32)
+        else:
+            ones = torch.ones(b, 1, voxels, dtype=rows.dtype, device=rows.device)
+            pooled = torch.matmul(ones, rows).view(b, c) / voxels
         weights = self.fc(pooled).view(b, c, *([1] * (x.ndim - 2)))
         return x.mul_(weights) if inplace else x * weights
 

@@ -229,7 +229,7 @@ def gan_step(
         content_loss: ``(pred, target) -> loss``, e.g. L1.
         adversarial_loss: MONAI ``PatchAdversarialLoss``.
         update_generator: False during the discriminator warm-up.
-        amp: mixed precision (float16 autocast on CUDA, bfloat16 on CPUs where it is faster).
+        amp: mixed precision in :func:`volsr.devices.autocast_dtype`'s choice (bfloat16 or float32).
 
     Returns:
         Scalars for logging: ``d_loss``, ``d_real``/``d_fake`` (mean logits) and, with a generator

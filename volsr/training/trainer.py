@@ -1,7 +1,7 @@
 """Patch training of an SR generator with on-the-fly degradation; reads top to bottom.
 
-One step: sample a batch of (spline input, HR target) patches -> forward (float16 autocast on CUDA,
-bfloat16 on CPUs where it is faster) ->
+One step: sample a batch of (spline input, HR target) patches -> forward (bfloat16 autocast where
+:func:`volsr.devices.autocast_dtype` chooses it) ->
 L1 or MSE (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate
 -> update of an exponential moving average (EMA) of the weights.
 Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
