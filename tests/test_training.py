@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import smooth_volume
+from monai.data import MetaTensor
 
 from volsr.checkpoint import load_checkpoint
 from volsr.training.data import CONTRAST_KNOTS, PatchPairSampler, list_volumes, random_contrast
@@ -178,3 +179,45 @@ def test_grid_network_fine_tuned_from_an_image_only_checkpoint(tmp_path):
         _tiny_config(data, tmp_path / "run", steps=2, network=grid_net, init=init, val_data=[str(val)])
     )
     assert best["step"] == 2 and math.isfinite(best["psnr_gain"])
+
+
+def _stream(seed: int, workers: int, batches: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from volsr.training.data import patch_batches
+
+    vol = MetaTensor(torch.from_numpy(smooth_volume((30, 30, 30)) / 100.0).float()[None], affine=torch.eye(4))
+    degradation = build_degradation({"slice_thickness": {"axis": [2], "factor": [2.0, 4.0]}}, seed=seed)
+    sampler = PatchPairSampler([vol], degradation, patch_size=8, margin=4, seed=seed)
+    stream = patch_batches(sampler, batch_size=2, seed=seed, workers=workers)
+    return [next(stream) for _ in range(batches)]
+
+
+def test_worker_processes_draw_reproducible_distinct_batches():
+    first, again, other = _stream(1, workers=2), _stream(1, workers=2), _stream(2, workers=2)
+    for (x, y), (x2, y2) in zip(first, again, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)  # the seed and the worker count fix the stream
+    assert not torch.equal(first[0][1], other[0][1])
+    targets = [y for _, y in first]  # worker 0 gives batches 0 and 2, worker 1 batches 1 and 3
+    assert all(not torch.equal(a, b) for i, a in enumerate(targets) for b in targets[i + 1 :])
+    x, y = first[0]
+    assert x.shape == y.shape == (2, 1, 8, 8, 8) and torch.isfinite(x).all()
+
+
+def test_without_workers_the_stream_is_the_seeded_sampler_itself():
+    vol = MetaTensor(torch.from_numpy(smooth_volume((30, 30, 30)) / 100.0).float()[None], affine=torch.eye(4))
+    degradation = build_degradation({"slice_thickness": {"axis": [2], "factor": [2.0, 4.0]}}, seed=3)
+    expected = PatchPairSampler([vol], degradation, patch_size=8, margin=4, seed=3).batch(2)
+    got = _stream(3, workers=0, batches=1)[0]
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_training_with_worker_processes_checkpoints_and_resumes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "v0.nii.gz", (28, 28, 28), 0)
+    cfg = _tiny_config(data, tmp_path / "out", steps=2, workers=2)
+    train(cfg)
+    cfg.steps = 3
+    train(cfg, resume=True)
+    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3 and state["config"]["workers"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())

@@ -11,8 +11,9 @@ every sample gets a fresh factor, axis, profile and noise draw.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from volsr.normalization import PercentileNormalizer
 from volsr.orientation import coarse_axis, to_canonical
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
-__all__ = ["list_volumes", "PatchPairSampler", "random_contrast"]
+__all__ = ["list_volumes", "PatchPairSampler", "PatchBatches", "patch_batches", "random_contrast"]
 
 #: normalised intensities at which :func:`random_contrast` draws new values (0 stays 0: background)
 CONTRAST_KNOTS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)
@@ -203,6 +204,59 @@ class PatchPairSampler:
         x = torch.stack([p[0] for p in pairs])
         y = torch.stack([p[1] for p in pairs])
         return x, y
+
+    def reseeded(self, seed: int) -> PatchPairSampler:
+        """A sampler over the same volumes whose crops, flips and degradation draws follow ``seed``
+        (the degradation is copied, so two reseeded samplers never share a random state)."""
+        twin = copy.copy(self)
+        twin.rng = np.random.default_rng(seed)
+        twin.degradation = copy.deepcopy(self.degradation)
+        if hasattr(twin.degradation, "set_random_state"):
+            twin.degradation.set_random_state(seed=seed % 2**32)
+        return twin
+
+
+class PatchBatches(torch.utils.data.IterableDataset):
+    """Endless ``(input, target)`` batches of ``sampler``, for a ``DataLoader`` with worker processes.
+
+    Worker ``i`` of ``n`` draws from ``sampler.reseeded(seed_i)``, ``seed_i`` derived from ``seed`` and
+    ``i`` (:class:`numpy.random.SeedSequence`), so workers never repeat each other's patches and a
+    run is reproducible from its seed and worker count; the loader hands batches out in worker order.
+    Without workers, the sampler itself is drawn from, as it was seeded.
+    """
+
+    def __init__(self, sampler: PatchPairSampler, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.sampler, self.batch_size, self.seed = sampler, int(batch_size), int(seed)
+
+    def worker_seed(self, worker: int) -> int:
+        return int(np.random.SeedSequence([self.seed, worker]).generate_state(1)[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        sampler = self.sampler if info is None else self.sampler.reseeded(self.worker_seed(info.id))
+        if info is not None:
+            torch.set_num_threads(1)  # workers share the machine with the training step
+        while True:
+            yield sampler.batch(self.batch_size)
+
+
+def patch_batches(
+    sampler: PatchPairSampler, batch_size: int, seed: int, workers: int = 0, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``sampler`` drawn in ``workers`` DataLoader processes (0: in this process).
+
+    Why workers: a training step on a GPU takes milliseconds, drawing and degrading a batch of
+    crops on one CPU core takes longer, so with the sampler in the training process the GPU waits.
+    """
+    dataset = PatchBatches(sampler, batch_size, seed)
+    if workers <= 0:
+        return iter(dataset)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory, prefetch_factor=4,
+        persistent_workers=True,
+    )  # fmt: skip
+    return iter(loader)
 
 
 def load_normalized(

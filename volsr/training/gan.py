@@ -49,10 +49,12 @@ from torch import nn
 from volsr.checkpoint import build_network, load_checkpoint, network_name, save_checkpoint
 from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.normalization import PercentileNormalizer
+from volsr.training.data import patch_batches
 from volsr.training.trainer import (
     TrainConfig,
     _log_validation,
     _writer,
+    data_workers,
     loss_function,
     progress_bar,
     training_data,
@@ -349,6 +351,9 @@ def train_gan(
 
     content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)  # fail before loading
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
+    batches = patch_batches(
+        sampler, cfg.batch_size, cfg.seed + step, data_workers(cfg, device), device.type == "cuda"
+    )
     writer = _writer(cfg.log_dir)
     bar = progress_bar(cfg, step)
     t0 = time.time()
@@ -381,7 +386,7 @@ def train_gan(
     while step < cfg.steps:
         g_lr, d_lr = gan_learning_rates(step, cfg)
         parts.set_learning_rates(g_lr, d_lr)
-        x, y = sampler.batch(cfg.batch_size)
+        x, y = next(batches)
         x, y = x.to(device), y.to(device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)

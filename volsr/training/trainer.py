@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from volsr.checkpoint import build_network, load_grown_weights, save_checkpoint
 from volsr.devices import autocast, autocast_dtype, resolve_device
 from volsr.normalization import PercentileNormalizer
-from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
+from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
 from volsr.training.validation import Validator
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "optimisation_step",
     "moving_average",
     "progress_bar",
+    "data_workers",
 ]
 
 
@@ -49,9 +51,11 @@ class TrainConfig:
     ``ema`` is the decay of the moving average of the weights that validation scores and ``model.pt``
     holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights. ``contrast_prob`` is the
     share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
-    ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; a network with more input
-    channels or features is grown from it by :func:`volsr.checkpoint.load_grown_weights`, so it
-    starts as the checkpoint's network). ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`).
+    ``workers`` is how many DataLoader processes draw the patches (:func:`data_workers`; ``None``: 0 on a
+    CPU, on a GPU every core but one up to 16). ``init`` is a checkpoint whose weights start a fresh
+    run (fine-tuning; a network with more input channels or features is grown from it by
+    :func:`volsr.checkpoint.load_grown_weights`, so it starts as the checkpoint's network).
+    ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`).
     """
 
     data: str | list[str]
@@ -85,6 +89,7 @@ class TrainConfig:
     log_dir: str | None = None
     progress: bool = True
     init: str | None = None
+    workers: int | None = None
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -148,6 +153,9 @@ def train(
 
     loss_fn = loss_function(cfg)  # before the volumes load: a bad pixel_loss fails at once
     sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
+    batches = patch_batches(
+        sampler, cfg.batch_size, cfg.seed + step, data_workers(cfg, device), device.type == "cuda"
+    )
     writer = _writer(cfg.log_dir)
     bar = progress_bar(cfg, step)
 
@@ -168,7 +176,7 @@ def train(
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = sampler.batch(cfg.batch_size)
+        x, y = next(batches)
         loss = optimisation_step(network, optimizer, scaler, loss_fn, x, y, cfg, device)
         if averaged is not None:
             averaged.update_parameters(network)
@@ -195,6 +203,14 @@ def train(
     if not validator:
         save_checkpoint(out_dir / "model.pt", shipped, normalizer, step)
     return best
+
+
+def data_workers(cfg: TrainConfig, device: torch.device) -> int:
+    """DataLoader processes for the patches: ``cfg.workers``, or by default none on a CPU (the step
+    itself uses every core) and every core but one, up to 16, beside a GPU."""
+    if cfg.workers is not None:
+        return max(0, int(cfg.workers))
+    return 0 if device.type == "cpu" else max(0, min(16, (os.cpu_count() or 1) - 1))
 
 
 def optimisation_setup(
