@@ -136,3 +136,13 @@ def test_window_budget_shrinks_only_where_a_large_volume_needs_the_memory(monkey
     monkeypatch.setattr(inference, "autocast_dtype", lambda device, amp: torch.bfloat16)
     assert window_budget(voxels, net, cpu, amp=True) == min(WINDOW_BUDGET, 2 * expected)  # half the bytes
     assert window_budget(voxels, net, torch.device("cuda"), amp=True) == WINDOW_BUDGET  # its own memory
+
+
+def test_the_whole_volume_stays_on_a_gpu_only_when_it_fits():
+    from volsr.inference import volume_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    voxels = 256**3  # 16 bytes a voxel on the device: 256 MiB, within half of 1 GiB free
+    assert volume_device(cuda, voxels, free_bytes=2**30) == cuda
+    assert volume_device(cuda, voxels, free_bytes=2**29 - 1) == cpu
+    assert volume_device(cpu, voxels, free_bytes=2**40) == cpu

@@ -1,11 +1,14 @@
 """Sliding-window super-resolution of a whole volume, on the grid that keeps its field of view.
 
 Data flow: scan (MetaTensor, scanner units) -> percentile-normalised -> cubic B-spline onto the
-output grid (once, on the CPU) -> coarse axis moved last -> MONAI ``sliding_window_inference``
-with gaussian blending (windows on ``device``, the volume and the blended output stay on the CPU,
-so memory is bounded by the window, not the volume; a grid-encoding network gets its position
-channels built per window from the window's slices) -> back to the input's orientation and units
--> MetaTensor with the output grid's affine (MONAI's inferer keeps the input's affine; we set it).
+output grid (once) -> coarse axis moved last -> MONAI ``sliding_window_inference`` with gaussian
+blending (windows on ``device``; a grid-encoding network gets its position channels built per
+window from the window's slices) -> back to the input's orientation and units -> MetaTensor with
+the output grid's affine (MONAI's inferer keeps the input's affine; we set it).
+
+Where the whole volume lives (:func:`volume_device`): on a GPU with room for it, the spline, the
+blended output and the de-normalisation stay on the GPU (no host/device copy per window); else on
+the CPU, so memory is bounded by the window, not the volume.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "target_scale",
     "output_grid",
     "grid_channels",
+    "volume_device",
 ]
 
 # Windows from the receptive field, not habit. By default the window is fitted to each volume: the
@@ -102,6 +106,22 @@ def window_budget(out_voxels: int, network: nn.Module, device: torch.device, amp
     element = 2 if autocast_dtype(device, amp) == torch.bfloat16 else 4
     free = MEMORY_TARGET - _RUNTIME_BYTES - _VOLUME_BYTES_PER_VOXEL * out_voxels
     return int(min(WINDOW_BUDGET, max(MIN_WINDOW_BUDGET, free // (_LIVE_ACTIVATIONS * features * element))))
+
+
+#: bytes per output voxel of the whole-volume buffers on the device: the spline input, the blended
+#: output and MONAI's count map (float32 each), with room for the de-normalised copy
+_DEVICE_BYTES_PER_VOXEL = 16
+
+
+def volume_device(device: torch.device, out_voxels: int, free_bytes: int | None = None) -> torch.device:
+    """``device`` when it is a GPU with room for the whole output volume's buffers beside the windows
+    (half its free memory at most), else the CPU. ``free_bytes``: the GPU's free memory (default:
+    asked of CUDA)."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return device if _DEVICE_BYTES_PER_VOXEL * out_voxels <= free_bytes // 2 else torch.device("cpu")
 
 
 def window_margin(network: nn.Module) -> int:
@@ -272,7 +292,8 @@ def super_resolve(
 
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)
-    x_lr = normalizer.normalize(data.float(), lo, hi)  # (C, *in_shape)
+    work = volume_device(dev, math.prod(out_shape))  # where the whole volume lives
+    x_lr = normalizer.normalize(data.to(work).float(), lo, hi)  # (C, *in_shape)
     x = resample_array(x_lr, out_shape, "cubic")  # (C, *out_shape): the only whole-volume resampling
 
     axis = coarse_axis(effective)
@@ -293,7 +314,7 @@ def super_resolve(
         overlap=overlap,
         mode="gaussian",
         sw_device=dev,
-        device=torch.device("cpu"),
+        device=work,
         progress=progress,
         with_coord=True,
     )
@@ -301,5 +322,5 @@ def super_resolve(
     y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
     if consistency:  # the input grid is the low-resolution grid of the model: same field of view
         y = project_consistent(y, x_lr, thickness_ratio=thickness_ratios(image))
-    y = normalizer.denormalize_(y.contiguous(), lo, hi)
+    y = normalizer.denormalize_(y.contiguous(), lo, hi).cpu()
     return new_image(y, image, out_affine)
