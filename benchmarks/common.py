@@ -64,7 +64,11 @@ def hardware_line(hw: dict) -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    """The command as a reader can type it from the repository root (``-m`` for a benchmark module)."""
+    script, args = Path(sys.argv[0]), [shlex.quote(a) for a in sys.argv[1:]]
+    if script.parent.resolve() == Path(__file__).resolve().parent and script.suffix == ".py":
+        return " ".join(["python -m", f"benchmarks.{script.stem}", *args])
+    return " ".join(["python", shlex.quote(display_path(script)), *args])
 
 
 def now() -> str:
