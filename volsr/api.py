@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from volsr.acquisition import slice_acquisition
-from volsr.checkpoint import load_checkpoint
-from volsr.devices import resolve_device
+from volsr.data.acquisition import slice_acquisition
+from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError, VolsrInputWarning
-from volsr.inference import super_resolve
-from volsr.normalization import PercentileNormalizer
+from volsr.inference.devices import resolve_device
+from volsr.inference.sliding_window import super_resolve
+from volsr.networks.checkpoint import load_checkpoint
 
 __all__ = [
     "SuperResolver",
@@ -68,7 +68,7 @@ def output_path_for(
 ) -> Path:
     """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder); with ``dicom`` the series
     folder ``<stem>_sr``."""
-    from volsr.io import scan_stem
+    from volsr.data.io import scan_stem
 
     name = f"{scan_stem(src)}{suffix}"
     return Path(out_dir or Path.cwd()) / (name if dicom else f"{name}.nii.gz")
@@ -76,7 +76,7 @@ def output_path_for(
 
 def dicom_folder_for(path: str | Path) -> Path:
     """The DICOM series folder for a NIfTI output name: ``out/scan_sr.nii.gz`` -> ``out/scan_sr``."""
-    from volsr.io import scan_stem
+    from volsr.data.io import scan_stem
 
     p = Path(path)
     return p.with_name(scan_stem(p))
@@ -99,7 +99,7 @@ def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> lis
     """``(SeriesInstanceUID, output path)`` for every DICOM series in ``folder``, by SeriesNumber:
     ``<folder>_<number>_<description>_sr.nii.gz`` in ``out_dir`` (default: the current folder),
     the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
-    from volsr.dicom import list_series
+    from volsr.data.dicom import list_series
 
     found = list_series(folder)
     if not found:
@@ -137,13 +137,13 @@ class SuperResolver:
         network: the torch module (``sr.network``).
         normalizer: intensity normalisation stored with the weights.
         roi: sliding-window size in output voxels (coarse axis last); default: fitted to each volume
-            (:func:`volsr.inference.plan_windows`).
+            (:func:`volsr.inference.sliding_window.plan_windows`).
         overlap: window overlap fraction with an explicit ``roi``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         amp: float16 autocast on CUDA, bfloat16 on CPUs with native bf16.
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
-            model (:func:`volsr.consistency.project_consistent`).
+            model (:func:`volsr.inference.consistency.project_consistent`).
         tta: average the network over 16 flips and in-plane swaps of each window.
         adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
             the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
@@ -203,7 +203,7 @@ class SuperResolver:
     ) -> torch.Tensor:
         """Super-resolve a MetaTensor or a file/DICOM folder; returns a MetaTensor (float32)."""
         if isinstance(image, (str, Path)):
-            from volsr.io import load_image
+            from volsr.data.io import load_image
 
             image = load_image(image)
         warn_if_not_contiguous(image)
@@ -276,17 +276,17 @@ class SuperResolver:
 
         The header's codes, units and description are kept; ``dtype="input"`` writes the input's
         data type (rounded and clipped), ``"float32"`` keeps full precision. A DICOM series
-        (:func:`volsr.dicom_writer.save_dicom_series`) keeps a DICOM source's patient, study and
+        (:func:`volsr.data.dicom_writer.save_dicom_series`) keeps a DICOM source's patient, study and
         frame of reference; ``modality`` (``"MR"`` or ``"CT"``) names it for other sources. With
         ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
-        from volsr.io import check_output, load_image, save_image, write_sidecar
+        from volsr.data.io import check_output, load_image, save_image, write_sidecar
 
         image = load_image(src, series_uid=series_uid, volume=volume)
         # everything that would be refused is refused before the work
         if dicom:
-            from volsr.dicom_writer import check_dicom_output, save_dicom_series
+            from volsr.data.dicom_writer import check_dicom_output, save_dicom_series
 
             dst = check_dicom_output(
                 dst or output_path_for(src, dicom=True), image, overwrite, sidecar, modality, dtype
@@ -314,8 +314,8 @@ class SuperResolver:
         checkpoint's step, the options, and both grids. Written as the output's JSON sidecar; it
         states no SliceThickness, since the output was not acquired in slices."""
         from volsr import __version__
-        from volsr.geometry import voxel_spacing
-        from volsr.meta import affine_of
+        from volsr.geometry.grids import voxel_spacing
+        from volsr.geometry.meta import affine_of
 
         def grid(t: torch.Tensor) -> dict:
             return {

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from volsr.checkpoint import build_network, load_grown_weights, save_checkpoint
-from volsr.devices import autocast, autocast_dtype, resolve_device
-from volsr.normalization import PercentileNormalizer
+from volsr.data.normalization import PercentileNormalizer
+from volsr.inference.devices import autocast, autocast_dtype, resolve_device
+from volsr.networks.checkpoint import build_network, load_grown_weights, save_checkpoint
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized
 from volsr.training.validation import Validator
 
@@ -50,7 +50,7 @@ class TrainConfig:
     holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights. ``contrast_prob`` is the
     share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
     ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; a network with more input
-    channels or features is grown from it by :func:`volsr.checkpoint.load_grown_weights`, so it
+    channels or features is grown from it by :func:`volsr.networks.checkpoint.load_grown_weights`, so it
     starts as the checkpoint's network). ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`).
     """
 
@@ -120,7 +120,7 @@ def train(
 ) -> dict:
     """Train ``cfg.network`` on ``cfg.data``; returns the best validation record."""
     if loader is None:
-        from volsr.io import load_image as loader
+        from volsr.data.io import load_image as loader
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
