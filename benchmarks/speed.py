@@ -390,7 +390,7 @@ def amp_accuracy(
     """Masked PSNR of ``super_resolve`` with and without autocast (x4 thick slices of a held-out
     volume, scored against the original); ``None`` when the volume is not there."""
     from volsr.api import SuperResolver
-    from volsr.evaluation.report import evaluate
+    from volsr.evaluation.protocol import evaluate
     from volsr.inference.devices import autocast_dtype
 
     if not Path(path).exists():

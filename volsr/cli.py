@@ -515,7 +515,7 @@ def evaluate(
 
     Writes per scan a JSON, a Markdown table and a PNG montage, plus summary.json / summary.md.
     """
-    from volsr.evaluation.report import evaluate_files
+    from volsr.api import evaluate_files
     from volsr.transforms.validation import check_positive
 
     if kspace is not None:
