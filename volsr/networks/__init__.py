@@ -1,4 +1,6 @@
-"""Generators and discriminators; they know tensors, never files."""
+"""Generators and discriminators (they know tensors, never files), and their checkpoints
+(:mod:`volsr.networks.checkpoint`: build, save, load and grow them).
+"""
 
 from volsr.networks.discriminator import PatchDiscriminator3D, PatchDiscriminatorConfig
 from volsr.networks.residual_sr import (
