@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from volsr.api import SuperResolver
-from volsr.evaluation import degrade, restore_baseline
-from volsr.geometry import grid_factors
-from volsr.inference import super_resolve
-from volsr.io import load_image, scan_stem
-from volsr.metrics import compare
+from volsr.data.io import load_image, scan_stem
+from volsr.evaluation.metrics import compare
+from volsr.evaluation.protocol import degrade, restore_baseline
+from volsr.geometry.grids import grid_factors
+from volsr.inference.sliding_window import super_resolve
 from volsr.training.adaptation import adapt
 
 DEFAULT_DATA = [

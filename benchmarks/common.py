@@ -76,9 +76,9 @@ def now() -> str:
 
 
 def load_volume(path: str | Path) -> torch.Tensor:
-    """A channel-first float32 MetaTensor with its affine (``volsr.io`` when present, else MONAI)."""
+    """A channel-first float32 MetaTensor with its affine (``volsr.data.io`` when present, else MONAI)."""
     try:
-        from volsr.io import load_image
+        from volsr.data.io import load_image
     except ImportError:
         from monai.transforms import LoadImage
 
@@ -88,7 +88,7 @@ def load_volume(path: str | Path) -> torch.Tensor:
 
 def crop(image: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """The centred ``size`` crop of a channel-first image, its affine moved to the crop's first voxel."""
-    from volsr.meta import affine_of, new_image
+    from volsr.geometry.meta import affine_of, new_image
 
     shape = image.shape[1:]
     start = [max(0, (n - s) // 2) for n, s in zip(shape, size, strict=True)]

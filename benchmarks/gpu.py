@@ -36,7 +36,7 @@ BUNDLES = ("volsr_cnn3d", "volsr_gan3d")
 @contextlib.contextmanager
 def forced_precision(dtype: torch.dtype | None):
     """Every autocast in volsr uses ``dtype`` (``None``: float32) inside the block."""
-    from volsr import devices
+    from volsr.inference import devices
 
     chosen = devices.autocast_dtype
     devices.autocast_dtype = lambda device, amp: dtype if amp else None
@@ -53,10 +53,10 @@ def sync(device: torch.device) -> None:
 
 def precision_rows(device: str, volumes: list[Path], quick: bool) -> list[dict]:
     from volsr.api import SuperResolver
-    from volsr.evaluation import degrade
-    from volsr.geometry import grid_factors
-    from volsr.io import load_image
-    from volsr.metrics import compare
+    from volsr.data.io import load_image
+    from volsr.evaluation.metrics import compare
+    from volsr.evaluation.protocol import degrade
+    from volsr.geometry.grids import grid_factors
 
     rows = []
     for path in volumes:
@@ -119,8 +119,11 @@ def report(result: dict) -> str:
         "",
         "| volume | bundle | precision | non-finite voxels | PSNR (dB) | seconds |",
         "| --- | --- | --- | ---: | ---: | ---: |",
-        *[f"| {r['volume']} | {r['bundle']} | {r['precision']} | {r['non_finite']} | {r['psnr']} | "
-          f"{r['seconds']} |" for r in result["precision"]],  # fmt: skip
+        *[
+            f"| {r['volume']} | {r['bundle']} | {r['precision']} | {r['non_finite']} | {r['psnr']} | "
+            f"{r['seconds']} |"
+            for r in result["precision"]
+        ],  # fmt: skip
     ]
     e2e = result.get("end_to_end")
     if e2e:

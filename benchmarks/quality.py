@@ -5,7 +5,7 @@ Every volume in ``--data`` (default ``../shared/data/val``) is degraded by each 
 with gaps; k-space truncation keeping 1/2 and 1/3 of the matrix on all axes), restored by nearest,
 linear, cubic B-spline and zero-filled k-space (fourier) interpolation and by every bundle of
 ``bundles/`` that has ``models/model.pt`` (with and without data consistency), and scored against
-the original with :func:`volsr.evaluation.evaluate`.
+the original with :func:`volsr.evaluation.protocol.evaluate`.
 
 Writes ``<out>/quality.json``, ``<out>/psnr_gain.png`` (PSNR gain over cubic) and the section
 between ``<!-- quality:begin -->`` and ``<!-- quality:end -->`` of ``<out>.md``.
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
+from volsr.data.io import VOLUME_SUFFIXES, scan_stem
 from volsr.errors import VolsrInputWarning
-from volsr.evaluation import evaluate, protocol_name
-from volsr.io import VOLUME_SUFFIXES, scan_stem
+from volsr.evaluation.protocol import evaluate, protocol_name
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
@@ -229,11 +229,11 @@ def section(result: Mapping, png: Path | None, json_path: Path, markdown: Path) 
         f"Hardware: {common.hardware_line(hw)}. Total {result['seconds']:.0f} s.",
         "",
         "Masked PSNR (dB) / masked 3-D SSIM against the original (foreground of the reference, "
-        "intensities on its 0.5-99.5 percentile scale; `volsr.metrics`). Degradations by "
-        "`volsr.evaluation.degrade`; best PSNR per row in bold. `+dc` is the same output after "
+        "intensities on its 0.5-99.5 percentile scale; `volsr.evaluation.metrics`). Degradations by "
+        "`volsr.evaluation.protocol.degrade`; best PSNR per row in bold. `+dc` is the same output after "
         "the boxcar thick-slice data-consistency projection (exact only for the thickness protocols; "
         "with the `spacing x1.33333` gaps it models the 3-voxel slabs the degraded scan states, "
-        "`volsr.acquisition`).",
+        "`volsr.data.acquisition`).",
         f"Volumes: {', '.join(f'{k} {v}' for k, v in result['volumes'].items())}. Weights: "
         + (", ".join(f"{k} ({v})" for k, v in result["weights"].items()) or "none (baselines only)")
         + ".",

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import DATA, ROOT, command_line, hardware, hardware_line, now, write_section
-from volsr.normalization import PercentileNormalizer
+from volsr.data.normalization import PercentileNormalizer
 from volsr.training.data import PatchPairSampler, load_normalized, patch_batches
 from volsr.transforms import build_degradation
 
@@ -28,7 +28,7 @@ DEFAULT_VOLUMES = ["train/FLAIR.nii.gz", "train/MR_Gd.nii.gz", "train/PD25-fusio
 
 
 def make_sampler(paths: list[Path], seed: int = 0) -> PatchPairSampler:
-    from volsr.io import load_image
+    from volsr.data.io import load_image
 
     cfg = json.loads((ROOT / "bundles" / "volsr_cnn3d" / "configs" / "train.json").read_text())["config"]
     volumes = load_normalized([str(p) for p in paths], PercentileNormalizer(), load_image)

@@ -5,12 +5,12 @@ On the same input, in one process (timings interleaved round by round, best of `
 (a) the machine's conv3d peak: a 32->32 3x3x3 convolution on a 1x32x64^3 tensor, fp32 and bf16
     (fp16 on CUDA), channels-last-3d and not; GFLOP/s = 2 * 27 * 32 * 32 * voxels / s;
 (b) the bundle network's single forward pass over the whole pre-interpolated volume, as
-    :func:`volsr.inference.super_resolve` calls it (same layout and autocast): the ideal;
-(c) :func:`volsr.inference.super_resolve` end to end with its default settings (normalisation,
+    :func:`volsr.inference.sliding_window.super_resolve` calls it (same layout and autocast): the ideal;
+(c) :func:`volsr.inference.sliding_window.super_resolve` end to end with its default settings (normalisation,
     cubic B-spline, sliding windows, back to scanner units);
 (d) MONAI's ``sliding_window_inference`` with its defaults (roi 96^3, overlap 0.25, constant
     blending) around the plain network on the same pre-interpolated input;
-(e) on a CPU with native bf16: (c) in the precision :func:`volsr.devices.cpu_prefers_bf16` did not
+(e) on a CPU with native bf16: (c) in the precision :func:`volsr.inference.devices.cpu_prefers_bf16` did not
     choose (bfloat16 if it chose float32 and the reverse), to check the choice.
 
 Reported: output voxels/s, achieved GFLOP/s (``flops_per_voxel`` x output voxels / s: overlap
@@ -45,8 +45,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volsr.devices import cpu_has_native_bf16, cpu_prefers_bf16
-from volsr.inference import (
+from volsr.data.normalization import PercentileNormalizer
+from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
+from volsr.geometry.interpolation import resample_array
+from volsr.geometry.orientation import coarse_axis, to_canonical
+from volsr.inference.devices import cpu_has_native_bf16, cpu_prefers_bf16
+from volsr.inference.sliding_window import (
     DEFAULT_OVERLAP,
     DEFAULT_ROI,
     MEMORY_TARGET,
@@ -60,11 +64,7 @@ from volsr.inference import (
     window_budget,
     window_margin,
 )
-from volsr.interpolation import resample_array
-from volsr.networks.grid_encoding import SamplePositions, with_grid_channels
 from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
-from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, to_canonical
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
@@ -166,7 +166,7 @@ def load_model(
 ) -> tuple[torch.nn.Module, PercentileNormalizer, str]:
     """The bundle's network; else the checkpoint's; else an untrained ``base`` (same cost)."""
     from volsr.api import find_bundle
-    from volsr.checkpoint import load_checkpoint
+    from volsr.networks.checkpoint import load_checkpoint
 
     if checkpoint is not None:
         net, norm, ckpt = load_checkpoint(checkpoint)
@@ -390,8 +390,8 @@ def amp_accuracy(
     """Masked PSNR of ``super_resolve`` with and without autocast (x4 thick slices of a held-out
     volume, scored against the original); ``None`` when the volume is not there."""
     from volsr.api import SuperResolver
-    from volsr.devices import autocast_dtype
-    from volsr.evaluation import evaluate
+    from volsr.evaluation.protocol import evaluate
+    from volsr.inference.devices import autocast_dtype
 
     if not Path(path).exists():
         return None

@@ -71,8 +71,8 @@ def section(result: dict) -> str:
         "",
         f"`{result['command']}` on {result['date']}{' (quick)' if result['quick'] else ''}.",
         f"Hardware: {common.hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
-        "(`volsr.inference.plan_windows`: budget 160^3 voxels, less on a CPU where a large volume would "
-        "take the peak past 3.5 GiB (`window_budget`); overlap >= 24 voxels).",
+        "(`volsr.inference.sliding_window.plan_windows`: budget 160^3 voxels, less on a CPU where a large "
+        "volume would take the peak past 3.5 GiB (`window_budget`); overlap >= 24 voxels).",
         "",
         *targets(result),
         "",
@@ -125,7 +125,7 @@ def section(result: dict) -> str:
         if "ratio_e_over_c" in r:
             lines += [
                 f"(e)/(c) = **{r['ratio_e_over_c']:.2f}**: CPU autocast chose {r['precision']['c']} here "
-                "(`volsr.devices.cpu_prefers_bf16`: measured once, or `VOLSR_CPU_BF16=0/1`).",
+                "(`volsr.inference.devices.cpu_prefers_bf16`: measured once, or `VOLSR_CPU_BF16=0/1`).",
                 "",
             ]
         acc = r.get("amp_accuracy")

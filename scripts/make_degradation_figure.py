@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from monai.data import MetaTensor  # noqa: E402
 
-from volsr.geometry import grid_factors, voxel_spacing  # noqa: E402
-from volsr.interpolation import resample  # noqa: E402
-from volsr.meta import affine_of  # noqa: E402
+from volsr.geometry.grids import grid_factors, voxel_spacing  # noqa: E402
+from volsr.geometry.interpolation import resample  # noqa: E402
+from volsr.geometry.meta import affine_of  # noqa: E402
 from volsr.transforms import KSpaceTruncation, SliceThickness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

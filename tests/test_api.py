@@ -5,11 +5,11 @@ import torch
 from conftest import oblique_affine, smooth_volume
 
 from volsr.api import SuperResolver, find_bundle, output_path_for
-from volsr.checkpoint import save_checkpoint
+from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError
-from volsr.geometry import fov_corners, voxel_spacing
+from volsr.geometry.grids import fov_corners, voxel_spacing
 from volsr.networks import ResidualSR3D
-from volsr.normalization import PercentileNormalizer
+from volsr.networks.checkpoint import save_checkpoint
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_never_overwrites_input_and_checks_output_before_work(scan, checkpoint, 
 def test_call_accepts_path_and_metatensor_alike(scan, checkpoint):
     sr = SuperResolver.from_checkpoint(checkpoint, device="cpu", roi=(16, 16, 16))
     a = sr(scan, spacing=(1.0, 1.0, 1.5))
-    from volsr.io import load_image
+    from volsr.data.io import load_image
 
     b = sr(load_image(scan), spacing=(1.0, 1.0, 1.5))
     assert a.shape == (1, 20, 18, 12)
@@ -83,9 +83,9 @@ def test_predict_file_records_how_the_output_was_made_in_a_sidecar(scan, tmp_pat
     import json
 
     from volsr import __version__
-    from volsr.acquisition import slice_acquisition
     from volsr.api import DEFAULT_BUNDLE
-    from volsr.io import load_image
+    from volsr.data.acquisition import slice_acquisition
+    from volsr.data.io import load_image
 
     sr = SuperResolver.from_bundle(DEFAULT_BUNDLE, device="cpu", tta=False)
     sr.network = ResidualSR3D(features=4, num_blocks=1, grid_channels=9)  # fast; the record is the point
@@ -122,7 +122,7 @@ def test_two_identical_runs_write_identical_voxels_and_record_the_precision(
     measurement stands: both outputs are bit-identical and their sidecars name the precision used."""
     import json
 
-    from volsr import devices
+    from volsr.inference import devices
 
     monkeypatch.delenv("VOLSR_CPU_BF16", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -155,8 +155,8 @@ def test_quality_main_quick_writes_json_and_section(tmp_path):
 def test_amp_accuracy_scores_both_precisions_and_skips_a_missing_volume(tmp_path):
     import nibabel as nib
 
+    from volsr.data.normalization import PercentileNormalizer
     from volsr.networks import ResidualSR3D
-    from volsr.normalization import PercentileNormalizer
 
     path = tmp_path / "hr.nii.gz"
     nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).as_tensor()[0].numpy(), np.eye(4)), path)
@@ -190,7 +190,7 @@ def test_speed_targets_give_each_verdict():
 
 
 def test_cpu_bf16_forces_the_precision_and_restores_the_environment(monkeypatch):
-    from volsr.devices import autocast_dtype
+    from volsr.inference.devices import autocast_dtype
 
     monkeypatch.setenv("VOLSR_CPU_BF16", "0")
     with speed.cpu_bf16(True):
@@ -205,9 +205,9 @@ def test_cpu_bf16_forces_the_precision_and_restores_the_environment(monkeypatch)
 def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):
     import nibabel as nib
 
-    from volsr.checkpoint import save_checkpoint
+    from volsr.data.normalization import PercentileNormalizer
     from volsr.networks import ResidualSR3D
-    from volsr.normalization import PercentileNormalizer
+    from volsr.networks.checkpoint import save_checkpoint
 
     bundle = tmp_path / "tiny"
     network = ResidualSR3D(features=4, num_blocks=1)

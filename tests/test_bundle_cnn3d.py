@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO, oblique_affine, smooth_volume
 
-from volsr.geometry import fov_corners, voxel_spacing
+from volsr.geometry.grids import fov_corners, voxel_spacing
 
 BUNDLE = REPO / "bundles" / "volsr_cnn3d"
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
@@ -53,7 +53,7 @@ def test_verify_net_in_out():
 def test_shipped_weights_are_trained_and_match_the_config():
     from monai.bundle import ConfigParser
 
-    from volsr.checkpoint import load_checkpoint
+    from volsr.networks.checkpoint import load_checkpoint
 
     net, _, ckpt = load_checkpoint(BUNDLE / "models" / "model.pt")
     assert ckpt["step"] > 0 and "validation" in ckpt  # trained, with its measured numbers
@@ -98,7 +98,7 @@ def test_monai_bundle_run_inference_writes_exact_grid(tmp_path):
 def test_bundle_inference_config_writes_a_dicom_series_when_asked(tmp_path):
     from monai.bundle import ConfigParser
 
-    from volsr.io import load_image
+    from volsr.data.io import load_image
 
     src = tmp_path / "thick.nii.gz"
     aff = oblique_affine((1.0, 1.0, 3.0))

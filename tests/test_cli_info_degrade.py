@@ -12,10 +12,10 @@ from conftest import oblique_affine, smooth_volume
 from test_io import lia_affine, volume, write_dicom_series, write_nifti
 from typer.testing import CliRunner
 
-from volsr.acquisition import SliceAcquisition, slice_acquisition
 from volsr.cli import app, main
-from volsr.geometry import fov_corners, voxel_spacing
-from volsr.io import load_image
+from volsr.data.acquisition import SliceAcquisition, slice_acquisition
+from volsr.data.io import load_image
+from volsr.geometry.grids import fov_corners, voxel_spacing
 
 runner = CliRunner()
 

@@ -10,11 +10,11 @@ import torch
 from conftest import REPO, oblique_affine, smooth_volume
 from typer.testing import CliRunner
 
-from volsr.checkpoint import save_checkpoint
 from volsr.cli import app
-from volsr.geometry import fov_corners
+from volsr.data.normalization import PercentileNormalizer
+from volsr.geometry.grids import fov_corners
 from volsr.networks import ResidualSR3D
-from volsr.normalization import PercentileNormalizer
+from volsr.networks.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -182,7 +182,7 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     result = runner.invoke(app, [str(a) for a in [*args, *tuned]])
     assert result.exit_code == 0, result.output
     assert f"initialised from {init}" in result.output
-    from volsr.checkpoint import load_checkpoint
+    from volsr.networks.checkpoint import load_checkpoint
 
     net, _, ckpt = load_checkpoint(bundle / "models" / "model.pt")
     assert ckpt["step"] == 1 and net.config.grid_channels == 9
@@ -235,7 +235,7 @@ def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(b
 def test_infer_dicom_writes_a_series_folder_on_the_scans_field_of_view(bundle, scan, tmp_path):
     import SimpleITK as sitk
 
-    from volsr.io import load_image
+    from volsr.data.io import load_image
 
     out = tmp_path / "pacs" / "thick_sr"
     r = runner.invoke(app, ["infer", str(scan), "--dicom", "--modality", "CT", "-o", str(out),

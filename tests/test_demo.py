@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from volsr.cli import app
 from volsr.demo import sample_scan
-from volsr.geometry import fov_corners, voxel_spacing
+from volsr.geometry.grids import fov_corners, voxel_spacing
 
 
 @pytest.mark.slow

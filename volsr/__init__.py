@@ -11,10 +11,10 @@ __all__ = ["SuperResolver", "load_image", "save_image", "save_dicom_series", "su
 
 _LAZY = {
     "SuperResolver": "volsr.api",
-    "load_image": "volsr.io",
-    "save_image": "volsr.io",
-    "save_dicom_series": "volsr.dicom_writer",
-    "super_resolve": "volsr.inference",
+    "load_image": "volsr.data.io",
+    "save_image": "volsr.data.io",
+    "save_dicom_series": "volsr.data.dicom_writer",
+    "super_resolve": "volsr.inference.sliding_window",
 }
 
 

@@ -1,5 +1,7 @@
 """The Python API: ``SuperResolver``. The CLI and the bundle configs call this and nothing else.
 
+``evaluate_files`` scores bundles against classical baselines on scans (``volsr evaluate``).
+
 Example:
     >>> from volsr import SuperResolver
     >>> sr = SuperResolver.from_bundle("volsr_cnn3d")
@@ -13,18 +15,18 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from volsr.acquisition import slice_acquisition
-from volsr.checkpoint import load_checkpoint
-from volsr.devices import precision_name, resolve_device
+from volsr.data.acquisition import slice_acquisition
+from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError, VolsrInputWarning
-from volsr.inference import super_resolve
-from volsr.normalization import PercentileNormalizer
+from volsr.inference.devices import precision_name, resolve_device
+from volsr.inference.sliding_window import super_resolve
+from volsr.networks.checkpoint import load_checkpoint
 
 __all__ = [
     "SuperResolver",
@@ -34,6 +36,7 @@ __all__ = [
     "output_path_for",
     "dicom_folder_for",
     "series_outputs",
+    "evaluate_files",
 ]
 
 DEFAULT_BUNDLE = "volsr_cnn3d"
@@ -68,7 +71,7 @@ def output_path_for(
 ) -> Path:
     """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder); with ``dicom`` the series
     folder ``<stem>_sr``."""
-    from volsr.io import scan_stem
+    from volsr.data.io import scan_stem
 
     name = f"{scan_stem(src)}{suffix}"
     return Path(out_dir or Path.cwd()) / (name if dicom else f"{name}.nii.gz")
@@ -76,7 +79,7 @@ def output_path_for(
 
 def dicom_folder_for(path: str | Path) -> Path:
     """The DICOM series folder for a NIfTI output name: ``out/scan_sr.nii.gz`` -> ``out/scan_sr``."""
-    from volsr.io import scan_stem
+    from volsr.data.io import scan_stem
 
     p = Path(path)
     return p.with_name(scan_stem(p))
@@ -99,7 +102,7 @@ def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> lis
     """``(SeriesInstanceUID, output path)`` for every DICOM series in ``folder``, by SeriesNumber:
     ``<folder>_<number>_<description>_sr.nii.gz`` in ``out_dir`` (default: the current folder),
     the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
-    from volsr.dicom import list_series
+    from volsr.data.dicom import list_series
 
     found = list_series(folder)
     if not found:
@@ -137,13 +140,13 @@ class SuperResolver:
         network: the torch module (``sr.network``).
         normalizer: intensity normalisation stored with the weights.
         roi: sliding-window size in output voxels (coarse axis last); default: fitted to each volume
-            (:func:`volsr.inference.plan_windows`).
+            (:func:`volsr.inference.sliding_window.plan_windows`).
         overlap: window overlap fraction with an explicit ``roi``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        amp: bfloat16 autocast where it is native and fast (:func:`volsr.devices.autocast_dtype`).
+        amp: bfloat16 autocast where it is native and fast (:func:`volsr.inference.devices.autocast_dtype`).
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
-            model (:func:`volsr.consistency.project_consistent`).
+            model (:func:`volsr.inference.consistency.project_consistent`).
         tta: average the network over 16 flips and in-plane swaps of each window.
         adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
             the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
@@ -203,7 +206,7 @@ class SuperResolver:
     ) -> torch.Tensor:
         """Super-resolve a MetaTensor or a file/DICOM folder; returns a MetaTensor (float32)."""
         if isinstance(image, (str, Path)):
-            from volsr.io import load_image
+            from volsr.data.io import load_image
 
             image = load_image(image)
         warn_if_not_contiguous(image)
@@ -276,17 +279,17 @@ class SuperResolver:
 
         The header's codes, units and description are kept; ``dtype="input"`` writes the input's
         data type (rounded and clipped), ``"float32"`` keeps full precision. A DICOM series
-        (:func:`volsr.dicom_writer.save_dicom_series`) keeps a DICOM source's patient, study and
+        (:func:`volsr.data.dicom_writer.save_dicom_series`) keeps a DICOM source's patient, study and
         frame of reference; ``modality`` (``"MR"`` or ``"CT"``) names it for other sources. With
         ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
-        from volsr.io import check_output, load_image, save_image, write_sidecar
+        from volsr.data.io import check_output, load_image, save_image, write_sidecar
 
         image = load_image(src, series_uid=series_uid, volume=volume)
         # everything that would be refused is refused before the work
         if dicom:
-            from volsr.dicom_writer import check_dicom_output, save_dicom_series
+            from volsr.data.dicom_writer import check_dicom_output, save_dicom_series
 
             dst = check_dicom_output(
                 dst or output_path_for(src, dicom=True), image, overwrite, sidecar, modality, dtype
@@ -314,8 +317,8 @@ class SuperResolver:
         checkpoint's step, the options, and both grids. Written as the output's JSON sidecar; it
         states no SliceThickness, since the output was not acquired in slices."""
         from volsr import __version__
-        from volsr.geometry import voxel_spacing
-        from volsr.meta import affine_of
+        from volsr.geometry.grids import voxel_spacing
+        from volsr.geometry.meta import affine_of
 
         def grid(t: torch.Tensor) -> dict:
             return {
@@ -346,3 +349,74 @@ class SuperResolver:
             "Input": grid(image) | series,
             "Output": grid(out),
         }
+
+
+class _AdaptedPerScan:
+    """``sr`` fine-tuned on each scan it is given, once per scan for ``+adapt`` and ``+adapt+tta``."""
+
+    def __init__(self, sr, steps: int) -> None:
+        self.sr, self.steps = sr, steps
+        self.scan, self.plain, self.averaged = None, None, None  # holding the scan: its identity is unique
+
+    def _for(self, lr: torch.Tensor, scale: Sequence[float]) -> None:
+        if self.scan is not lr:
+            self.plain = self.sr.adapted(lr, scale=scale, steps=self.steps)
+            self.averaged = self.plain.with_options(tta=True)
+            self.scan = lr
+
+    def __call__(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
+        self._for(lr, scale)
+        return self.plain(lr, scale=scale)
+
+    def with_tta(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
+        self._for(lr, scale)
+        return self.averaged(lr, scale=scale)
+
+
+def evaluate_files(
+    paths: Sequence[str | Path],
+    protocol: Mapping,
+    bundles: Sequence[str | Path] = (),
+    out_dir: str | Path = "eval",
+    device: str = "auto",
+    baselines: Sequence[str] = ("linear", "cubic"),
+    consistency: bool = False,
+    tta: bool = False,
+    adapt: int = 0,
+) -> dict:
+    """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
+
+    Each bundle is scored as is and, with ``consistency=True``, also with data consistency
+    (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``);
+    with ``adapt`` > 0 also fine-tuned for ``adapt`` steps on each degraded scan (``+adapt``, and
+    ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference).
+    Returns the summary dict.
+    """
+    from volsr.data.io import load_image, scan_stem
+    from volsr.evaluation.protocol import evaluate, protocol_name
+    from volsr.evaluation.report import summary_markdown, write_report
+
+    resolvers = {}
+    for b in bundles:
+        name = find_bundle(b).name
+        resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
+        if tta:  # the same loaded network, averaged over flipped views
+            resolvers[f"{name}+tta"] = sr.with_options(tta=True)
+        if adapt:
+            tuned = _AdaptedPerScan(sr, adapt)
+            resolvers[f"{name}+adapt"] = tuned
+            if tta:
+                resolvers[f"{name}+adapt+tta"] = tuned.with_tta
+    out = Path(out_dir)
+    summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
+    for p in paths:
+        report = evaluate(load_image(p), protocol, resolvers, baselines, consistency=consistency)
+        report["name"] = scan_stem(p)
+        files = write_report(report, out, name=report["name"])
+        summary["scans"][report["name"]] = {
+            "methods": report["methods"],
+            "files": {k: str(v) for k, v in files.items()},
+        }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(summary_markdown(summary))
+    return summary

@@ -122,7 +122,7 @@ def _format_info(d: dict) -> str:
 @_input_errors
 def info(scan: Scan, volume: Volume = None, series: Series = None) -> None:
     """Print a scan's grid (shape, spacing, orientation), data type and intensity range."""
-    from volsr.io import describe, load_image
+    from volsr.data.io import describe, load_image
 
     typer.echo(_format_info(describe(load_image(scan, series_uid=series, volume=volume))))
 
@@ -197,9 +197,9 @@ def degrade(
     slice_options = {"--axis": axis is not None, "--profile": profile, "--spacing-factor": spacing_factor}
     kspace_options = {"--axes": axes, "--window": window, "--reduce-matrix": reduce_matrix}
     _check_mode(thickness, factor, kspace, slice_options, kspace_options)
-    from volsr.acquisition import SLICE_AXIS, sidecar_fields, slice_acquisition
-    from volsr.geometry import voxel_spacing
-    from volsr.io import check_output, load_image, save_image, write_sidecar
+    from volsr.data.acquisition import SLICE_AXIS, sidecar_fields, slice_acquisition
+    from volsr.data.io import check_output, load_image, save_image, write_sidecar
+    from volsr.geometry.grids import voxel_spacing
 
     image = load_image(scan, series_uid=series, volume=volume)
     out = check_output(output, image, dtype, overwrite, sidecar=kspace is None and axis == SLICE_AXIS)
@@ -385,7 +385,7 @@ def _infer_jobs(
     from volsr.api import dicom_folder_for, series_outputs
 
     if dicom:
-        from volsr.dicom_writer import is_written_series
+        from volsr.data.dicom_writer import is_written_series
 
         one = output is not None and len(scans) == 1 and series != ALL_SERIES
         if one and (not output.is_dir() or is_written_series(output)):
@@ -515,7 +515,7 @@ def evaluate(
 
     Writes per scan a JSON, a Markdown table and a PNG montage, plus summary.json / summary.md.
     """
-    from volsr.evaluation import evaluate_files
+    from volsr.api import evaluate_files
     from volsr.transforms.validation import check_positive
 
     if kspace is not None:
@@ -544,7 +544,7 @@ def evaluate(
         tta=tta,
         adapt=adapt,
     )
-    from volsr.evaluation import summary_markdown
+    from volsr.evaluation.report import summary_markdown
 
     typer.echo(summary_markdown(summary))
     typer.echo(f"reports in {output}/")

@@ -19,11 +19,11 @@ def run_demo(
 ) -> dict:
     """Super-resolve the sample to isotropic 0.86 mm; write the volume and a PNG beside it."""
     from volsr.api import SuperResolver, output_path_for
-    from volsr.evaluation import save_montage
-    from volsr.geometry import grid_factors, voxel_spacing
-    from volsr.interpolation import resample
-    from volsr.io import load_image, scan_stem
-    from volsr.orientation import coarse_axis
+    from volsr.data.io import load_image, scan_stem
+    from volsr.evaluation.report import save_montage
+    from volsr.geometry.grids import grid_factors, voxel_spacing
+    from volsr.geometry.interpolation import resample
+    from volsr.geometry.orientation import coarse_axis
 
     src = sample_scan()
     out_dir = Path(out_dir)

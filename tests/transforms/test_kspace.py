@@ -7,8 +7,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from volsr.geometry import fov_corners, scaled_grid, voxel_spacing
-from volsr.meta import affine_of
+from volsr.geometry.grids import fov_corners, scaled_grid, voxel_spacing
+from volsr.geometry.meta import affine_of
 from volsr.transforms import (
     KSpaceTruncation,
     KSpaceTruncationd,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from volsr.meta import affine_of
+from volsr.geometry.meta import affine_of
 from volsr.transforms import Noise, Noised, RandNoise, RandNoised
 from volsr.transforms.noise import foreground_mean
 

@@ -10,8 +10,8 @@ import torch
 import yaml
 from monai.data import MetaTensor
 
-from volsr.geometry import fov_corners
-from volsr.meta import affine_of
+from volsr.geometry.grids import fov_corners
+from volsr.geometry.meta import affine_of
 from volsr.transforms import build_degradation
 
 CONFIG = {

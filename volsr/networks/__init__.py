@@ -1,7 +1,8 @@
-"""Generators and discriminators; they know tensors, never files."""
+"""Generators and discriminators (they know tensors, never files), and their checkpoints
+(:mod:`volsr.networks.checkpoint`: build, save, load and grow them).
+"""
 
 from volsr.networks.discriminator import PatchDiscriminator3D, PatchDiscriminatorConfig
-from volsr.networks.grid_encoding import GRID_CHANNELS, SamplePositions
 from volsr.networks.residual_sr import (
     PRESETS,
     ResidualSR3D,
@@ -14,14 +15,12 @@ from volsr.networks.residual_sr import (
 NETWORKS = {"residual_sr": ResidualSR3D, "patch_discriminator": PatchDiscriminator3D}
 
 __all__ = [
-    "GRID_CHANNELS",
     "NETWORKS",
     "PRESETS",
     "PatchDiscriminator3D",
     "PatchDiscriminatorConfig",
     "ResidualSR3D",
     "ResidualSRConfig",
-    "SamplePositions",
     "count_parameters",
     "flops_per_voxel",
 ]

@@ -1,12 +1,12 @@
 """A 3D residual CNN for super-resolution on the output grid (RCAN-style body, mDCSRN-style input).
 
 The network never sees a low-resolution grid: the caller re-grids the low-resolution scan to the
-output grid with a cubic B-spline (:func:`volsr.interpolation.resample`), so any per-axis,
+output grid with a cubic B-spline (:func:`volsr.geometry.interpolation.resample`), so any per-axis,
 non-integer factor is handled, and the network predicts only the residual the spline cannot::
 
     x (B, C [+ G], X, Y, Z)  -- the spline-interpolated scan, intensities normalised, optionally
                                 followed by G = 9 grid-encoding channels: where each voxel sits
-                                inside the acquired voxel (:mod:`volsr.networks.grid_encoding`)
+                                inside the acquired voxel (:mod:`volsr.geometry.grid_encoding`)
     h = head(x)                         (B, F, X, Y, Z)   3x3x3 conv
     h = h + coarse(h)                   (B, F, X, Y, Z)   optional context branch (B blocks of 2F
                                                            features at half resolution)
@@ -61,7 +61,7 @@ class ResidualSRConfig:
     reduction: int = 4
     negative_slope: float = 0.1
     #: extra input channels after the image ones: the grid encoding of
-    #: :mod:`volsr.networks.grid_encoding` (``GRID_CHANNELS``), or 0 for the image alone
+    #: :mod:`volsr.geometry.grid_encoding` (``GRID_CHANNELS``), or 0 for the image alone
     grid_channels: int = 0
     #: residual blocks of the half-resolution context branch (:class:`CoarseBranch`); 0: none
     coarse_blocks: int = 0
@@ -117,7 +117,7 @@ class ResidualBlock(nn.Module):
 
     def start_as_identity(self) -> None:
         """Zero the second conv: the residual is 0, so a block added to a trained network (by
-        :func:`volsr.checkpoint.load_grown_weights`) leaves its function as it was; the first conv
+        :func:`volsr.networks.checkpoint.load_grown_weights`) leaves its function as it was; the first conv
         stays random so training can move both."""
         nn.init.zeros_(self.conv2.weight)
         if self.conv2.bias is not None:
@@ -140,7 +140,7 @@ class CoarseBranch(nn.Module):
     Why: at x4 through-plane the network needs several acquired slices of context; at half
     resolution a block costs an eighth of the voxels, so twice the features and twice the reach
     cost a quarter of a full-resolution block. The transposed conv starts at zero, so a network
-    grown to have this branch (:func:`volsr.checkpoint.load_grown_weights`) starts as the one it
+    grown to have this branch (:func:`volsr.networks.checkpoint.load_grown_weights`) starts as the one it
     grew from. Odd sizes are padded by replication and cropped back.
     """
 

@@ -23,14 +23,14 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from volsr.acquisition import thickness_ratios
-from volsr.devices import resolve_device
-from volsr.geometry import scaled_grid, voxel_spacing
-from volsr.inference import grid_channels, output_grid
-from volsr.interpolation import resample_array
-from volsr.meta import affine_of
-from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis
+from volsr.data.acquisition import thickness_ratios
+from volsr.data.normalization import PercentileNormalizer
+from volsr.geometry.grids import scaled_grid, voxel_spacing
+from volsr.geometry.interpolation import resample_array
+from volsr.geometry.meta import affine_of
+from volsr.geometry.orientation import coarse_axis
+from volsr.inference.devices import resolve_device
+from volsr.inference.sliding_window import grid_channels, output_grid
 from volsr.training.data import PatchPairSampler
 from volsr.training.trainer import (
     TrainConfig,
@@ -62,7 +62,7 @@ def adaptation_volume(
 
     Returns ``(volume, thick_axis, thickness_mm)``: the volume's in-plane axes carry the detail to
     learn from; ``thickness_mm`` is the slice thickness the synthetic pairs reproduce: the one the
-    header states where the slices are not contiguous (:func:`volsr.acquisition.thickness_ratios`),
+    header states where the slices are not contiguous (:func:`volsr.data.acquisition.thickness_ratios`),
     else the thick axis's voxel size.
     """
     normalizer = normalizer or PercentileNormalizer()
@@ -136,7 +136,7 @@ def adapt(
     seed: int = 0,
 ) -> nn.Module:
     """A copy of ``network`` fine-tuned on ``image``'s own in-plane detail (``image`` as given to
-    :func:`volsr.inference.super_resolve`, with the same ``scale`` / ``spacing``).
+    :func:`volsr.inference.sliding_window.super_resolve`, with the same ``scale`` / ``spacing``).
 
     ``steps`` of AdamW (warm-up, then cosine to ``lr / 10``), L1 loss, batches of ``batch_size``
     patches; returns the moving average of the weights over about the last tenth of the steps, in

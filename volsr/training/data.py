@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from volsr.geometry import grid_factors, index_map
-from volsr.interpolation import apply_along_axis, resample_array
-from volsr.io import VOLUME_SUFFIXES
-from volsr.meta import affine_of
-from volsr.networks.grid_encoding import SamplePositions
-from volsr.normalization import PercentileNormalizer
-from volsr.orientation import coarse_axis, to_canonical
+from volsr.data.io import VOLUME_SUFFIXES
+from volsr.data.normalization import PercentileNormalizer
+from volsr.geometry.grid_encoding import SamplePositions
+from volsr.geometry.grids import grid_factors, index_map
+from volsr.geometry.interpolation import apply_along_axis, resample_array
+from volsr.geometry.meta import affine_of
+from volsr.geometry.orientation import coarse_axis, to_canonical
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
 __all__ = ["list_volumes", "PatchPairSampler", "PatchBatches", "patch_batches", "random_contrast"]
@@ -104,7 +104,7 @@ class PatchPairSampler:
             axis, so a network trained on 0.5-1 mm scans also meets anatomy at 1-2 mm per voxel and
             anisotropic references (1 x 1 x 2 mm); ``(1, 1)`` disables it.
         seed: seed of the crop positions and flips.
-        grid_encoding: append the channels of :mod:`volsr.networks.grid_encoding` (where each voxel
+        grid_encoding: append the channels of :mod:`volsr.geometry.grid_encoding` (where each voxel
             sits on the low-resolution grid, after the same crop, flips and swap) to the input.
     """
 

@@ -46,9 +46,9 @@ import torch
 from monai.losses import PatchAdversarialLoss
 from torch import nn
 
-from volsr.checkpoint import build_network, load_checkpoint, network_name, save_checkpoint
-from volsr.devices import autocast, autocast_dtype, resolve_device
-from volsr.normalization import PercentileNormalizer
+from volsr.data.normalization import PercentileNormalizer
+from volsr.inference.devices import autocast, autocast_dtype, resolve_device
+from volsr.networks.checkpoint import build_network, load_checkpoint, network_name, save_checkpoint
 from volsr.training.data import patch_batches
 from volsr.training.trainer import (
     TrainConfig,
@@ -231,7 +231,7 @@ def gan_step(
         content_loss: ``(pred, target) -> loss``, e.g. L1.
         adversarial_loss: MONAI ``PatchAdversarialLoss``.
         update_generator: False during the discriminator warm-up.
-        amp: mixed precision in :func:`volsr.devices.autocast_dtype`'s choice (bfloat16 or float32).
+        amp: mixed precision in :func:`volsr.inference.devices.autocast_dtype`'s choice (bfloat16 or float32).
 
     Returns:
         Scalars for logging: ``d_loss``, ``d_real``/``d_fake`` (mean logits) and, with a generator
@@ -312,7 +312,7 @@ def train_gan(
         cfg: the run's :class:`GanConfig`.
         resume: continue from ``output_dir/checkpoint.pt`` when it exists.
         degradation: ``{"hr": crop} -> {"hr", "lr"}``; default ``build_degradation(cfg.degradation)``.
-        loader: path -> channel-first MetaTensor; default :func:`volsr.io.load_image`.
+        loader: path -> channel-first MetaTensor; default :func:`volsr.data.io.load_image`.
 
     Example:
         >>> cfg = GanConfig(data="../shared/data/train", output_dir="runs/gan3d",
@@ -320,7 +320,7 @@ def train_gan(
         >>> train_gan(cfg)
     """
     if loader is None:
-        from volsr.io import load_image as loader
+        from volsr.data.io import load_image as loader
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)

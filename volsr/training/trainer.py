@@ -1,7 +1,7 @@
 """Patch training of an SR generator with on-the-fly degradation; reads top to bottom.
 
 One step: sample a batch of (spline input, HR target) patches -> forward (bfloat16 autocast where
-:func:`volsr.devices.autocast_dtype` chooses it) ->
+:func:`volsr.inference.devices.autocast_dtype` chooses it) ->
 L1 or MSE (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate
 -> update of an exponential moving average (EMA) of the weights.
 Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from volsr.checkpoint import build_network, load_grown_weights, save_checkpoint
-from volsr.devices import autocast, autocast_dtype, resolve_device
-from volsr.normalization import PercentileNormalizer
+from volsr.data.normalization import PercentileNormalizer
+from volsr.inference.devices import autocast, autocast_dtype, resolve_device
+from volsr.networks.checkpoint import build_network, load_grown_weights, save_checkpoint
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
 from volsr.training.validation import Validator
 
@@ -54,7 +54,7 @@ class TrainConfig:
     ``workers`` is how many DataLoader processes draw the patches (:func:`data_workers`; ``None``: 0 on a
     CPU, on a GPU every core but one up to 16). ``init`` is a checkpoint whose weights start a fresh
     run (fine-tuning; a network with more input channels or features is grown from it by
-    :func:`volsr.checkpoint.load_grown_weights`, so it starts as the checkpoint's network).
+    :func:`volsr.networks.checkpoint.load_grown_weights`, so it starts as the checkpoint's network).
     ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`).
     """
 
@@ -125,7 +125,7 @@ def train(
 ) -> dict:
     """Train ``cfg.network`` on ``cfg.data``; returns the best validation record."""
     if loader is None:
-        from volsr.io import load_image as loader
+        from volsr.data.io import load_image as loader
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)

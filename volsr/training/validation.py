@@ -1,6 +1,6 @@
 """Validation during training: a fixed degradation, sliding-window inference, masked scores.
 
-The protocol is the quality bar's (see :func:`volsr.evaluation.degrade`): by default x4 boxcar
+The protocol is the quality bar's (see :func:`volsr.evaluation.protocol.degrade`): by default x4 boxcar
 thick slices along axis 2.
 Each validation volume is degraded once; the cubic B-spline baseline is scored once; the network
 is scored at every call. ``psnr_gain`` is the mean over volumes of network minus cubic PSNR.
@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from volsr.evaluation import degrade
-from volsr.geometry import grid_factors
-from volsr.inference import super_resolve
-from volsr.interpolation import resample
-from volsr.io import scan_stem
-from volsr.metrics import compare
-from volsr.normalization import PercentileNormalizer
+from volsr.data.io import scan_stem
+from volsr.data.normalization import PercentileNormalizer
+from volsr.evaluation.metrics import compare
+from volsr.evaluation.protocol import degrade
+from volsr.geometry.grids import grid_factors
+from volsr.geometry.interpolation import resample
+from volsr.inference.sliding_window import super_resolve
 
 __all__ = ["Validator"]
 

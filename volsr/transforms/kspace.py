@@ -22,7 +22,7 @@ magnitude ``|IDFT(w * X)|`` is taken, as an MRI reconstruction does; then ``w`` 
 
 Output grid: the original one (zero-filled reconstruction, same affine), or with
 ``reduce_matrix=True`` the ``n_keep``-voxel grid over the same field of view
-(:func:`volsr.geometry.scaled_grid`, scale ``n_keep / n``). The reduced image samples the *same*
+(:func:`volsr.geometry.grids.scaled_grid`, scale ``n_keep / n``). The reduced image samples the *same*
 band-limited function ``f(x) = (1/n) sum_k w_k X_k exp(2 pi i k x / n)`` at the reduced voxel centres
 ``c_j = (j + 1/2) n / n_keep - 1/2`` (input index units), so intensities are kept (the mean exactly).
 :func:`fourier_resample` is the same operator without a window: zero-filled ("sinc") interpolation,
@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from monai.transforms import RandomizableTransform, Transform
 
-from volsr.geometry import scaled_grid
-from volsr.meta import affine_of, new_image
+from volsr.geometry.grids import scaled_grid
+from volsr.geometry.meta import affine_of, new_image
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.validation import check_probability, parse_axes, parse_choices, parse_range
 
@@ -140,7 +140,7 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
 def fourier_resample(image: torch.Tensor, new_shape: Sequence[int]) -> torch.Tensor:
     """Zero-filled Fourier ("sinc") re-gridding of a channel-first image to ``new_shape`` voxels.
 
-    The output grid keeps the field of view (:func:`volsr.geometry.scaled_grid`); each output voxel
+    The output grid keeps the field of view (:func:`volsr.geometry.grids.scaled_grid`); each output voxel
     is the trigonometric interpolant of the input sampled at its centre. Up-sampling zero-pads the
     spectrum (an even input's Nyquist line is split over ``+-n/2``); down-sampling first keeps the
     ``n_out`` central lines (:class:`KSpaceTruncation` with ``reduce_matrix=True``). The mean is kept.

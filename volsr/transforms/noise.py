@@ -32,7 +32,7 @@ from monai.transforms import (
 )
 from monai.utils import MAX_SEED
 
-from volsr.meta import new_image
+from volsr.geometry.meta import new_image
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.validation import check_positive, check_probability, parse_choices, parse_range
 

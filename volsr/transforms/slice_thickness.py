@@ -2,7 +2,7 @@
 
 Forward model along axis ``a`` with input voxel size ``d`` (mm): each output slice ``j`` is centred
 at input index ``c_j = (j + 0.5) * n / m - 0.5`` (``m = round(n * d / spacing)`` slices, halves up, field of
-view kept, see :mod:`volsr.geometry`) and records
+view kept, see :mod:`volsr.geometry.grids`) and records
 
     lr_j = sum_i W[j, i] * hr_i
 
@@ -29,10 +29,10 @@ import torch
 from monai.transforms import RandomizableTransform, Transform
 from scipy.special import ndtr
 
-from volsr.acquisition import acquisition_record
-from volsr.geometry import scaled_grid, voxel_spacing
-from volsr.interpolation import apply_along_axis
-from volsr.meta import affine_of, new_image
+from volsr.data.acquisition import acquisition_record
+from volsr.geometry.grids import scaled_grid, voxel_spacing
+from volsr.geometry.interpolation import apply_along_axis
+from volsr.geometry.meta import affine_of, new_image
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.validation import (
     check_positive,
@@ -137,7 +137,7 @@ class SliceThickness(Transform):
 
     The output has ``round(n * d / spacing)`` slices (halves up) on the field-of-view-keeping grid, with its
     affine updated; ``meta["degradation"]`` gains a record of the parameters and
-    ``meta["slice_acquisition"]`` states the thickness (:mod:`volsr.acquisition`).
+    ``meta["slice_acquisition"]`` states the thickness (:mod:`volsr.data.acquisition`).
 
     Example:
         >>> lr = SliceThickness(axis=2, thickness=4.0)(hr)  # 1 mm -> 4 mm contiguous slices
@@ -178,7 +178,7 @@ class SliceThickness(Transform):
             "profile": self.profile if isinstance(self.profile, str) else list(self.profile),
         }
         history = list(img.meta.get("degradation", [])) if hasattr(img, "meta") else []
-        acquired = acquisition_record(self.thickness, new_affine, self.axis)  # volsr.acquisition
+        acquired = acquisition_record(self.thickness, new_affine, self.axis)  # volsr.data.acquisition
         return new_image(out, img, new_affine, degradation=history + [record], slice_acquisition=acquired)
 
 

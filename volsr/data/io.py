@@ -1,0 +1,398 @@
+"""Reading volumes (NIfTI, MGH, NRRD, MetaImage, DICOM series) and writing NIfTI, geometry intact.
+
+Convention: :func:`load_image` returns a channel-first float32 MetaTensor ``(1, X, Y, Z)`` whose
+``affine`` (float64, 4x4) maps voxel centres ``(i, j, k, 1)`` to world millimetres in MONAI's RAS+
+frame, the frame of a NIfTI ``sform``: x to the patient's Right, y Anterior, z Superior.
+NIfTI and MGH affines are taken as nibabel reads them (the sform when its code is set, else the
+qform); ITK files and DICOM (LPS+) become ``diag(-1, -1, 1) @ [direction * spacing | origin]``.
+Sheared affines (CT with gantry tilt) are kept as they are, never straightened; a tilted DICOM
+series gets its slice axis from the slice positions, which ITK alone would straighten.
+
+Hand-written rather than MONAI's ``LoadImage``: its ITK and DICOM readers need ``itk`` / ``pydicom``
+(not dependencies here), and it keeps neither the qform nor the header codes needed to write back.
+
+Example:
+    >>> img = load_image("scan.nii.gz")  # or a DICOM folder: load_image("dicom/", series_uid=...)
+    >>> save_image(img * 2, "out.nii.gz", dtype="input")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from volsr.data.acquisition import acquisition_record, parse_thickness, slice_acquisition
+from volsr.data.dicom import read_dicom_folder, read_itk
+from volsr.errors import VolsrInputError
+from volsr.geometry.grids import is_sheared, voxel_spacing
+from volsr.geometry.meta import affine_of
+
+__all__ = [
+    "FORMATS",
+    "VOLUME_SUFFIXES",
+    "scan_stem",
+    "load_image",
+    "save_image",
+    "check_output",
+    "describe",
+    "sidecar_path",
+    "read_sidecar",
+    "write_sidecar",
+]
+
+#: file name endings read by :func:`load_image` (a folder is read as a DICOM series)
+FORMATS = {
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".mgz": "mgh",
+    ".mgh": "mgh",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+    ".dcm": "dicom",
+}
+#: endings of single-file volumes (a lone .dcm is one slice, not a volume)
+VOLUME_SUFFIXES = tuple(e for e, fmt in FORMATS.items() if fmt != "dicom")
+_NIFTI_OUT = (".nii.gz", ".nii")
+SIDECAR_EXISTS = "(the sidecar of the output) exists; pass overwrite=True (--overwrite) to replace it"
+_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+
+
+def scan_stem(path: str | os.PathLike) -> str:
+    """The name of a scan without its image ending: ``a/T2w.nii.gz`` -> ``T2w``, ``series/`` -> ``series``."""
+    name = Path(path).name
+    return next((name[: -len(e)] for e in FORMATS if name.lower().endswith(e)), name)
+
+
+def _ending(path: Path, endings) -> str | None:
+    name = path.name.lower()
+    return next((e for e in endings if name.endswith(e)), None)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+def _read_nibabel(path: Path) -> tuple[object, np.ndarray, str, dict]:
+    img = nib.load(str(path))
+    dtype = np.dtype(img.get_data_dtype()).name
+    affine = np.asarray(img.affine, dtype=np.float64).copy()
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        return img.dataobj, affine, dtype, {}
+    hdr = img.header
+    xyz, t = hdr.get_xyzt_units()
+    to_mm = _UNIT_TO_MM.get(xyz, 1.0)
+    qform = np.asarray(hdr.get_qform(), dtype=np.float64)
+    affine[:3] *= to_mm  # volsr works in mm whatever unit the file declares
+    qform[:3] *= to_mm
+    # nibabel moves scl_slope/scl_inter from the header into the data proxy
+    slope, inter = float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0))
+    info = {
+        "qform_code": int(hdr["qform_code"]),
+        "sform_code": int(hdr["sform_code"]),
+        "xyzt_units": ("mm" if to_mm != 1.0 else xyz, t),
+        "descrip": hdr["descrip"].item().decode("latin-1").rstrip("\x00"),
+        "qform": qform.tolist(),
+        "affine": affine.tolist(),  # the affine the qform above goes with
+        "scaled": (slope, inter) != (1.0, 0.0),
+    }
+    return img.dataobj, affine, dtype, {"nifti_header": info}
+
+
+def _volume_index(path: str, shape: tuple[int, ...], volume: int | None, hint: str) -> tuple:
+    """Index that takes one 3-D volume out of ``shape`` (problems as VolsrInputError)."""
+    if 0 in shape:
+        raise VolsrInputError(path, f"is empty (shape {'x'.join(map(str, shape))})")
+    if len(shape) < 3 or 1 in shape[:3]:
+        raise VolsrInputError(
+            path, f"is 2-D (shape {'x'.join(map(str, shape))}); volsr needs a 3-D volume{hint}"
+        )
+    extra = [i for i, n in enumerate(shape[3:], start=3) if n > 1]
+    if len(extra) > 1:
+        raise VolsrInputError(
+            path, f"is {len(shape)}-D (shape {'x'.join(map(str, shape))}); volsr reads 3-D or 4-D"
+        )
+    n_vol = shape[extra[0]] if extra else 1
+    if volume is None and n_vol > 1:
+        raise VolsrInputError(
+            path, f"is 4-D with {n_vol} volumes; pick one with volume= (--volume) in 0..{n_vol - 1}"
+        )
+    v = 0 if volume is None else volume
+    if not 0 <= v < n_vol:
+        raise VolsrInputError(path, f"volume={volume} is out of range: the image has {n_vol} volume(s)")
+    return (slice(None),) * 3 + tuple(v if i in extra else 0 for i in range(3, len(shape)))
+
+
+def load_image(
+    path: str | os.PathLike, series_uid: str | None = None, volume: int | None = None
+) -> MetaTensor:
+    """Read a 3-D volume as a channel-first float32 MetaTensor with its RAS+ affine.
+
+    Args:
+        path: a NIfTI, MGH, NRRD or MetaImage file (see :data:`FORMATS`), or a folder holding a
+            DICOM series.
+        series_uid: SeriesInstanceUID to read when the folder holds several DICOM series.
+        volume: index of the volume to read from a 4-D image (required when it has several).
+
+    Returns:
+        ``(1, X, Y, Z)`` float32 MetaTensor; ``affine`` maps voxel centres to RAS+ mm (module
+        doc). ``meta`` holds ``filename_or_obj``, ``source_format``, ``source_dtype`` (the stored
+        numpy type, e.g. ``"int16"``) and, for NIfTI, ``nifti_header`` (qform/sform codes, units,
+        description, qform), which :func:`save_image` writes back, and ``slice_acquisition`` where
+        the file states the slice thickness (:mod:`volsr.data.acquisition`). NIfTI scaling is applied.
+
+    Raises:
+        VolsrInputError: missing or unreadable file, unsupported format, 2-D, several volumes or
+            series without a choice, NaN/Inf voxels, empty image.
+
+    Example:
+        >>> img = load_image("bold.nii.gz", volume=0)
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VolsrInputError(path, "no such file or folder")
+    if volume is not None and (
+        isinstance(volume, bool) or not isinstance(volume, int | np.integer) or volume < 0
+    ):
+        raise VolsrInputError(path, f"volume must be an index >= 0, got {volume!r}")
+    if series_uid is not None and not p.is_dir():
+        raise VolsrInputError(path, "series_uid (--series) applies to a folder of DICOM series only")
+    fmt = "dicom" if p.is_dir() else FORMATS.get(_ending(p, FORMATS) or "")
+    if fmt is None:
+        raise VolsrInputError(
+            path, f"unsupported file type; volsr reads {', '.join(FORMATS)} or a DICOM folder"
+        )
+    hint = "; for a DICOM series give its folder" if fmt == "dicom" and not p.is_dir() else ""
+    try:
+        if p.is_dir():
+            arr, affine, dtype, extra = read_dicom_folder(p, series_uid)
+        else:
+            arr, affine, dtype, extra = (_read_nibabel if fmt in ("nifti", "mgh") else read_itk)(p)
+        index = _volume_index(str(path), tuple(int(n) for n in arr.shape), volume, hint)
+        data = np.asarray(arr[index], dtype=np.float32)
+    except (VolsrInputError, MemoryError):
+        raise
+    except Exception as exc:  # any reader failure is a bad file from the user's point of view
+        raise VolsrInputError(path, f"cannot be read as {fmt}: {_one_line(exc)}") from None
+    if p.is_dir():
+        thickness = extra.pop("slice_thickness_mm", None)
+    else:  # a dcm2niix / BIDS sidecar beside the file
+        thickness = parse_thickness(read_sidecar(p).get("SliceThickness"))
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise VolsrInputError(path, f"has {bad} NaN or Inf voxel(s) (in float32); fill or mask them first")
+    meta = {
+        "filename_or_obj": str(path),
+        "source_format": fmt,
+        "source_dtype": dtype,
+        "space": "RAS",
+        "original_affine": affine.copy(),
+        "spatial_shape": np.asarray(data.shape),
+        **extra,
+    }
+    if (record := acquisition_record(thickness, affine)) is not None:
+        meta["slice_acquisition"] = record  # volsr.data.acquisition: what the header says of the slices
+    if volume is not None:
+        meta["volume"] = int(volume)
+    return MetaTensor(
+        torch.from_numpy(data[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta
+    )
+
+
+def _meta(image: torch.Tensor) -> dict:
+    return dict(image.meta) if isinstance(image, MetaTensor) else {}
+
+
+def _output_dtype(dtype: str, image: torch.Tensor | None) -> np.dtype:
+    name = _meta(image).get("source_dtype") if dtype == "input" and image is not None else dtype
+    if name is None:
+        raise ValueError("dtype='input' needs meta['source_dtype'] (set by load_image); use dtype='float32'")
+    try:
+        dt = np.dtype(name)
+        nib.Nifti1Header().set_data_dtype(dt)
+    except Exception:
+        raise ValueError(
+            f"dtype must be 'float32', 'input' or a NIfTI integer/float type, got {dtype!r}"
+        ) from None
+    if dt.kind not in "iuf":
+        raise ValueError(f"dtype must be 'float32', 'input' or a NIfTI integer/float type, got {dtype!r}")
+    return dt
+
+
+def check_output(
+    path: str | os.PathLike,
+    image: torch.Tensor | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    sidecar: bool = False,
+) -> Path:
+    """Everything :func:`save_image` (and, with ``sidecar``, :func:`write_sidecar`) would refuse,
+    checked before any work is done.
+
+    Raises:
+        VolsrInputError: not a .nii/.nii.gz name, the file ``image`` was loaded from, an existing
+            file (or, with ``sidecar``, sidecar) without ``overwrite``, or a folder.
+        ValueError: an unknown ``dtype``.
+    """
+    out = Path(path)
+    if _ending(out, _NIFTI_OUT) is None:
+        raise VolsrInputError(path, "volsr writes NIfTI only; name the output .nii.gz or .nii")
+    source = _meta(image).get("filename_or_obj") if image is not None else None
+    if source and Path(str(source)).resolve() == out.resolve():
+        raise VolsrInputError(path, "is the input image; refusing to write over it, choose another output")
+    if out.is_dir():
+        raise VolsrInputError(path, "is a folder; give an output file name")
+    if out.exists() and not overwrite:
+        raise VolsrInputError(path, "already exists; pass overwrite=True (--overwrite) to replace it")
+    if sidecar and source and not Path(str(source)).is_dir():
+        if sidecar_path(source).resolve() == sidecar_path(out).resolve():  # scan.nii.gz -> scan.nii
+            raise VolsrInputError(path, "would replace the input's sidecar (same stem); choose another name")
+    if sidecar and sidecar_path(out).exists() and not overwrite:
+        raise VolsrInputError(sidecar_path(out), SIDECAR_EXISTS)
+    _output_dtype(dtype, image)
+    return out
+
+
+def _qform(affine: np.ndarray, info: dict) -> np.ndarray:
+    """The qform to store: the affine itself, or for a sheared one the source qform moved along."""
+    if not is_sheared(affine) or info.get("qform") is None or info.get("affine") is None:
+        return affine  # a sheared affine without a source qform: nibabel stores its nearest rigid frame
+    q, ref = np.asarray(info["qform"]), np.asarray(info["affine"])
+    if np.array_equal(ref, affine):
+        return q
+    return q @ np.linalg.inv(ref) @ affine  # the same index-space change (crop, re-grid) as the sform
+
+
+def _to_nifti(image: torch.Tensor, dt: np.dtype, rescale: bool) -> nib.Nifti1Image:
+    """The NIfTI image; ``rescale`` stores integers with a slope/inter nibabel fits to the range."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 4:
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)  # channels as volumes
+    elif arr.ndim != 3:
+        raise ValueError(f"save_image needs a (C, X, Y, Z) or (X, Y, Z) image, got shape {tuple(arr.shape)}")
+    info = _meta(image).get("nifti_header", {})
+    if dt.kind in "iu" and not rescale:
+        lim = np.iinfo(dt)
+        arr = np.clip(np.rint(arr), lim.min, lim.max).astype(dt)
+    else:
+        arr = arr.astype(np.float32 if rescale else dt)
+    img = nib.Nifti1Image(arr, None)
+    img.header.set_data_dtype(dt)
+    affine = affine_of(image)
+    qcode, scode = int(info.get("qform_code", 1)), int(info.get("sform_code", 1))
+    if scode == 0 and (qcode == 0 or is_sheared(affine)):
+        scode = qcode or 1  # the affine must be readable back from the file
+    img.set_sform(affine, code=scode)
+    img.set_qform(_qform(affine, info), code=qcode)
+    img.header.set_xyzt_units(*info.get("xyzt_units", ("mm", "sec")))
+    img.header["descrip"] = info.get("descrip", "")[:79].encode("latin-1", "replace")
+    return img
+
+
+def save_image(
+    image: torch.Tensor, path: str | os.PathLike, dtype: str = "float32", overwrite: bool = False
+) -> Path:
+    """Write a channel-first image to NIfTI (.nii / .nii.gz), atomically, its header restored.
+
+    The affine becomes the sform (exact, sheared or not) and, when orthogonal, the qform; a sheared
+    image keeps its source's qform moved along with the grid. qform/sform codes, units and
+    description come from ``meta["nifti_header"]`` (codes default to 1, scanner). The file is
+    written to a temporary name in the same folder and then renamed, so it is never half-written.
+
+    Args:
+        image: ``(1, X, Y, Z)`` MetaTensor (several channels are written as a 4-D image).
+        path: output file; parent folders are created.
+        dtype: ``"float32"``, ``"input"`` (the loaded file's type, rounded and clipped to its range;
+            a source stored with scl_slope/scl_inter gets its type with a slope/inter fitted to the
+            new range) or a numpy integer/float type name such as ``"int16"``.
+        overwrite: replace an existing file (never the file the image was loaded from).
+
+    Returns:
+        The written path.
+
+    Example:
+        >>> save_image(load_image("ct.nii.gz"), "ct_copy.nii.gz", dtype="input")
+    """
+    out = check_output(path, image, dtype, overwrite)
+    dt = _output_dtype(dtype, image)
+    scaled_source = _meta(image).get("nifti_header", {}).get("scaled", False)
+    nii = _to_nifti(image, dt, rescale=dtype == "input" and dt.kind in "iu" and scaled_source)
+    return _replace_atomically(out, lambda tmp: nib.save(nii, str(tmp)), _ending(out, _NIFTI_OUT))
+
+
+def _replace_atomically(out: Path, write: Callable[[Path], object], suffix: str = "") -> Path:
+    """``write`` a temporary file in ``out``'s folder, then rename it to ``out``: never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def sidecar_path(path: str | os.PathLike, folder: bool = False) -> Path:
+    """The JSON sidecar of an image file (BIDS / dcm2niix): ``scan.nii.gz`` -> ``scan.json``; of a
+    DICOM series folder (``folder=True``): ``scan_sr`` -> ``scan_sr.json``."""
+    p = Path(path)
+    ending = "" if folder else _ending(p, VOLUME_SUFFIXES) or p.suffix
+    return p.with_name(p.name[: len(p.name) - len(ending)] + ".json")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The sidecar of ``path`` as a dict; ``{}`` when there is none or it is not a JSON object.
+    Optional metadata: a broken sidecar never makes a good scan unreadable."""
+    try:
+        info = json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def write_sidecar(
+    path: str | os.PathLike, info: Mapping, overwrite: bool = False, folder: bool = False
+) -> Path:
+    """Write ``info`` as the JSON sidecar of the image file (or, with ``folder``, the DICOM series
+    folder) ``path``, atomically; an existing sidecar is replaced only with ``overwrite``. Returns
+    the sidecar's path."""
+    dst = sidecar_path(path, folder)
+    if dst.exists() and not overwrite:
+        raise VolsrInputError(dst, SIDECAR_EXISTS)
+    text = json.dumps(dict(info), indent=2, default=str) + "\n"
+    return _replace_atomically(dst, lambda tmp: tmp.write_text(text))
+
+
+def describe(image: torch.Tensor) -> dict:
+    """Summary of an image: grid, orientation, source type and intensity range.
+
+    Returns:
+        ``path``, ``shape`` (spatial voxels), ``spacing`` (mm per axis), ``orientation`` (nibabel
+        axis codes such as ``"RAS"``), ``source_dtype``, ``min``, ``max``, ``mean``, ``sheared``,
+        ``slices`` (the stated slice thickness against the spacing, or ``None``).
+    """
+    affine = affine_of(image)
+    meta = _meta(image)
+    data = image.detach().float()
+    return {
+        "path": meta.get("filename_or_obj"),
+        "shape": tuple(int(n) for n in image.shape[1:]),
+        "spacing": tuple(float(s) for s in voxel_spacing(affine)),
+        "orientation": "".join(str(c) for c in nib.aff2axcodes(affine)),
+        "source_dtype": meta.get("source_dtype", str(image.dtype).replace("torch.", "")),
+        "min": float(data.min()),
+        "max": float(data.max()),
+        "mean": float(data.mean()),
+        "sheared": is_sheared(affine),
+        "slices": acquisition.describe() if (acquisition := slice_acquisition(image)) else None,
+    }

@@ -1,0 +1,1 @@
+"""Scoring against a high-resolution reference: masked metrics, degrade -> restore -> score, reports."""

@@ -1,0 +1,127 @@
+"""Evaluation against a high-resolution reference: degrade it, restore it, score every method.
+
+A *protocol* names the degradation, as a dict:
+``{"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"}`` (thick slices of
+``factor`` x the voxel size; ``"spacing_factor": 1.3`` puts their centres 1.3 x the thickness
+apart, leaving gaps) or ``{"kind": "kspace", "fraction": 0.5, "axes": [0, 1, 2],
+"window": "none"}`` (a reduced acquisition matrix). Methods are classical baselines (``nearest``,
+``linear``, ``cubic`` B-spline, ``fourier`` zero-filled k-space) and any number of resolvers
+(callables ``(lr, scale=...) -> output``, such as a ``SuperResolver``, handed in by the caller:
+:func:`volsr.api.evaluate_files`). Scores are masked PSNR / 3-D SSIM (:mod:`volsr.evaluation.metrics`)
+and, for every method, the consistency error (relative L2 between the re-degraded output and the
+input, under the slice thickness the degraded scan states: :mod:`volsr.data.acquisition`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from volsr.data.acquisition import thickness_ratios
+from volsr.evaluation.metrics import compare
+from volsr.geometry.grids import grid_factors
+from volsr.geometry.interpolation import INTERPOLATION_ORDERS, resample
+from volsr.geometry.meta import new_image
+from volsr.inference.consistency import consistency_error, project_consistent
+
+__all__ = ["BASELINES", "degrade", "restore_baseline", "evaluate", "protocol_name"]
+
+BASELINES = ("nearest", "linear", "cubic", "fourier")
+
+
+def protocol_name(protocol: Mapping) -> str:
+    if protocol.get("kind", "thickness") == "thickness":
+        name = (
+            f"thick x{float(protocol.get('factor', 4)):g} axis {protocol.get('axis', 2)} "
+            f"{protocol.get('profile', 'boxcar')}"
+        )
+        spacing_factor = float(protocol.get("spacing_factor", 1.0))
+        return name if spacing_factor == 1.0 else f"{name} spacing x{spacing_factor:g}"
+    axes = "".join(str(a) for a in protocol.get("axes", [0, 1, 2]))
+    return f"k-space {float(protocol['fraction']):.2g} axes {axes}"
+
+
+def degrade(hr: torch.Tensor, protocol: Mapping) -> torch.Tensor:
+    """The low-resolution image of ``hr`` under ``protocol`` (on its own, smaller grid)."""
+    kind = protocol.get("kind", "thickness")
+    if kind == "thickness":
+        from volsr.transforms.slice_thickness import SliceThickness, thickness_for_factor
+
+        axis = int(protocol.get("axis", 2))
+        if "thickness" in protocol:
+            thickness = float(protocol["thickness"])
+        else:
+            thickness = thickness_for_factor(hr, axis, float(protocol.get("factor", 4.0)))
+        spacing = float(protocol.get("spacing_factor", 1.0)) * thickness
+        return SliceThickness(axis, thickness, spacing, profile=protocol.get("profile", "boxcar"))(hr)
+    if kind == "kspace":
+        from volsr.transforms import KSpaceTruncation
+
+        return KSpaceTruncation(
+            protocol["fraction"],
+            axes=protocol.get("axes", (0, 1, 2)),
+            window=protocol.get("window", "none"),
+            reduce_matrix=True,
+        )(hr)
+    raise ValueError(f"protocol kind must be 'thickness' or 'kspace', got {kind!r}")
+
+
+def restore_baseline(lr: torch.Tensor, shape: Sequence[int], method: str) -> torch.Tensor:
+    """A classical up-sampling of ``lr`` onto the grid of ``shape`` (field of view kept)."""
+    if method in INTERPOLATION_ORDERS:
+        scale = grid_factors(lr.shape[1:], shape)
+        return resample(lr, scale=scale, mode=method)
+    if method == "fourier":
+        from volsr.transforms.kspace import fourier_resample
+
+        return fourier_resample(lr, tuple(shape))
+    raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
+
+
+def _consistency(sr: torch.Tensor, lr: torch.Tensor) -> float:
+    return float(consistency_error(sr, lr, thickness_ratio=thickness_ratios(lr)))
+
+
+def evaluate(
+    hr: torch.Tensor,
+    protocol: Mapping,
+    resolvers: Mapping[str, object] | None = None,
+    baselines: Sequence[str] = ("linear", "cubic"),
+    consistency: bool = False,
+) -> dict:
+    """Score baselines and resolvers on ``hr`` degraded by ``protocol``.
+
+    With ``consistency``, every resolver's output is also scored after the exact data-consistency
+    projection (method name suffixed ``+dc``).
+
+    Returns ``{"protocol", "shape_hr", "shape_lr", "methods": {name: {"psnr", "ssim", "sharpness",
+    "consistency"}}, "images": {name: tensor}}`` (``images`` holds ``lr``, ``reference`` and every
+    method's output, for montages; :func:`volsr.evaluation.report.write_report` drops it from
+    the JSON).
+    """
+    lr = degrade(hr, protocol)
+    shape = tuple(hr.shape[1:])
+    scale = grid_factors(lr.shape[1:], shape)
+    outputs = {m: restore_baseline(lr, shape, m) for m in baselines}
+    for name, sr in (resolvers or {}).items():
+        outputs[name] = sr(lr, scale=scale)
+        if consistency:  # a post-process of the same output: no second network pass
+            out, ratios = outputs[name], thickness_ratios(lr)
+            fixed = project_consistent(out.as_tensor(), lr.as_tensor(), thickness_ratio=ratios)
+            outputs[f"{name}+dc"] = new_image(fixed, out)
+    methods = {}
+    for name, out in outputs.items():
+        scores = compare(out, hr)
+        scores["consistency"] = (
+            _consistency(out, lr) if protocol.get("kind", "thickness") == "thickness" else None
+        )
+        methods[name] = scores
+    return {
+        "protocol": dict(protocol),
+        "protocol_name": protocol_name(protocol),
+        "shape_hr": list(shape),
+        "shape_lr": list(lr.shape[1:]),
+        "methods": methods,
+        "images": {"lr": resample(lr, scale=scale, mode="nearest"), "reference": hr, **outputs},
+    }

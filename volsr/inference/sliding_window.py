@@ -1,0 +1,327 @@
+"""Sliding-window super-resolution of a whole volume, on the grid that keeps its field of view.
+
+Data flow: scan (MetaTensor, scanner units) -> percentile-normalised -> cubic B-spline onto the
+output grid (once) -> coarse axis moved last -> MONAI ``sliding_window_inference`` with gaussian
+blending (windows on ``device``; a grid-encoding network gets its position channels built per
+window from the window's slices) -> back to the input's orientation and units -> MetaTensor with
+the output grid's affine (MONAI's inferer keeps the input's affine; we set it).
+
+Where the whole volume lives (:func:`volume_device`): on a GPU with room for it, the spline, the
+blended output and the de-normalisation stay on the GPU (no host/device copy per window); else on
+the CPU, so memory is bounded by the window, not the volume.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from volsr.data.acquisition import thickness_ratios
+from volsr.data.normalization import PercentileNormalizer
+from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
+from volsr.geometry.grids import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
+from volsr.geometry.interpolation import resample_array
+from volsr.geometry.meta import affine_of, new_image
+from volsr.geometry.orientation import coarse_axis, from_canonical, to_canonical
+from volsr.inference.consistency import project_consistent
+from volsr.inference.devices import autocast, autocast_dtype, resolve_device
+
+__all__ = [
+    "super_resolve",
+    "plan_windows",
+    "window_budget",
+    "window_margin",
+    "default_scale",
+    "resolve_device",
+    "DEFAULT_ROI",
+    "DEFAULT_OVERLAP",
+    "target_scale",
+    "output_grid",
+    "grid_channels",
+    "volume_device",
+]
+
+# Windows from the receptive field, not habit. By default the window is fitted to each volume: the
+# fewest, largest windows within a voxel budget (160^3, less for very large volumes on a CPU: see
+# window_budget), overlapping by at least the receptive field (23 voxels for the base network), so
+# each output voxel is computed about once.
+# MONAI's fixed-roi tiling aligns windows to the volume edges and recomputed 2.1x the voxels of one
+# whole-volume pass on typical head volumes; the fitted plan does 1.0-1.4x (benchmarks/speed.py).
+WINDOW_BUDGET = 160**3
+DEFAULT_MARGIN = 24
+# Memory (benchmarks/speed.py, peak RSS): a CPU run holds about 15 bytes per output voxel for the whole
+# volume (the spline input, MONAI's blended output and count map, float32, and the input) next to the
+# window's live activations, about 4 x features values per window voxel (508 bytes at 32 features in
+# float32). A large enough volume leaves less room for the window, so the window budget shrinks to keep
+# the peak under MEMORY_TARGET; below about 70 M output voxels (135 M in bfloat16) nothing changes.
+MEMORY_TARGET = int(3.5 * 2**30)  # peak resident memory, the ~0.5 GiB of the runtime included
+_RUNTIME_BYTES = 2**29
+_VOLUME_BYTES_PER_VOXEL = 16
+_LIVE_ACTIVATIONS = 4
+MIN_WINDOW_BUDGET = 64**3
+#: used with an explicit ``roi`` only
+DEFAULT_ROI = (160, 160, 160)
+DEFAULT_OVERLAP = 0.15
+
+
+def plan_windows(
+    shape: Sequence[int], budget: int = WINDOW_BUDGET, margin: int = DEFAULT_MARGIN
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The window size and per-axis overlap fractions that tile ``shape`` with the least work.
+
+    For ``k`` windows along an axis of ``n`` voxels, the window is ``ceil((n + (k-1) margin) / k)``,
+    so neighbours share at least ``margin`` voxels; among the window sizes within ``budget`` voxels
+    the plan with the fewest computed voxels wins. Overlaps are given to MONAI as fractions.
+    """
+    best: tuple[int, tuple[int, ...]] | None = None
+    for ks in itertools.product(*[range(1, max(1, math.ceil(n / margin)) + 1) for n in shape]):
+        roi = tuple(
+            n if k == 1 else math.ceil((n + (k - 1) * margin) / k) for n, k in zip(shape, ks, strict=True)
+        )
+        if math.prod(roi) <= budget:
+            work = math.prod(k * r for k, r in zip(ks, roi, strict=True))
+            if best is None or work < best[0]:
+                best = (work, roi)
+    if best is None:  # an axis too long for the budget even at margin-sized windows: fall back
+        roi = tuple(min(n, r) for n, r in zip(shape, DEFAULT_ROI, strict=True))
+        return roi, tuple(DEFAULT_OVERLAP for _ in shape)
+    roi = best[1]
+    overlap = tuple(0.0 if r >= n else (margin - 0.5) / r for n, r in zip(shape, roi, strict=True))
+    return roi, overlap
+
+
+def window_budget(out_voxels: int, network: nn.Module, device: torch.device, amp: bool) -> int:
+    """Window voxels that keep a CPU run's peak memory under :data:`MEMORY_TARGET` (see above),
+    between :data:`MIN_WINDOW_BUDGET` and :data:`WINDOW_BUDGET`; on a GPU the windows have its
+    memory to themselves and the budget is :data:`WINDOW_BUDGET`."""
+    if device.type != "cpu":
+        return WINDOW_BUDGET
+    features = int(getattr(getattr(network, "config", None), "features", 32))
+    element = 2 if autocast_dtype(device, amp) == torch.bfloat16 else 4
+    free = MEMORY_TARGET - _RUNTIME_BYTES - _VOLUME_BYTES_PER_VOXEL * out_voxels
+    return int(min(WINDOW_BUDGET, max(MIN_WINDOW_BUDGET, free // (_LIVE_ACTIVATIONS * features * element))))
+
+
+#: bytes per output voxel of the whole-volume buffers on the device: the spline input, the blended
+#: output and MONAI's count map (float32 each), with room for the de-normalised copy
+_DEVICE_BYTES_PER_VOXEL = 16
+
+
+def volume_device(device: torch.device, out_voxels: int, free_bytes: int | None = None) -> torch.device:
+    """``device`` when it is a GPU with room for the whole output volume's buffers beside the windows
+    (half its free memory at most), else the CPU. ``free_bytes``: the GPU's free memory (default:
+    asked of CUDA)."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return device if _DEVICE_BYTES_PER_VOXEL * out_voxels <= free_bytes // 2 else torch.device("cpu")
+
+
+def window_margin(network: nn.Module) -> int:
+    """Voxels neighbouring windows share: :data:`DEFAULT_MARGIN`, or half the network's receptive
+    field where that is more, so every voxel that is kept has the network's full context."""
+    return max(DEFAULT_MARGIN, int(getattr(network, "receptive_field", 0)) // 2)
+
+
+def default_scale(affine: np.ndarray) -> tuple[float, float, float]:
+    """Isotropic at the finest input spacing (a 0.9 x 0.9 x 4 mm scan goes to 0.9 mm)."""
+    return scale_for_spacing(affine, float(voxel_spacing(affine).min()))
+
+
+def target_scale(image: torch.Tensor, scale, spacing) -> tuple[float, ...]:
+    """Per-axis up-sampling factors from ``scale`` or ``spacing`` (at most one), else the default."""
+    if scale is not None and spacing is not None:
+        raise ValueError("give at most one of scale and spacing")
+    affine = affine_of(image)
+    if spacing is not None:
+        return scale_for_spacing(affine, spacing)
+    if scale is not None:
+        s = [float(scale)] * 3 if np.isscalar(scale) else [float(v) for v in scale]
+        if len(s) != 3 or min(s) <= 0:
+            raise ValueError(f"scale needs 3 positive factors, got {scale}")
+        return tuple(s)
+    return default_scale(affine)
+
+
+def output_grid(
+    image: torch.Tensor, scale=None, spacing=None
+) -> tuple[np.ndarray, tuple[int, ...], list[float]]:
+    """The output grid's affine and shape for ``scale`` / ``spacing`` (:func:`target_scale`), and the
+    effective per-axis factors ``n_out / n_in`` (the rounded grid's, not the requested ones)."""
+    target = target_scale(image, scale, spacing)
+    out_affine, out_shape = scaled_grid(affine_of(image), image.shape[1:], target)
+    return out_affine, out_shape, grid_factors(image.shape[1:], out_shape)
+
+
+class _Predictor(nn.Module):
+    """The network as the inferer calls it.
+
+    CPU: input *and* weights channels-last-3d (oneDNN's fast conv3d layout; the input alone leaves the
+    weights reordered on every call). With ``amp``, autocast in the precision of
+    :func:`volsr.inference.devices.autocast_dtype` (bfloat16 on GPUs that have it and on CPUs where it
+    is faster; the spline input and the residual sum stay float32). Returns float32, contiguous.
+
+    ``tta``: also run the window flipped along each axis and with the in-plane axes swapped (the
+    symmetries the network is trained with; the coarse axis stays last) and average the outputs
+    mapped back: 16 passes instead of 1. Hand-written because MONAI's ``TestTimeAugmentation``
+    draws random dictionary transforms for uncertainty estimates, not a fixed symmetric average.
+
+    ``positions``: the whole volume's :class:`SamplePositions` (canonical order), required for a
+    network with grid-encoding channels; each window, and each TTA view of it, gets the channels of
+    its own crop, flips and swap.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        device: torch.device,
+        amp: bool,
+        tta: bool = False,
+        positions: SamplePositions | None = None,
+    ) -> None:
+        super().__init__()
+        if device.type == "cpu":
+            network = network.to(memory_format=torch.channels_last_3d)
+        self.network = network
+        self.device = device
+        self.amp = amp
+        self.views = _symmetries() if tta else [((), False)]
+        takes_grid = grid_channels(network) > 0
+        if takes_grid and positions is None:
+            raise ValueError("this network takes grid-encoding channels: give the volume's SamplePositions")
+        self.positions = positions if takes_grid else None
+
+    def _run(self, x: torch.Tensor, positions: list[SamplePositions] | None) -> torch.Tensor:
+        if positions is not None:  # one per window of the batch, in the view's orientation
+            x = with_grid_channels(x, positions)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(self.device, self.amp):
+            return self.network(x).float()
+
+    def forward(self, x: torch.Tensor, location: Sequence[Sequence[slice]] | None = None) -> torch.Tensor:
+        """``x``: windows ``(B, C, *S)``; ``location``: MONAI's ``with_coord`` slices of each window
+        (batch, channel, then spatial), or ``None`` for the whole volume."""
+        windows = None
+        if self.positions is not None:
+            whole = [self.positions] * x.shape[0]
+            windows = whole if location is None else [self.positions.cropped(loc[2:]) for loc in location]
+        total = None
+        for flips, swap in self.views:
+            v = x.flip(flips) if flips else x
+            v = v.transpose(2, 3) if swap else v
+            views = None
+            if windows is not None:
+                views = [p.flipped([d - 2 for d in flips]) for p in windows]
+                views = [p.permuted([1, 0, 2]) for p in views] if swap else views
+            y = self._run(v, views)
+            y = y.transpose(2, 3) if swap else y  # undo in reverse order: swap, then flips
+            y = y.flip(flips) if flips else y
+            total = y if total is None else total.add_(y)
+        return total.div_(len(self.views)).contiguous()
+
+
+def grid_channels(network: nn.Module) -> int:
+    """How many grid-encoding input channels ``network`` takes after the image (0: none)."""
+    return int(getattr(getattr(network, "config", None), "grid_channels", 0))
+
+
+def _symmetries() -> list[tuple[tuple[int, ...], bool]]:
+    """Flips of any of the spatial dims (2, 3, 4) x swapping the in-plane dims 2 and 3: 16 views."""
+    flips = [
+        tuple(d for d, on in zip((2, 3, 4), bits, strict=True) if on)
+        for bits in itertools.product((0, 1), repeat=3)
+    ]
+    return [(f, swap) for f in flips for swap in (False, True)]
+
+
+@torch.no_grad()
+def super_resolve(
+    image: torch.Tensor,
+    network: nn.Module,
+    normalizer: PercentileNormalizer | None = None,
+    scale: float | Sequence[float] | None = None,
+    spacing: float | Sequence[float | None] | None = None,
+    roi: Sequence[int] | None = None,
+    overlap: float | None = None,
+    device: str | torch.device = "auto",
+    amp: bool = True,
+    progress: bool = False,
+    sw_batch_size: int = 1,
+    consistency: bool = False,
+    tta: bool = False,
+) -> torch.Tensor:
+    """Super-resolve a channel-first scan ``(C, X, Y, Z)``.
+
+    Args:
+        image: MetaTensor in scanner units; its affine defines the input grid.
+        network: a generator mapping a spline-interpolated, normalised patch to its refinement.
+        normalizer: the normalisation the network was trained with (default percentile 0.5/99.5).
+        scale: per-axis up-sampling factors (non-integer allowed); or
+        spacing: target voxel size in mm (``None`` on an axis keeps it). With neither, the output
+            is isotropic at the finest input spacing.
+        roi: window size in output voxels, in the network's canonical order (coarse axis last);
+            default: fitted to the volume by :func:`plan_windows`, within :func:`window_budget`.
+        overlap: window overlap fraction with an explicit ``roi`` (default 0.15); gaussian blending.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where windows run; the volume stays on the CPU.
+        amp: bfloat16 autocast on GPUs that support it and on CPUs where it is faster (measured once
+            per machine); float32 elsewhere (:func:`volsr.inference.devices.autocast_dtype`).
+        progress: show a progress bar over windows.
+        sw_batch_size: windows per network call.
+        consistency: project the output onto the volumes whose boxcar thick-slice degradation onto
+            the input grid reproduces the input exactly
+            (:func:`volsr.inference.consistency.project_consistent`), in normalised units, before
+            de-normalising. Exact and cheap, but it assumes boxcar slices on every up-sampled axis,
+            contiguous unless the header stated the slice thickness
+            (:func:`volsr.data.acquisition.slice_acquisition`).
+        tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
+            window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
+
+    Returns:
+        MetaTensor on the output grid (field of view kept), float32 in the input's units.
+    """
+    normalizer = normalizer or PercentileNormalizer()
+    dev = resolve_device(device)
+    out_affine, out_shape, effective = output_grid(image, scale, spacing)
+
+    data = image.as_tensor() if hasattr(image, "as_tensor") else image
+    lo, hi = normalizer.fit(data)
+    work = volume_device(dev, math.prod(out_shape))  # where the whole volume lives
+    x_lr = normalizer.normalize(data.to(work).float(), lo, hi)  # (C, *in_shape)
+    x = resample_array(x_lr, out_shape, "cubic")  # (C, *out_shape): the only whole-volume resampling
+
+    axis = coarse_axis(effective)
+    x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last
+    if roi is None:
+        budget = window_budget(math.prod(out_shape), network, dev, amp)
+        roi, overlap = plan_windows(x.shape[2:], budget, margin=window_margin(network))
+    else:
+        roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
+        overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
+    predictor = _Predictor(network.to(dev).eval(), dev, amp, tta, positions)
+    y = sliding_window_inference(
+        x,
+        roi,
+        sw_batch_size,
+        predictor,
+        overlap=overlap,
+        mode="gaussian",
+        sw_device=dev,
+        device=work,
+        progress=progress,
+        with_coord=True,
+    )
+    del x  # the spline volume: one full-size buffer less at the peak
+    y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
+    if consistency:  # the input grid is the low-resolution grid of the model: same field of view
+        y = project_consistent(y, x_lr, thickness_ratio=thickness_ratios(image))
+    y = normalizer.denormalize_(y.contiguous(), lo, hi).cpu()
+    return new_image(y, image, out_affine)
