@@ -281,7 +281,7 @@ def infer(
         bool, typer.Option("--consistency", help="Project the output so re-degrading it gives the input.")
     ] = False,
     tta: Annotated[
-        bool, typer.Option("--tta", help="Average 16 flipped/swapped passes (16x slower, a little sharper).")
+        bool, typer.Option("--tta", help="Average 16 flipped/swapped passes (16x the network time).")
     ] = False,
     adapt: Annotated[
         int,

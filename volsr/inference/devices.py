@@ -120,8 +120,8 @@ def measured_cpu_prefers_bf16() -> bool:
     """Whether a bfloat16 conv3d beats float32 here by :data:`BF16_MIN_SPEEDUP` (about 0.1 s), measured
     once per machine and read back from :func:`precision_cache_file` afterwards.
 
-    Why measured: the flags do not tell. On an AMD EPYC with AVX512-BF16, oneDNN's bf16 conv3d ran
-    2.3x faster than float32; on an Intel Xeon guest that shows AVX512-BF16 but not AMX, 2x slower.
+    Why measured: the flags do not tell. A CPU with AVX512-BF16 may run oneDNN's bf16 conv3d faster
+    than float32, or (without AMX) slower; docs/benchmarks.md has the figures.
     Why cached: timings move with the machine's load, and a choice that flips between two runs
     changes their outputs. Where the cache cannot be written, float32: the same in every run.
     """

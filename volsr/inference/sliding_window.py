@@ -51,8 +51,8 @@ __all__ = [
 # fewest, largest windows within a voxel budget (160^3, less for very large volumes on a CPU: see
 # window_budget), overlapping by at least the receptive field (23 voxels for the base network), so
 # each output voxel is computed about once.
-# MONAI's fixed-roi tiling aligns windows to the volume edges and recomputed 2.1x the voxels of one
-# whole-volume pass on typical head volumes; the fitted plan does 1.0-1.4x (benchmarks/speed.py).
+# MONAI's fixed-roi tiling aligns windows to the volume edges and recomputes far more voxels than
+# one whole-volume pass on typical head volumes; benchmarks/speed.py measures both plans.
 WINDOW_BUDGET = 160**3
 DEFAULT_MARGIN = 24
 # Memory on a CPU: the whole volume's buffers (the spline input, MONAI's blended output and count map,
