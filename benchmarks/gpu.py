@@ -10,7 +10,7 @@
 Everything goes to ``--out`` (``gpu.json`` and ``gpu.md``); the ``cuda`` section of
 ``docs/benchmarks.md`` is written from that file with ``--report FILE``.
 
-    python -m benchmarks.gpu --data .gpu/data --out "$OUT"        # on the GPU machine (scripts/pack_for_gpu.py)
+    python -m benchmarks.gpu --data .gpu/data --out "$OUT"        # on the GPU machine (see scripts/)
     python -m benchmarks.gpu --device cpu --quick --out /tmp/gpu  # a smoke run anywhere
     python -m benchmarks.gpu --report /path/to/gpu.json           # back here: docs/benchmarks.md
 """
