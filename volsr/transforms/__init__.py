@@ -9,6 +9,7 @@ from volsr.transforms.kspace import (
 )
 from volsr.transforms.noise import Noise, Noised, RandNoise, RandNoised
 from volsr.transforms.pipeline import build_degradation
+from volsr.transforms.protocol import KSpace, Protocol, ThickSlices, as_protocol, protocol_from_dict
 from volsr.transforms.slice_thickness import (
     RandSliceThickness,
     RandSliceThicknessd,
@@ -33,4 +34,9 @@ __all__ = [
     "RandNoise",
     "RandNoised",
     "build_degradation",
+    "ThickSlices",
+    "KSpace",
+    "Protocol",
+    "as_protocol",
+    "protocol_from_dict",
 ]
