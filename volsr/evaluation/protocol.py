@@ -1,7 +1,8 @@
 """Evaluation against a high-resolution reference: degrade it, restore it, score every method.
 
-The degradation is a protocol (:mod:`volsr.transforms.protocol`): :class:`~volsr.transforms.protocol.ThickSlices`
-or :class:`~volsr.transforms.protocol.KSpace`. Methods are classical baselines (``nearest``,
+The degradation is a protocol (:mod:`volsr.transforms.protocol`): thick slices
+(:class:`~volsr.transforms.protocol.ThickSlices`) or a reduced matrix
+(:class:`~volsr.transforms.protocol.KSpace`). Methods are classical baselines (``nearest``,
 ``linear``, ``cubic`` B-spline, ``fourier`` zero-filled k-space) and any number of resolvers
 (callables ``(lr, scale=...) -> output``, such as a ``SuperResolver``, handed in by the caller:
 :func:`volsr.api.evaluate_files`). Scores are masked PSNR / 3-D SSIM (:mod:`volsr.evaluation.metrics`)

@@ -31,7 +31,7 @@ from volsr.inference.devices import autocast, autocast_dtype, resolve_device
 from volsr.networks.checkpoint import build_network, load_grown_weights, save_checkpoint
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
 from volsr.training.validation import Validator
-from volsr.transforms.protocol import Protocol, ThickSlices, as_protocol
+from volsr.transforms.protocol import QUALITY_BAR, Protocol, as_protocol
 
 __all__ = [
     "TrainConfig",
@@ -69,7 +69,7 @@ class TrainConfig:
         }
     )
     val_data: list[str] = field(default_factory=list)
-    val_protocol: Protocol = field(default_factory=lambda: ThickSlices(axis=2, factor=4.0))
+    val_protocol: Protocol = QUALITY_BAR
     patch_size: int = 32
     zoom: tuple[float, float] = (1.0, 1.0)
     contrast_prob: float = 0.0

@@ -27,7 +27,9 @@ __all__ = ["Validator"]
 
 
 class Validator:
-    def __init__(self, paths: Sequence[str], protocol: Protocol, loader: Callable[[str], torch.Tensor]) -> None:
+    def __init__(
+        self, paths: Sequence[str], protocol: Protocol, loader: Callable[[str], torch.Tensor]
+    ) -> None:
         self.cases = []
         for p in paths:
             hr = loader(p)

@@ -33,7 +33,7 @@ from volsr.transforms.kspace import WINDOWS, KSpaceTruncation
 from volsr.transforms.slice_thickness import PROFILES, SliceThickness, thickness_for_factor
 from volsr.transforms.validation import check_positive, parse_axes, parse_choices
 
-__all__ = ["ThickSlices", "KSpace", "Protocol", "as_protocol", "protocol_from_dict"]
+__all__ = ["ThickSlices", "KSpace", "Protocol", "QUALITY_BAR", "as_protocol", "protocol_from_dict"]
 
 
 def _set(obj: object, name: str, value: Any) -> None:
@@ -143,6 +143,8 @@ class KSpace:
 
 
 Protocol = ThickSlices | KSpace
+#: the project's quality bar: x4 boxcar thick slices along axis 2 (``volsr evaluate`` and validation)
+QUALITY_BAR = ThickSlices(axis=2, factor=4.0)
 _KINDS: dict[str, type] = {"thickness": ThickSlices, "kspace": KSpace}
 
 
@@ -163,7 +165,9 @@ def protocol_from_dict(d: Mapping) -> Protocol:
     allowed = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ValueError(f"{kind} protocol has no {', '.join(unknown)} (it takes {', '.join(sorted(allowed))})")
+        raise ValueError(
+            f"{kind} protocol has no {', '.join(unknown)} (it takes {', '.join(sorted(allowed))})"
+        )
     if cls is ThickSlices and "factor" not in values and "thickness" not in values:
         values["factor"] = 4.0
     return cls(**values)
