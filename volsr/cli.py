@@ -544,7 +544,7 @@ def demo(
     device: Device = "auto",
 ) -> None:
     """Run the default bundle on the sample thick-slice scan shipped with volsr (no download)."""
-    from volsr.demo import run_demo
+    from volsr.api import run_demo
 
     r = run_demo(output, bundle=bundle, device=device)
     shape_in = " x ".join(map(str, r["shape_in"]))

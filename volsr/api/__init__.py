@@ -47,6 +47,7 @@ __all__ = [
     "StepTrainer",
     "is_written_series",
     "summary_markdown",
+    "run_demo",
 ]
 
 #: where each name lives; imported on first use, so ``import volsr.api`` stays light
@@ -81,6 +82,7 @@ _LAZY = {
     "StepTrainer": "volsr.api.bundle",
     "is_written_series": "volsr.data.dicom_writer",
     "summary_markdown": "volsr.evaluation.report",
+    "run_demo": "volsr.demo",
 }
 
 
