@@ -23,6 +23,7 @@ from volsr.evaluation.protocol import degrade, restore_baseline
 from volsr.geometry.grids import grid_factors
 from volsr.inference.sliding_window import super_resolve
 from volsr.training.adaptation import adapt
+from volsr.transforms.protocol import Protocol, ThickSlices
 
 DEFAULT_DATA = [
     "../shared/data/val/T1_head_ext2.nii.gz",
@@ -30,7 +31,9 @@ DEFAULT_DATA = [
 ]
 
 
-def run(path: str, settings: list[tuple[int, float]], protocol: dict, bundle: str, device: str) -> list[dict]:
+def run(
+    path: str, settings: list[tuple[int, float]], protocol: Protocol, bundle: str, device: str
+) -> list[dict]:
     hr = load_image(path)
     lr = degrade(hr, protocol)
     scale = grid_factors(lr.shape[1:], hr.shape[1:])
@@ -72,7 +75,7 @@ def main() -> None:
     p.add_argument("--bundle", default="volsr_cnn3d")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
-    protocol = {"kind": "thickness", "axis": a.axis, "factor": a.factor, "profile": "boxcar"}
+    protocol = ThickSlices(axis=a.axis, factor=a.factor)
     for path in a.data:
         if not Path(path).exists():
             raise SystemExit(f"{path}: no such file")

@@ -57,13 +57,14 @@ def precision_rows(device: str, volumes: list[Path], quick: bool) -> list[dict]:
     from volsr.evaluation.metrics import compare
     from volsr.evaluation.protocol import degrade
     from volsr.geometry.grids import grid_factors
+    from volsr.transforms.protocol import ThickSlices
 
     rows = []
     for path in volumes:
         hr = load_image(path)
         if quick:
             hr = hr[:, :48, :48, :]
-        lr = degrade(hr, {"kind": "thickness", "axis": 2, "factor": 4.0})
+        lr = degrade(hr, ThickSlices(axis=2, factor=4.0))
         scale = grid_factors(lr.shape[1:], hr.shape[1:])
         for bundle in BUNDLES:
             sr = SuperResolver.from_bundle(bundle, device=device)

@@ -29,7 +29,8 @@ import torch
 
 from volsr.data.io import VOLUME_SUFFIXES, scan_stem
 from volsr.errors import VolsrInputWarning
-from volsr.evaluation.protocol import evaluate, protocol_name
+from volsr.evaluation.protocol import evaluate
+from volsr.transforms.protocol import KSpace, Protocol, ThickSlices
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
@@ -50,17 +51,13 @@ def baselines() -> list[str]:
     return ["nearest", "linear", "cubic"] + (["fourier"] if kspace_available() else [])
 
 
-def protocols(quick: bool = False) -> list[dict]:
+def protocols(quick: bool = False) -> list[Protocol]:
     """Thick slices x2 / x4 on each axis, slices with gaps, then k-space truncation to 1/2 and 1/3
     on all axes."""
-    thick = [
-        {"kind": "thickness", "axis": axis, "factor": factor, "profile": "boxcar"}
-        for factor in (2.0, 4.0)
-        for axis in (0, 1, 2)
-    ]
+    thick = [ThickSlices(axis=axis, factor=factor) for factor in (2.0, 4.0) for axis in (0, 1, 2)]
     # a clinical pattern (e.g. 3 mm slices every 4 mm): what the gap-aware data consistency is for
-    gaps = [{"kind": "thickness", "axis": 2, "factor": 3.0, "spacing_factor": 4 / 3, "profile": "boxcar"}]
-    kspace = [{"kind": "kspace", "fraction": f, "axes": [0, 1, 2], "window": "none"} for f in (1 / 2, 1 / 3)]
+    gaps = [ThickSlices(axis=2, factor=3.0, spacing_factor=4 / 3)]
+    kspace = [KSpace(f) for f in (1 / 2, 1 / 3)]
     if not kspace_available():
         kspace = []
     if quick:
@@ -104,7 +101,7 @@ def volume_name(path: Path) -> str:
 
 def run(
     volumes: Mapping[str, torch.Tensor],
-    protocol_list: Sequence[Mapping],
+    protocol_list: Sequence[Protocol],
     resolver_map: Mapping[str, object] | None = None,
     baseline_list: Sequence[str] | None = None,
     log: Callable[[str], None] | None = print,
@@ -126,7 +123,7 @@ def run(
                     {
                         "volume": vname,
                         "degradation": report["protocol_name"],
-                        "protocol": dict(protocol),
+                        "protocol": protocol.to_dict(),
                         "shape_hr": report["shape_hr"],
                         "shape_lr": report["shape_lr"],
                         "method": method,
@@ -301,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "quick": args.quick,
         "hardware": common.hardware(),
         "volumes": {k: list(v.shape[1:]) for k, v in volumes.items()},
-        "protocols": [protocol_name(p) for p in protocol_list],
+        "protocols": [p.name for p in protocol_list],
         "methods": methods_of(rows),
         "weights": weights_info(resolver_map),
         "rows": rows,

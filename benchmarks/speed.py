@@ -65,6 +65,7 @@ from volsr.inference.sliding_window import (
     window_margin,
 )
 from volsr.networks.residual_sr import ResidualSR3D, flops_per_voxel
+from volsr.transforms.protocol import ThickSlices
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
@@ -380,7 +381,7 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
 
 # ---------------------------------------------------------------------------------- autocast accuracy
 ACCURACY_VOLUME = common.DATA / "val" / "T1_head_ext2.nii.gz"
-ACCURACY_PROTOCOL = {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"}
+ACCURACY_PROTOCOL = ThickSlices(axis=2, factor=4.0)
 
 
 @torch.no_grad()
@@ -407,7 +408,7 @@ def amp_accuracy(
     psnr = {amp: methods[amp]["psnr"] for amp in (False, True)}
     return {
         "volume": Path(path).name + (" centre crop" if crop_to else ""),
-        "protocol": ACCURACY_PROTOCOL,
+        "protocol": ACCURACY_PROTOCOL.to_dict(),
         "autocast": str(dtype).replace("torch.", "") if dtype else "none (float32 only)",
         "psnr_float32": psnr[False],
         "psnr_autocast": psnr[True],

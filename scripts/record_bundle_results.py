@@ -76,12 +76,14 @@ VARIANT_KEYS = (
 
 def eval_metrics(summary: dict, bundle: str) -> dict:
     """``{protocol, <scan>: {psnr, ssim, cubic_psnr, cubic_ssim, sharpness, ...}}`` for ``bundle``."""
-    p = summary["protocol"]
-    what = (
-        f"x{p.get('factor', '?')} {p.get('profile', '')} thick slices along axis {p['axis']}"
-        if p.get("kind", "thickness") == "thickness"
-        else f"k-space truncation {p}"
-    )
+    from volsr.transforms.protocol import ThickSlices, protocol_from_dict
+
+    p = protocol_from_dict(summary["protocol"])
+    if isinstance(p, ThickSlices):
+        size = f"x{p.factor}" if p.factor is not None else f"{p.thickness} mm"
+        what = f"{size} {p.profile} thick slices along axis {p.axis}"
+    else:
+        what = f"k-space truncation {p.to_dict()}"
     out: dict = {"protocol": f"shared/data/val, {what}; masked PSNR (dB) / SSIM; volsr evaluate"}
     for scan, entry in summary["scans"].items():
         m, cubic = entry["methods"], entry["methods"]["cubic"]

@@ -14,6 +14,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from volsr.transforms.protocol import KSpace, ThickSlices
+
 
 def _benchmarks_package():
     """``benchmarks/`` is not installed: import it by path (the repository root need not be on sys.path)."""
@@ -47,8 +49,8 @@ def smooth_volume(shape=(24, 24, 24), seed: int = 0) -> MetaTensor:
 def test_quality_rows_table_and_plot(tmp_path):
     volumes = {"blob": smooth_volume()}
     protocols = [
-        {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"},
-        {"kind": "thickness", "axis": 0, "factor": 2.0, "profile": "boxcar"},
+        ThickSlices(axis=2, factor=4.0),
+        ThickSlices(axis=0, factor=2.0),
     ]
     rows = quality.run(volumes, protocols, {}, ["nearest", "linear", "cubic"], log=None)
     assert len(rows) == 2 * 3
@@ -70,12 +72,12 @@ def test_quality_rows_table_and_plot(tmp_path):
 
 def test_quality_protocols_and_quick():
     full, quick = quality.protocols(), quality.protocols(quick=True)
-    thick = [p for p in full if p["kind"] == "thickness" and "spacing_factor" not in p]
-    assert {(p["axis"], p["factor"]) for p in thick} == {(a, f) for a in (0, 1, 2) for f in (2.0, 4.0)}
-    gaps = [p for p in full if p.get("spacing_factor", 1.0) > 1.0]
-    assert [(p["axis"], p["factor"] * p["spacing_factor"]) for p in gaps] == [(2, pytest.approx(4.0))]
+    thick = [p for p in full if isinstance(p, ThickSlices) and p.spacing_factor == 1.0]
+    assert {(p.axis, p.factor) for p in thick} == {(a, f) for a in (0, 1, 2) for f in (2.0, 4.0)}
+    gaps = [p for p in full if isinstance(p, ThickSlices) and p.spacing_factor > 1.0]
+    assert [(p.axis, p.factor * p.spacing_factor) for p in gaps] == [(2, pytest.approx(4.0))]
     if quality.kspace_available():
-        assert sorted(round(p["fraction"], 3) for p in full if p["kind"] == "kspace") == [0.333, 0.5]
+        assert sorted(round(p.fraction, 3) for p in full if isinstance(p, KSpace)) == [0.333, 0.5]
         assert "fourier" in quality.baselines()
     assert len(quick) == 2
 
@@ -214,7 +216,7 @@ def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):
     save_checkpoint(bundle / "models" / "model.pt", network, PercentileNormalizer(), step=1)
     path = tmp_path / "blob.nii.gz"
     nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).as_tensor()[0].numpy(), np.eye(4)), path)
-    protocol = {"kind": "thickness", "axis": 2, "factor": 3.0, "profile": "boxcar"}
+    protocol = ThickSlices(axis=2, factor=3.0)
     settings = [adaptation.parse_setting("0:0"), adaptation.parse_setting("3:1e-3")]
     shipped, tuned = adaptation.run(str(path), settings, protocol, str(bundle), "cpu")
     assert (shipped["steps"], tuned["steps"], tuned["lr"]) == (0, 3, 1e-3)

@@ -177,7 +177,7 @@ def test_degrade_kspace_default_keeps_the_grid(tmp_path, scan):
         (["--factor", "0", "--axis", "2"], "--factor must be > 0"),
         (["--kspace", "0.5", "--profile", "gaussian"], "--profile"),
         (["--thickness", "4", "--axis", "2", "--window", "tukey"], "--window"),
-        (["--kspace", "1.5"], "fraction must be in (0, 1]"),
+        (["--kspace", "1.5"], "--kspace must be in (0, 1]"),
         (["--kspace", "0.5", "--axes", "0,x"], "--axes takes axis numbers"),
         (["--kspace", "0.5", "--axes", "0,0"], "repeated"),
         (["--thickness", "4", "--axis", "2", "--dtype", "complex64"], "dtype"),

@@ -16,9 +16,8 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import pydoc
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -122,9 +121,9 @@ def _format_info(d: dict) -> str:
 @_input_errors
 def info(scan: Scan, volume: Volume = None, series: Series = None) -> None:
     """Print a scan's grid (shape, spacing, orientation), data type and intensity range."""
-    from volsr.data.io import describe, load_image
+    from volsr.api import describe
 
-    typer.echo(_format_info(describe(load_image(scan, series_uid=series, volume=volume))))
+    typer.echo(_format_info(describe(scan, series_uid=series, volume=volume)))
 
 
 def _parse_axes(values: list[str] | None) -> tuple[int, ...]:
@@ -156,6 +155,71 @@ def _check_mode(
         raise ValueError(f"{', '.join(stray)} do(es) not apply to {'thick slices' if slices else '--kspace'}")
 
 
+#: a protocol's argument names (volsr.api.ThickSlices, KSpace) as the options that set them
+_FLAGS = {
+    "axis": "--axis",
+    "factor": "--factor",
+    "thickness": "--thickness",
+    "profile": "--profile",
+    "spacing_factor": "--spacing-factor",
+    "fraction": "--kspace",
+    "axes": "--axes",
+    "window": "--window",
+}
+
+Thickness = Annotated[float | None, typer.Option(help="Slice thickness in mm (FWHM for gaussian).")]
+Factor = Annotated[float | None, typer.Option(help="Slice thickness as a multiple of the voxel size.")]
+Axis = Annotated[int | None, typer.Option(help="Array axis (0, 1 or 2) across the thick slices.")]
+ProfileOption = Annotated[Profile | None, typer.Option("--profile", help="Slice profile [default: boxcar].")]
+SpacingFactor = Annotated[
+    float | None, typer.Option(help="Slice spacing / thickness: >1 leaves gaps, <1 overlaps [default: 1].")
+]
+KSpaceFraction = Annotated[
+    float | None, typer.Option("--kspace", help="Fraction of k-space lines kept, in (0, 1].")
+]
+Axes = Annotated[
+    list[str] | None, typer.Option(help="K-space axes: --axes 0,1 or --axes 0 --axes 1 [default: 0,1,2].")
+]
+WindowOption = Annotated[Window | None, typer.Option("--window", help="K-space apodisation [default: none].")]
+
+
+def _protocol(
+    thickness: float | None,
+    factor: float | None,
+    axis: int | None,
+    profile: Profile | None,
+    spacing_factor: float | None,
+    kspace: float | None,
+    axes: list[str] | None,
+    window: Window | None,
+    reduce_matrix: bool | None = None,
+):
+    """The degradation protocol the options name (``volsr.api.ThickSlices`` or ``KSpace``), built here
+    for both ``degrade`` and ``evaluate``; errors name the option. ``reduce_matrix=None``: the command
+    has no ``--reduce-matrix`` and a k-space protocol writes the smaller matrix."""
+    slice_options = {"--axis": axis is not None, "--profile": profile, "--spacing-factor": spacing_factor}
+    kspace_options = {"--axes": axes, "--window": window, "--reduce-matrix": reduce_matrix}
+    _check_mode(thickness, factor, kspace, slice_options, kspace_options)
+    from volsr.api import KSpace, ThickSlices
+
+    try:
+        if kspace is None:
+            if axis is None:
+                raise ValueError("--axis is required with --thickness/--factor")
+            return ThickSlices(
+                axis=axis,
+                factor=factor,
+                thickness=thickness,
+                profile=(profile or Profile.boxcar).value,
+                spacing_factor=1.0 if spacing_factor is None else spacing_factor,
+            )
+        matrix = {} if reduce_matrix is None else {"reduce_matrix": reduce_matrix}
+        return KSpace(kspace, axes=_parse_axes(axes), window=(window or Window.none).value, **matrix)
+    except ValueError as exc:  # "factor must be > 0" -> "--factor must be > 0"
+        message = re.sub(r"^\w+", lambda m: _FLAGS.get(m.group(0), m.group(0)), str(exc))
+        raise ValueError(message) from None
+
+
 @app.command()
 @_input_errors
 def degrade(
@@ -163,23 +227,14 @@ def degrade(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output NIfTI file (.nii.gz).", show_default=False)
     ],
-    thickness: Annotated[
-        float | None, typer.Option(help="Slice thickness in mm (FWHM for gaussian).")
-    ] = None,
-    factor: Annotated[
-        float | None, typer.Option(help="Slice thickness as a multiple of the voxel size.")
-    ] = None,
-    axis: Annotated[int | None, typer.Option(help="Array axis (0, 1 or 2) across the thick slices.")] = None,
-    profile: Annotated[Profile | None, typer.Option(help="Slice profile [default: boxcar].")] = None,
-    spacing_factor: Annotated[
-        float | None,
-        typer.Option(help="Slice spacing / thickness: >1 leaves gaps, <1 overlaps [default: 1]."),
-    ] = None,
-    kspace: Annotated[float | None, typer.Option(help="Fraction of k-space lines kept, in (0, 1].")] = None,
-    axes: Annotated[
-        list[str] | None, typer.Option(help="K-space axes: --axes 0,1 or --axes 0 --axes 1 [default: 0,1,2].")
-    ] = None,
-    window: Annotated[Window | None, typer.Option(help="K-space apodisation [default: none].")] = None,
+    thickness: Thickness = None,
+    factor: Factor = None,
+    axis: Axis = None,
+    profile: ProfileOption = None,
+    spacing_factor: SpacingFactor = None,
+    kspace: KSpaceFraction = None,
+    axes: Axes = None,
+    window: WindowOption = None,
     reduce_matrix: Annotated[
         bool, typer.Option("--reduce-matrix", help="Write the smaller k-space grid (same field of view).")
     ] = False,
@@ -194,42 +249,19 @@ def degrade(
     centres `--spacing-factor` x thickness apart. K-space: `--kspace FRACTION` of the central lines
     along `--axes`. The output keeps the field of view; its affine follows the new grid.
     """
-    slice_options = {"--axis": axis is not None, "--profile": profile, "--spacing-factor": spacing_factor}
-    kspace_options = {"--axes": axes, "--window": window, "--reduce-matrix": reduce_matrix}
-    _check_mode(thickness, factor, kspace, slice_options, kspace_options)
-    from volsr.data.acquisition import SLICE_AXIS, sidecar_fields, slice_acquisition
-    from volsr.data.io import check_output, load_image, save_image, write_sidecar
-    from volsr.geometry.grids import voxel_spacing
+    protocol = _protocol(
+        thickness, factor, axis, profile, spacing_factor, kspace, axes, window, reduce_matrix
+    )
+    from volsr.api import degrade_file
 
-    image = load_image(scan, series_uid=series, volume=volume)
-    out = check_output(output, image, dtype, overwrite, sidecar=kspace is None and axis == SLICE_AXIS)
-    if kspace is None:
-        from volsr.transforms.slice_thickness import SliceThickness, thickness_for_factor
-        from volsr.transforms.validation import check_positive, parse_axes
-
-        if axis is None:
-            raise ValueError("--axis is required with --thickness/--factor")
-        axis = parse_axes(axis, "--axis")[0]
-        if thickness is None:
-            thickness = thickness_for_factor(image, axis, check_positive(factor, "--factor"))
-        spacing = (
-            None if spacing_factor is None else check_positive(spacing_factor, "--spacing-factor") * thickness
-        )
-        prof = (profile or Profile.boxcar).value
-        transform = SliceThickness(axis, thickness, spacing, prof)
-    else:
-        from volsr.transforms.kspace import KSpaceTruncation
-
-        win = (window or Window.none).value
-        transform = KSpaceTruncation(kspace, axes=_parse_axes(axes), window=win, reduce_matrix=reduce_matrix)
-    result = transform(image)
-    save_image(result, out, dtype=dtype, overwrite=overwrite)
-    shape = " x ".join(str(n) for n in result.shape[1:])
-    spacing_mm = " x ".join(f"{s:.4g}" for s in voxel_spacing(result.affine))
-    typer.echo(f"wrote {out}: {shape} voxels of {spacing_mm} mm")
-    if kspace is None and (fields := sidecar_fields(result)) is not None:
-        written = write_sidecar(out, fields, overwrite=overwrite)
-        typer.echo(f"wrote {written}: {slice_acquisition(result).describe()}")
+    result = degrade_file(
+        scan, output, protocol, dtype=dtype, overwrite=overwrite, series_uid=series, volume=volume
+    )
+    shape = " x ".join(str(n) for n in result.shape)
+    spacing_mm = " x ".join(f"{s:.4g}" for s in result.spacing_mm)
+    typer.echo(f"wrote {result.path}: {shape} voxels of {spacing_mm} mm")
+    if result.sidecar is not None:
+        typer.echo(f"wrote {result.sidecar}: {result.slices}")
 
 
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -385,7 +417,7 @@ def _infer_jobs(
     from volsr.api import dicom_folder_for, series_outputs
 
     if dicom:
-        from volsr.data.dicom_writer import is_written_series
+        from volsr.api import is_written_series
 
         one = output is not None and len(scans) == 1 and series != ALL_SERIES
         if one and (not output.is_dir() or is_written_series(output)):
@@ -434,69 +466,34 @@ def train(
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
-    from monai.bundle import ConfigParser
+    from volsr.api import train_bundle
 
-    from volsr.api import find_bundle_root
-
-    root = find_bundle_root(bundle)
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "train.json"))
-    parser["bundle_root"] = str(root)
-    parser["resume"] = resume
-    parser["device"] = device
-    if data is not None:
-        parser["data"] = data
-    if steps is not None:
-        parser["steps"] = steps
-    known = {f.name for f in dataclasses.fields(pydoc.locate(parser["config"]["_target_"]))}
-    overrides = {"lr": lr, "warmup": warmup, "pixel_loss": pixel_loss.value if pixel_loss else None}
-    if resume:  # the schedule and loss the checkpoint was started with go on, unless told otherwise
-        stored = _stored_config(root / "models" / "checkpoint.pt")
-        for key, value in overrides.items():
-            if value is None and key in known:
-                overrides[key] = stored.get(key)
-        if steps is None and "steps" in stored:
-            parser["steps"] = stored["steps"]
-    for key, value in overrides.items():
-        if value is not None:
-            if key not in known:
-                flag = "--" + key.replace("_", "-")
-                raise typer.BadParameter(f"{root}: its train config has no {key!r}", param_hint=flag)
-            parser[f"config#{key}"] = value
-    if init is not None:
-        if not init.is_file():
-            raise typer.BadParameter(f"{init}: no such checkpoint", param_hint="--init")
-        parser["config#init"] = str(init)
-    results = parser.get_parsed_content("run")  # the config's "run" list: [train(...)]
-    best = results[-1] if isinstance(results, list) else results
+    best = train_bundle(
+        bundle,
+        data=data,
+        steps=steps,
+        resume=resume,
+        init=init,
+        lr=lr,
+        warmup=warmup,
+        pixel_loss=pixel_loss.value if pixel_loss else None,
+        device=device,
+    )
     typer.echo(f"done; best validation: {best}")
-
-
-def _stored_config(checkpoint: Path) -> dict:
-    """The training config saved in ``checkpoint`` (``{}`` when there is none)."""
-    if not checkpoint.is_file():
-        return {}
-    import torch
-
-    return torch.load(checkpoint, map_location="cpu", weights_only=False).get("config") or {}
 
 
 @app.command()
 @_input_errors
 def evaluate(
     scans: Annotated[list[Path], typer.Argument(help="High-resolution reference scans.", show_default=False)],
-    thickness: Annotated[float | None, typer.Option(help="Thick slices of this many mm.")] = None,
-    factor: Annotated[
-        float | None, typer.Option(help="Thick slices of F x the voxel size [default: 4].")
-    ] = None,
-    axis: Annotated[int, typer.Option(help="Axis of the thick slices.")] = 2,
-    profile: Annotated[Profile, typer.Option(help="Slice profile.")] = Profile.boxcar,
-    spacing_factor: Annotated[
-        float, typer.Option(help="Slice spacing / thickness: >1 leaves gaps, <1 overlaps.")
-    ] = 1.0,
-    kspace: Annotated[float | None, typer.Option(help="Instead: keep this fraction of k-space.")] = None,
-    axes: Annotated[list[str] | None, typer.Option(help="K-space axes, e.g. 0,1,2.")] = None,
-    window: Annotated[Window, typer.Option(help="K-space window.")] = Window.none,
+    thickness: Thickness = None,
+    factor: Factor = None,
+    axis: Axis = None,
+    profile: ProfileOption = None,
+    spacing_factor: SpacingFactor = None,
+    kspace: KSpaceFraction = None,
+    axes: Axes = None,
+    window: WindowOption = None,
     bundle: Annotated[list[str] | None, typer.Option(help="Bundles to score [default: volsr_cnn3d].")] = None,
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Also score with data consistency.")
@@ -513,27 +510,16 @@ def evaluate(
 ) -> None:
     """Degrade reference scans, super-resolve them, and score volsr against linear and cubic B-spline.
 
-    Writes per scan a JSON, a Markdown table and a PNG montage, plus summary.json / summary.md.
+    The degradation takes the options of `volsr degrade`, with the same defaults (`--axis` is
+    required with `--thickness`/`--factor`); k-space truncation always writes the smaller matrix.
+    With no degradation option: x4 boxcar thick slices along axis 2 (`--factor 4 --axis 2`, the
+    quality bar). Writes per scan a JSON, a Markdown table and a PNG montage, plus summary.json /
+    summary.md.
     """
-    from volsr.api import evaluate_files
-    from volsr.transforms.validation import check_positive
+    from volsr.api import QUALITY_BAR, evaluate_files
 
-    if kspace is not None:
-        if thickness is not None or factor is not None or spacing_factor != 1.0:
-            raise ValueError("--kspace excludes --thickness/--factor/--spacing-factor")
-        protocol = {
-            "kind": "kspace",
-            "fraction": kspace,
-            "axes": list(_parse_axes(axes)),
-            "window": window.value,
-        }
-    else:
-        if thickness is not None and factor is not None:
-            raise ValueError("--thickness and --factor are mutually exclusive; give one")
-        protocol = {"kind": "thickness", "axis": axis, "profile": profile.value}
-        protocol.update({"thickness": thickness} if thickness is not None else {"factor": factor or 4.0})
-        if spacing_factor != 1.0:
-            protocol["spacing_factor"] = check_positive(spacing_factor, "--spacing-factor")
+    options = (thickness, factor, axis, profile, spacing_factor, kspace, axes, window)
+    protocol = QUALITY_BAR if all(o is None for o in options) else _protocol(*options)
     summary = evaluate_files(
         [str(s) for s in scans],
         protocol,
@@ -544,7 +530,7 @@ def evaluate(
         tta=tta,
         adapt=adapt,
     )
-    from volsr.evaluation.report import summary_markdown
+    from volsr.api import summary_markdown
 
     typer.echo(summary_markdown(summary))
     typer.echo(f"reports in {output}/")
@@ -558,7 +544,7 @@ def demo(
     device: Device = "auto",
 ) -> None:
     """Run the default bundle on the sample thick-slice scan shipped with volsr (no download)."""
-    from volsr.demo import run_demo
+    from volsr.api import run_demo
 
     r = run_demo(output, bundle=bundle, device=device)
     shape_in = " x ".join(map(str, r["shape_in"]))

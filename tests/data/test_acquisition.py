@@ -19,7 +19,7 @@ from volsr.data.acquisition import SliceAcquisition, slice_acquisition, thicknes
 from volsr.data.io import load_image
 from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputWarning
-from volsr.evaluation.protocol import degrade, evaluate, protocol_name
+from volsr.evaluation.protocol import degrade, evaluate
 from volsr.geometry.interpolation import resample
 from volsr.inference.consistency import consistency_error, project_consistent
 from volsr.inference.sliding_window import super_resolve
@@ -27,6 +27,7 @@ from volsr.networks import ResidualSR3D
 from volsr.networks.checkpoint import save_checkpoint
 from volsr.training.adaptation import adaptation_sampler
 from volsr.transforms import SliceThickness
+from volsr.transforms.protocol import ThickSlices
 
 
 def _gapped_scan(tmp_path, sidecar: object = {"SliceThickness": 5, "SpacingBetweenSlices": 6.5}):
@@ -154,8 +155,8 @@ def test_cli_info_states_the_slices_and_infer_warns_in_one_line(tmp_path):
 
 def test_evaluate_with_gaps_scores_consistency_under_the_gap_model():
     hr = make_image(100 * smooth_volume((12, 10, 36)), oblique_affine((1.0, 1.0, 1.0)))
-    protocol = {"kind": "thickness", "axis": 2, "factor": 2.0, "spacing_factor": 1.5}  # 2 mm every 3 mm
-    assert protocol_name(protocol) == "thick x2 axis 2 boxcar spacing x1.5"
+    protocol = ThickSlices(axis=2, factor=2.0, spacing_factor=1.5)  # 2 mm every 3 mm
+    assert protocol.name == "thick x2 axis 2 boxcar spacing x1.5"
     lr = degrade(hr, protocol)
     assert lr.shape[-1] == 12 and slice_acquisition(lr).gap_mm == pytest.approx(1.0)
     sr = SuperResolver(ResidualSR3D(features=4, num_blocks=1), device="cpu")

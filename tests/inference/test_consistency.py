@@ -10,6 +10,7 @@ from volsr.inference.consistency import consistency_error, degrade_separable, pr
 from volsr.inference.sliding_window import super_resolve
 from volsr.networks import ResidualSR3D
 from volsr.transforms import SliceThickness
+from volsr.transforms.protocol import ThickSlices
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_own_degradation_is_consistent_non_integer_factor(hr):
     lr = SliceThickness(axis=2, thickness=3.75)(hr)  # 30 slices -> 8, factor 3.75
     assert lr.shape[1:] == (24, 20, 8)
     assert consistency_error(hr, lr) < 1e-6
-    lr = degrade(hr, {"kind": "thickness", "axis": 0, "factor": 4.0, "profile": "gaussian"})
+    lr = degrade(hr, ThickSlices(axis=0, factor=4.0, profile="gaussian"))
     assert consistency_error(hr, lr, profile="gaussian") < 1e-6
 
 

@@ -135,9 +135,10 @@ def _thick_crop(shared_data):
     """The 64 x 64 in-plane crop of T2w.nii.gz, thickened x4 along the slice axis, and its truth."""
     from volsr.data.io import load_image
     from volsr.evaluation.protocol import degrade
+    from volsr.transforms.protocol import ThickSlices
 
     hr = load_image(shared_data / "val" / "T2w.nii.gz")[:, 80:144, 80:144, :]
-    return degrade(hr, {"kind": "thickness", "axis": 2, "factor": 4.0}), hr
+    return degrade(hr, ThickSlices(axis=2, factor=4.0)), hr
 
 
 def _psnr(x: torch.Tensor, reference: torch.Tensor) -> float:

@@ -128,9 +128,10 @@ def test_real_t2w_at_x4_adapts_on_its_2mm_reference_grid(shared_data):
     from volsr.data.io import load_image
     from volsr.evaluation.protocol import degrade
     from volsr.geometry.grids import voxel_spacing
+    from volsr.transforms.protocol import ThickSlices
 
     hr = load_image(shared_data / "val" / "T2w.nii.gz")
-    lr = degrade(hr, {"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"})
+    lr = degrade(hr, ThickSlices(axis=2, factor=4.0))
     scale = [n / m for n, m in zip(hr.shape[1:], lr.shape[1:], strict=True)]
     volume, axis, thickness = adaptation_volume(lr, scale=scale)
     assert (axis, thickness) == (2, pytest.approx(8.0))

@@ -1,10 +1,8 @@
 """Evaluation against a high-resolution reference: degrade it, restore it, score every method.
 
-A *protocol* names the degradation, as a dict:
-``{"kind": "thickness", "axis": 2, "factor": 4.0, "profile": "boxcar"}`` (thick slices of
-``factor`` x the voxel size; ``"spacing_factor": 1.3`` puts their centres 1.3 x the thickness
-apart, leaving gaps) or ``{"kind": "kspace", "fraction": 0.5, "axes": [0, 1, 2],
-"window": "none"}`` (a reduced acquisition matrix). Methods are classical baselines (``nearest``,
+The degradation is a protocol (:mod:`volsr.transforms.protocol`): thick slices
+(:class:`~volsr.transforms.protocol.ThickSlices`) or a reduced matrix
+(:class:`~volsr.transforms.protocol.KSpace`). Methods are classical baselines (``nearest``,
 ``linear``, ``cubic`` B-spline, ``fourier`` zero-filled k-space) and any number of resolvers
 (callables ``(lr, scale=...) -> output``, such as a ``SuperResolver``, handed in by the caller:
 :func:`volsr.api.evaluate_files`). Scores are masked PSNR / 3-D SSIM (:mod:`volsr.evaluation.metrics`)
@@ -24,47 +22,16 @@ from volsr.geometry.grids import grid_factors
 from volsr.geometry.interpolation import INTERPOLATION_ORDERS, resample
 from volsr.geometry.meta import new_image
 from volsr.inference.consistency import consistency_error, project_consistent
+from volsr.transforms.protocol import Protocol, ThickSlices
 
-__all__ = ["BASELINES", "degrade", "restore_baseline", "evaluate", "protocol_name"]
+__all__ = ["BASELINES", "degrade", "restore_baseline", "evaluate"]
 
 BASELINES = ("nearest", "linear", "cubic", "fourier")
 
 
-def protocol_name(protocol: Mapping) -> str:
-    if protocol.get("kind", "thickness") == "thickness":
-        name = (
-            f"thick x{float(protocol.get('factor', 4)):g} axis {protocol.get('axis', 2)} "
-            f"{protocol.get('profile', 'boxcar')}"
-        )
-        spacing_factor = float(protocol.get("spacing_factor", 1.0))
-        return name if spacing_factor == 1.0 else f"{name} spacing x{spacing_factor:g}"
-    axes = "".join(str(a) for a in protocol.get("axes", [0, 1, 2]))
-    return f"k-space {float(protocol['fraction']):.2g} axes {axes}"
-
-
-def degrade(hr: torch.Tensor, protocol: Mapping) -> torch.Tensor:
+def degrade(hr: torch.Tensor, protocol: Protocol) -> torch.Tensor:
     """The low-resolution image of ``hr`` under ``protocol`` (on its own, smaller grid)."""
-    kind = protocol.get("kind", "thickness")
-    if kind == "thickness":
-        from volsr.transforms.slice_thickness import SliceThickness, thickness_for_factor
-
-        axis = int(protocol.get("axis", 2))
-        if "thickness" in protocol:
-            thickness = float(protocol["thickness"])
-        else:
-            thickness = thickness_for_factor(hr, axis, float(protocol.get("factor", 4.0)))
-        spacing = float(protocol.get("spacing_factor", 1.0)) * thickness
-        return SliceThickness(axis, thickness, spacing, profile=protocol.get("profile", "boxcar"))(hr)
-    if kind == "kspace":
-        from volsr.transforms import KSpaceTruncation
-
-        return KSpaceTruncation(
-            protocol["fraction"],
-            axes=protocol.get("axes", (0, 1, 2)),
-            window=protocol.get("window", "none"),
-            reduce_matrix=True,
-        )(hr)
-    raise ValueError(f"protocol kind must be 'thickness' or 'kspace', got {kind!r}")
+    return protocol.transform()(hr)
 
 
 def restore_baseline(lr: torch.Tensor, shape: Sequence[int], method: str) -> torch.Tensor:
@@ -85,7 +52,7 @@ def _consistency(sr: torch.Tensor, lr: torch.Tensor) -> float:
 
 def evaluate(
     hr: torch.Tensor,
-    protocol: Mapping,
+    protocol: Protocol,
     resolvers: Mapping[str, object] | None = None,
     baselines: Sequence[str] = ("linear", "cubic"),
     consistency: bool = False,
@@ -113,13 +80,11 @@ def evaluate(
     methods = {}
     for name, out in outputs.items():
         scores = compare(out, hr)
-        scores["consistency"] = (
-            _consistency(out, lr) if protocol.get("kind", "thickness") == "thickness" else None
-        )
+        scores["consistency"] = _consistency(out, lr) if isinstance(protocol, ThickSlices) else None
         methods[name] = scores
     return {
-        "protocol": dict(protocol),
-        "protocol_name": protocol_name(protocol),
+        "protocol": protocol.to_dict(),
+        "protocol_name": protocol.name,
         "shape_hr": list(shape),
         "shape_lr": list(lr.shape[1:]),
         "methods": methods,

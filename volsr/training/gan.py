@@ -114,6 +114,7 @@ class GanConfig(TrainConfig):
     val_every: int = 250
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         parse_choices(self.adversarial, "adversarial", ADVERSARIAL)
         check_positive(self.g_lr, "g_lr")
         check_positive(self.d_lr, "d_lr")

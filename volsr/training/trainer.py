@@ -31,6 +31,7 @@ from volsr.inference.devices import autocast, autocast_dtype, resolve_device
 from volsr.networks.checkpoint import build_network, load_grown_weights, save_checkpoint
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
 from volsr.training.validation import Validator
+from volsr.transforms.protocol import QUALITY_BAR, Protocol, as_protocol
 
 __all__ = [
     "TrainConfig",
@@ -55,7 +56,8 @@ class TrainConfig:
     CPU, on a GPU every core but one up to 16). ``init`` is a checkpoint whose weights start a fresh
     run (fine-tuning; a network with more input channels or features is grown from it by
     :func:`volsr.networks.checkpoint.load_grown_weights`, so it starts as the checkpoint's network).
-    ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`).
+    ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`). ``val_protocol`` is the
+    validation's degradation (:mod:`volsr.transforms.protocol`; its dict form is accepted).
     """
 
     data: str | list[str]
@@ -67,7 +69,7 @@ class TrainConfig:
         }
     )
     val_data: list[str] = field(default_factory=list)
-    val_protocol: dict = field(default_factory=lambda: {"axis": 2, "factor": 4.0, "profile": "boxcar"})
+    val_protocol: Protocol = QUALITY_BAR
     patch_size: int = 32
     zoom: tuple[float, float] = (1.0, 1.0)
     contrast_prob: float = 0.0
@@ -90,6 +92,10 @@ class TrainConfig:
     progress: bool = True
     init: str | None = None
     workers: int | None = None
+
+    def __post_init__(self) -> None:
+        # JSON configs and stored checkpoints give the protocol as a dict: typed once, here
+        self.val_protocol = as_protocol(self.val_protocol)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:

@@ -1,7 +1,7 @@
 """Validation during training: a fixed degradation, sliding-window inference, masked scores.
 
-The protocol is the quality bar's (see :func:`volsr.evaluation.protocol.degrade`): by default x4 boxcar
-thick slices along axis 2.
+The protocol (:mod:`volsr.transforms.protocol`) is ``TrainConfig.val_protocol``: by default the quality
+bar's x4 boxcar thick slices along axis 2.
 Each validation volume is degraded once; the cubic B-spline baseline is scored once; the network
 is scored at every call. ``psnr_gain`` is the mean over volumes of network minus cubic PSNR.
 """
@@ -21,12 +21,15 @@ from volsr.evaluation.protocol import degrade
 from volsr.geometry.grids import grid_factors
 from volsr.geometry.interpolation import resample
 from volsr.inference.sliding_window import super_resolve
+from volsr.transforms.protocol import Protocol
 
 __all__ = ["Validator"]
 
 
 class Validator:
-    def __init__(self, paths: Sequence[str], protocol: dict, loader: Callable[[str], torch.Tensor]) -> None:
+    def __init__(
+        self, paths: Sequence[str], protocol: Protocol, loader: Callable[[str], torch.Tensor]
+    ) -> None:
         self.cases = []
         for p in paths:
             hr = loader(p)

@@ -9,6 +9,14 @@ from volsr.transforms.kspace import (
 )
 from volsr.transforms.noise import Noise, Noised, RandNoise, RandNoised
 from volsr.transforms.pipeline import build_degradation
+from volsr.transforms.protocol import (
+    QUALITY_BAR,
+    KSpace,
+    Protocol,
+    ThickSlices,
+    as_protocol,
+    protocol_from_dict,
+)
 from volsr.transforms.slice_thickness import (
     RandSliceThickness,
     RandSliceThicknessd,
@@ -33,4 +41,10 @@ __all__ = [
     "RandNoise",
     "RandNoised",
     "build_degradation",
+    "ThickSlices",
+    "KSpace",
+    "Protocol",
+    "QUALITY_BAR",
+    "as_protocol",
+    "protocol_from_dict",
 ]

@@ -1,6 +1,4 @@
-"""The Python API: ``SuperResolver``. The CLI and the bundle configs call this and nothing else.
-
-``evaluate_files`` scores bundles against classical baselines on scans (``volsr evaluate``).
+"""``SuperResolver``: a bundle's trained network, ready for whole scans and files; bundles found by name.
 
 Example:
     >>> from volsr import SuperResolver
@@ -11,11 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,13 +30,13 @@ from volsr.networks.checkpoint import load_checkpoint
 
 __all__ = [
     "SuperResolver",
+    "ResolverOptions",
     "find_bundle",
     "find_bundle_root",
     "DEFAULT_BUNDLE",
     "output_path_for",
     "dicom_folder_for",
     "series_outputs",
-    "evaluate_files",
 ]
 
 DEFAULT_BUNDLE = "volsr_cnn3d"
@@ -133,12 +133,11 @@ def warn_if_not_contiguous(image: torch.Tensor) -> None:
     )
 
 
-class SuperResolver:
-    """A trained generator with the normalisation it was trained with, ready for whole scans.
+@dataclass(frozen=True)
+class ResolverOptions:
+    """How a :class:`SuperResolver` runs its network over a scan.
 
     Args:
-        network: the torch module (``sr.network``).
-        normalizer: intensity normalisation stored with the weights.
         roi: sliding-window size in output voxels (coarse axis last); default: fitted to each volume
             (:func:`volsr.inference.sliding_window.plan_windows`).
         overlap: window overlap fraction with an explicit ``roi``.
@@ -153,30 +152,56 @@ class SuperResolver:
             loaded network is not changed.
     """
 
+    roi: tuple[int, ...] | None = None
+    overlap: float | None = None
+    device: str | torch.device = "auto"
+    amp: bool = True
+    progress: bool = False
+    consistency: bool = False
+    tta: bool = False
+    adapt: int = 0
+
+    def __post_init__(self) -> None:
+        # frozen: normalising the given values once, here
+        object.__setattr__(self, "roi", None if self.roi is None else tuple(int(r) for r in self.roi))
+        object.__setattr__(self, "overlap", None if self.overlap is None else float(self.overlap))
+        object.__setattr__(self, "adapt", int(self.adapt))
+
+
+class SuperResolver:
+    """A trained generator with the normalisation it was trained with, ready for whole scans.
+
+    Args:
+        network: the torch module (``sr.network``).
+        normalizer: intensity normalisation stored with the weights.
+        options: how it runs (:class:`ResolverOptions`); keyword arguments (``roi=...``, ``tta=True``,
+            ...) change single options.
+
+    ``sr.info`` is the provenance of the weights (bundle, bundle version, checkpoint step); every
+    resolver derived from this one (:meth:`with_options`, :meth:`adapted`) keeps it.
+    """
+
     def __init__(
         self,
         network: nn.Module,
         normalizer: PercentileNormalizer | None = None,
-        roi: Sequence[int] | None = None,
-        overlap: float | None = None,
-        device: str | torch.device = "auto",
-        amp: bool = True,
-        progress: bool = False,
-        consistency: bool = False,
-        tta: bool = False,
-        adapt: int = 0,
+        options: ResolverOptions | None = None,
+        **changes,
     ) -> None:
-        self.device = resolve_device(device)
+        options = dataclasses.replace(options or ResolverOptions(), **changes)
+        self.options = dataclasses.replace(options, device=resolve_device(options.device))
         self.network = network.eval().to(self.device)
         self.normalizer = normalizer or PercentileNormalizer()
-        self.roi = None if roi is None else tuple(int(r) for r in roi)
-        self.overlap = None if overlap is None else float(overlap)
-        self.amp = amp
-        self.progress = progress
-        self.consistency = consistency
-        self.tta = tta
-        self.adapt = int(adapt)
         self.info: dict = {}
+
+    roi = property(lambda self: self.options.roi)
+    overlap = property(lambda self: self.options.overlap)
+    device = property(lambda self: self.options.device)
+    amp = property(lambda self: self.options.amp)
+    progress = property(lambda self: self.options.progress)
+    consistency = property(lambda self: self.options.consistency)
+    tta = property(lambda self: self.options.tta)
+    adapt = property(lambda self: self.options.adapt)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> SuperResolver:
@@ -253,12 +278,13 @@ class SuperResolver:
         )
         return self.with_options(network=tuned, **options)
 
-    def with_options(self, network: nn.Module | None = None, **options) -> SuperResolver:
-        """A resolver like this one (same normaliser; ``network`` if given) with ``options`` changed;
-        it does not adapt again (``adapt=0``) unless told to."""
-        keep = dict(roi=self.roi, overlap=self.overlap, device=self.device, amp=self.amp,
-                    progress=self.progress, consistency=self.consistency, tta=self.tta)  # fmt: skip
-        return SuperResolver(network or self.network, self.normalizer, **{**keep, **options})
+    def with_options(self, network: nn.Module | None = None, **changes) -> SuperResolver:
+        """A resolver like this one (same normaliser and provenance; ``network`` if given) with the
+        options in ``changes`` changed (:class:`ResolverOptions`); it does not adapt again
+        (``adapt=0``) unless told to."""
+        sr = SuperResolver(network or self.network, self.normalizer, self.options, **{"adapt": 0, **changes})
+        sr.info = dict(self.info)
+        return sr
 
     def predict_file(
         self,
@@ -349,74 +375,3 @@ class SuperResolver:
             "Input": grid(image) | series,
             "Output": grid(out),
         }
-
-
-class _AdaptedPerScan:
-    """``sr`` fine-tuned on each scan it is given, once per scan for ``+adapt`` and ``+adapt+tta``."""
-
-    def __init__(self, sr, steps: int) -> None:
-        self.sr, self.steps = sr, steps
-        self.scan, self.plain, self.averaged = None, None, None  # holding the scan: its identity is unique
-
-    def _for(self, lr: torch.Tensor, scale: Sequence[float]) -> None:
-        if self.scan is not lr:
-            self.plain = self.sr.adapted(lr, scale=scale, steps=self.steps)
-            self.averaged = self.plain.with_options(tta=True)
-            self.scan = lr
-
-    def __call__(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
-        self._for(lr, scale)
-        return self.plain(lr, scale=scale)
-
-    def with_tta(self, lr: torch.Tensor, scale: Sequence[float]) -> torch.Tensor:
-        self._for(lr, scale)
-        return self.averaged(lr, scale=scale)
-
-
-def evaluate_files(
-    paths: Sequence[str | Path],
-    protocol: Mapping,
-    bundles: Sequence[str | Path] = (),
-    out_dir: str | Path = "eval",
-    device: str = "auto",
-    baselines: Sequence[str] = ("linear", "cubic"),
-    consistency: bool = False,
-    tta: bool = False,
-    adapt: int = 0,
-) -> dict:
-    """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
-
-    Each bundle is scored as is and, with ``consistency=True``, also with data consistency
-    (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``);
-    with ``adapt`` > 0 also fine-tuned for ``adapt`` steps on each degraded scan (``+adapt``, and
-    ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference).
-    Returns the summary dict.
-    """
-    from volsr.data.io import load_image, scan_stem
-    from volsr.evaluation.protocol import evaluate, protocol_name
-    from volsr.evaluation.report import summary_markdown, write_report
-
-    resolvers = {}
-    for b in bundles:
-        name = find_bundle(b).name
-        resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
-        if tta:  # the same loaded network, averaged over flipped views
-            resolvers[f"{name}+tta"] = sr.with_options(tta=True)
-        if adapt:
-            tuned = _AdaptedPerScan(sr, adapt)
-            resolvers[f"{name}+adapt"] = tuned
-            if tta:
-                resolvers[f"{name}+adapt+tta"] = tuned.with_tta
-    out = Path(out_dir)
-    summary: dict = {"protocol": dict(protocol), "protocol_name": protocol_name(protocol), "scans": {}}
-    for p in paths:
-        report = evaluate(load_image(p), protocol, resolvers, baselines, consistency=consistency)
-        report["name"] = scan_stem(p)
-        files = write_report(report, out, name=report["name"])
-        summary["scans"][report["name"]] = {
-            "methods": report["methods"],
-            "files": {k: str(v) for k, v in files.items()},
-        }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(summary_markdown(summary))
-    return summary
