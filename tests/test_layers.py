@@ -25,6 +25,7 @@ LAYERS = {
     "volsr.training": 7,
     "volsr.api": 8,
     "volsr.demo": 8,
+    "volsr.cohort": 8,
     "volsr.cli": 9,
 }
 
