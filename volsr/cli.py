@@ -344,7 +344,7 @@ def infer(
     if result.jobs > 1 or result.manifest is not None:
         done = f"{counts['done']} written, {counts['skipped'] + counts['exists']} skipped, {failed} failed"
         typer.echo(f"{done} of {result.jobs}" + (f"; manifest: {result.manifest}" if result.manifest else ""))
-    if failed and result.process.index == 0:  # under torchrun, rank 0 counts every rank's scans
+    if failed and result.reports:  # under torchrun, rank 0 counts every rank's scans
         if result.jobs > 1:
             typer.echo(f"volsr: {failed} of {result.jobs} scans failed", err=True)
         raise typer.Exit(2)

@@ -75,6 +75,12 @@ class CohortResult:
     manifest: Path | None = None
     process: Process = field(default_factory=Process)
 
+    @property
+    def reports(self) -> bool:
+        """Whether this process reports the run's outcome (exit status): every process but torchrun's
+        ranks other than 0, whose scans rank 0 counts."""
+        return self.process.kind != "rank" or self.process.index == 0
+
 
 def generated_by(sr) -> dict:
     """The ``GeneratedBy`` that ``sr`` writes into its outputs' sidecars, without the device (the
