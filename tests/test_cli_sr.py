@@ -222,8 +222,12 @@ def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(b
     errors = [line for line in r.stderr.splitlines() if line.startswith("volsr: error:")]
     assert len(errors) == 1 and f"series {uids[1]}" in errors[0] and "2-D" in errors[0]
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["study_1_T1_sag_sr.json", "study_1_T1_sag_sr.nii.gz", "study_3_T2_ax_TSE_sr.json",
-                       "study_3_T2_ax_TSE_sr.nii.gz"]  # fmt: skip
+    assert written == ["manifest.jsonl", "study_1_T1_sag_sr.json", "study_1_T1_sag_sr.nii.gz",
+                       "study_3_T2_ax_TSE_sr.json", "study_3_T2_ax_TSE_sr.nii.gz"]  # fmt: skip
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["series"], r["status"]) for r in records) == sorted(
+        zip(uids, ["done", "failed", "done"], strict=True)
+    )
     t2 = json.loads((out / "study_3_T2_ax_TSE_sr.json").read_text())
     assert t2["Input"]["SeriesInstanceUID"] == uids[0] and t2["Output"]["shape"] == [12, 10, 15]
     t1 = nib.load(out / "study_1_T1_sag_sr.nii.gz")
@@ -285,7 +289,7 @@ def test_infer_series_all_dicom_writes_a_series_folder_per_series(bundle, tmp_pa
     r = runner.invoke(app, ["infer", str(study), "--series", "all", "--dicom", "-o", str(out),
                             "--bundle", str(bundle), "--no-progress"])  # fmt: skip
     assert r.exit_code == 0, r.output
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.name for p in out.iterdir() if p.name != "manifest.jsonl")
     assert written == [
         "study_1_T1_sag_sr",
         "study_1_T1_sag_sr.json",

@@ -268,27 +268,25 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda
 Bundle = Annotated[str, typer.Option(help="Bundle name in bundles/ or a bundle folder.")]
 
 
-def _output_for(scan: Path, output: Path | None, many: bool) -> Path:
-    from volsr.api import output_path_for
-
-    if output is None:
-        return output_path_for(scan)
-    if many or output.is_dir() or not output.name.endswith((".nii", ".nii.gz")):
-        return output_path_for(scan, output)  # a folder: <stem>_sr.nii.gz inside it
-    return output
-
-
 @app.command()
 @_input_errors
 def infer(
-    scans: Annotated[list[Path], typer.Argument(help="Scans: files or DICOM folders.", show_default=False)],
+    scans: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Scans: files, DICOM folders, folders of scans, list files (.txt, JSON datalist), "
+            "BIDS roots.",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="Output file (one scan; with --dicom a new series folder) or an existing folder for the "
-            "outputs [default: ./STEM_sr.nii.gz, ./STEM_sr with --dicom].",
+            help="Output file (one scan; with --dicom a new series folder) or the folder for a cohort's "
+            "outputs and manifest.jsonl [default: ./STEM_sr.nii.gz, ./STEM_sr with --dicom; "
+            "a BIDS root: ROOT/derivatives/volsr].",
         ),
     ] = None,
     bundle: Bundle = "volsr_cnn3d",
@@ -354,86 +352,34 @@ def infer(
             help="MR or CT: the modality of a --dicom series whose source is not DICOM [default: MR]."
         ),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: run part I of N of the cohort (job arrays; torchrun splits it by itself)."),
+    ] = None,
 ) -> None:
     """Super-resolve scans with a bundle; by default to isotropic voxels at the finest input spacing.
 
-    The output keeps the field of view and the header; the input is never overwritten. With
-    `--series all`, a series that cannot be used (a localizer, a 2-D image) is named on stderr and
-    skipped, and the exit status is 2.
+    The output keeps the field of view and the header; the input is never overwritten. A scan or
+    series that cannot be used is named on stderr and skipped, and the exit status is 2. A cohort's
+    folder gets manifest.jsonl; running the same command again skips what is done. Under
+    `torchrun --nproc_per_node N -m volsr.cli infer ...` the ranks share the cohort.
     """
     if spacing is not None and scale is not None:
         raise ValueError("--spacing and --scale are mutually exclusive; give one")
-    from volsr.api import SuperResolver
+    from volsr.api import CohortRequest, infer_cohort
 
-    sr = SuperResolver.from_bundle(
-        bundle,
-        roi=roi,
-        overlap=overlap,
-        device=device,
-        amp=amp,
-        progress=progress,
-        consistency=consistency,
-        tta=tta,
-        adapt=adapt,
-    )
-    failed = 0
-    for scan, uid, dst in _infer_jobs(scans, output, series, dicom):
-        if dst.exists() and skip_existing:
-            typer.echo(f"skipped {scan}: {dst} exists")
-            continue
-        try:
-            out = sr.predict_file(
-                scan,
-                dst,
-                spacing=spacing,
-                scale=scale,
-                dtype=dtype,
-                overwrite=overwrite,
-                series_uid=uid,
-                volume=volume,
-                sidecar=sidecar,
-                dicom=dicom,
-                modality=modality,
-            )
-        except _INPUT_ERRORS as exc:
-            if series != ALL_SERIES:
-                raise
-            # a study folder holds series volsr cannot use (localizers, 2-D): say which, go on
-            typer.echo(f"volsr: error: series {uid}: {_error_line(exc)}", err=True)
-            failed += 1
-            continue
-        typer.echo(f"wrote {out}")
-    if failed:
+    resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
+                    adapt=adapt)  # fmt: skip
+    request = CohortRequest(spacing, scale, dtype, volume, sidecar, dicom, modality, overwrite, skip_existing)
+    result = infer_cohort(scans, output, bundle, device, resolver, request, series, shard)
+    failed, counts = result.counts["failed"], result.counts
+    if result.jobs > 1 or result.manifest is not None:
+        done = f"{counts['done']} written, {counts['skipped'] + counts['exists']} skipped, {failed} failed"
+        typer.echo(f"{done} of {result.jobs}" + (f"; manifest: {result.manifest}" if result.manifest else ""))
+    if failed and result.reports:  # under torchrun, rank 0 counts every rank's scans
+        if result.jobs > 1:
+            typer.echo(f"volsr: {failed} of {result.jobs} scans failed", err=True)
         raise typer.Exit(2)
-
-
-def _infer_jobs(
-    scans: list[Path], output: Path | None, series: str | None, dicom: bool = False
-) -> list[tuple[Path, str | None, Path]]:
-    """``(scan, series UID, output path)`` per output: one per scan, or with ``--series all`` one
-    per series of each DICOM folder (:func:`volsr.api.series_outputs`). With ``dicom`` each output
-    is a series folder: ``--output`` itself for one scan (unless it is a folder of other files),
-    else ``<stem>_sr`` inside it."""
-    from volsr.api import dicom_folder_for, series_outputs
-
-    if dicom:
-        from volsr.api import is_written_series
-
-        one = output is not None and len(scans) == 1 and series != ALL_SERIES
-        if one and (not output.is_dir() or is_written_series(output)):
-            return [(scans[0], series, output)]  # the series folder itself (a new one, or volsr's own)
-        return [(scan, uid, dicom_folder_for(dst)) for scan, uid, dst in _infer_jobs(scans, output, series)]
-    if series != ALL_SERIES:
-        return [(scan, series, _output_for(scan, output, len(scans) > 1)) for scan in scans]
-
-    if output is not None and output.name.endswith((".nii", ".nii.gz")):
-        raise ValueError("--series all writes one file per series: give --output a folder")
-    jobs = []
-    for scan in scans:
-        if not scan.is_dir():
-            raise ValueError(f"{scan}: --series all reads DICOM folders, and this is a file")
-        jobs += [(scan, uid, dst) for uid, dst in series_outputs(scan, output)]
-    return jobs
 
 
 @app.command()

@@ -16,43 +16,10 @@ Example:
     >>> degrade_file("scan.nii.gz", "thick.nii.gz", ThickSlices(axis=2, factor=4))
 """
 
-__all__ = [
-    "SuperResolver",
-    "ResolverOptions",
-    "find_bundle",
-    "find_bundle_root",
-    "DEFAULT_BUNDLE",
-    "output_path_for",
-    "dicom_folder_for",
-    "series_outputs",
-    "evaluate_files",
-    "degrade_file",
-    "DegradedFile",
-    "describe",
-    "ThickSlices",
-    "KSpace",
-    "Protocol",
-    "QUALITY_BAR",
-    "as_protocol",
-    "protocol_from_dict",
-    "train",
-    "train_bundle",
-    "stored_config",
-    "TrainConfig",
-    "GanConfig",
-    "scan_dataset",
-    "training_dataset",
-    "SuperResolutionInferer",
-    "FileInference",
-    "StepTrainer",
-    "is_written_series",
-    "summary_markdown",
-    "run_demo",
-]
-
 #: where each name lives; imported on first use, so ``import volsr.api`` stays light
 _LAZY = {
     "SuperResolver": "volsr.api.resolver",
+    "OutputTarget": "volsr.api.resolver",
     "ResolverOptions": "volsr.api.resolver",
     "find_bundle": "volsr.api.resolver",
     "find_bundle_root": "volsr.api.resolver",
@@ -83,7 +50,10 @@ _LAZY = {
     "is_written_series": "volsr.data.dicom_writer",
     "summary_markdown": "volsr.evaluation.report",
     "run_demo": "volsr.demo",
+    "infer_cohort": "volsr.api.cohort",
+    "CohortRequest": "volsr.api.cohort",
 }
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):

@@ -168,6 +168,59 @@ class ResolverOptions:
         object.__setattr__(self, "adapt", int(self.adapt))
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputTarget:
+    """How an output is written: the steps :meth:`SuperResolver.predict_file` runs around the network,
+    also used one at a time by pipelines that read ahead and write behind (:mod:`volsr.api.cohort`).
+
+    ``dtype``, ``overwrite``, ``sidecar``, ``dicom`` and ``modality``: as in
+    :meth:`SuperResolver.predict_file`.
+    """
+
+    dtype: str = "input"
+    overwrite: bool = False
+    sidecar: bool = True
+    dicom: bool = False
+    modality: str | None = None
+
+    def load_checked(
+        self, src: str | Path, dst: str | Path | None = None, series_uid: str | None = None,
+        volume: int | None = None,
+    ) -> tuple[torch.Tensor, Path]:  # fmt: skip
+        """Read ``src`` and check where its output goes (``dst``, default beside the current folder):
+        everything that would be refused is refused before the work."""
+        from volsr.data.io import check_output, load_image
+
+        image = load_image(src, series_uid=series_uid, volume=volume)
+        if self.dicom:
+            from volsr.data.dicom_writer import check_dicom_output
+
+            dst = dst or output_path_for(src, dicom=True)
+            return image, check_dicom_output(
+                dst, image, self.overwrite, self.sidecar, self.modality, self.dtype
+            )
+        return image, check_output(
+            dst or output_path_for(src), image, self.dtype, self.overwrite, self.sidecar
+        )
+
+    def write(self, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path) -> Path:
+        """Write ``out`` (made from ``image``; provenance ``info``) to ``dst``, and its sidecar."""
+        from volsr.data.io import save_image, write_sidecar
+
+        if self.dicom:
+            from volsr.data.dicom_writer import save_dicom_series
+
+            written = save_dicom_series(
+                out, dst, reference=image, dtype=self.dtype, derivation=_derivation(info),
+                modality=self.modality, overwrite=self.overwrite,
+            )  # fmt: skip
+        else:
+            written = save_image(out, dst, dtype=self.dtype, overwrite=self.overwrite)
+        if self.sidecar:
+            write_sidecar(written, info, overwrite=self.overwrite, folder=self.dicom)
+        return written
+
+
 class SuperResolver:
     """A trained generator with the normalisation it was trained with, ready for whole scans.
 
@@ -310,33 +363,25 @@ class SuperResolver:
         ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
-        from volsr.data.io import check_output, load_image, save_image, write_sidecar
+        target = OutputTarget(dtype, overwrite, sidecar, dicom, modality)
+        image, dst = target.load_checked(src, dst, series_uid, volume)
+        out, info = self.resolve_scan(src, image, spacing=spacing, scale=scale)
+        return target.write(out, image, info, dst)
 
-        image = load_image(src, series_uid=series_uid, volume=volume)
-        # everything that would be refused is refused before the work
-        if dicom:
-            from volsr.data.dicom_writer import check_dicom_output, save_dicom_series
-
-            dst = check_dicom_output(
-                dst or output_path_for(src, dicom=True), image, overwrite, sidecar, modality, dtype
-            )
-        else:
-            dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)
+    def resolve_scan(
+        self,
+        src: str | Path,
+        image: torch.Tensor,
+        spacing: float | Sequence[float | None] | None = None,
+        scale: float | Sequence[float] | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """The output for ``image`` (read from ``src``) and its provenance (:meth:`provenance`); an
+        error about the scan names ``src``."""
         try:
             out = self(image, spacing=spacing, scale=scale)
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
             raise ValueError(f"{src}: {e}") from e
-        info = self.provenance(src, image, out)
-        if dicom:
-            written = save_dicom_series(
-                out, dst, reference=image, dtype=dtype, derivation=_derivation(info), modality=modality,
-                overwrite=overwrite,
-            )  # fmt: skip
-        else:
-            written = save_image(out, dst, dtype=dtype, overwrite=overwrite)
-        if sidecar:
-            write_sidecar(written, info, overwrite=overwrite, folder=dicom)
-        return written
+        return out, self.provenance(src, image, out)
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:
         """What made ``out`` from ``image`` (read from ``src``): volsr and bundle versions, the

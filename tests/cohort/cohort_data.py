@@ -1,0 +1,36 @@
+"""A tiny bundle and a small cohort of synthetic thick-slice scans, so cohort runs take seconds
+(``from cohort_data import cohort, tiny_bundle`` in a test module makes them its fixtures)."""
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import REPO, oblique_affine, smooth_volume
+
+from volsr.data.normalization import PercentileNormalizer
+from volsr.networks import ResidualSR3D
+from volsr.networks.checkpoint import save_checkpoint
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    root = tmp_path / "tiny_bundle"
+    shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
+    save_checkpoint(
+        root / "models" / "model.pt", ResidualSR3D(features=4, num_blocks=1), PercentileNormalizer(), step=1
+    )
+    return root
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """``cohort/{a,b,c}.nii.gz`` and ``cohort/site2/{d,e}.nii.gz`` (12 x 10 x 4 voxels of 1 x 1 x 2 mm),
+    and ``cohort/bad.nii.gz``, which is not an image."""
+    root = tmp_path / "cohort"
+    for i, rel in enumerate(["a.nii.gz", "c.nii.gz", "e.nii.gz", "site2/d.nii.gz", "site2/f.nii.gz"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        data = smooth_volume((12, 10, 4), seed=i).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, oblique_affine((1.0, 1.0, 2.0))), root / rel)
+    (root / "bad.nii.gz").write_bytes(b"not a NIfTI file")
+    return root

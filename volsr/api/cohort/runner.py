@@ -1,0 +1,405 @@
+"""Running a cohort: read ahead, run the network, write behind; skip what is done; go on past bad scans.
+
+One network, loaded once, runs the scans in order on the main thread while a small pool of reader
+threads loads and checks the next ``prefetch`` scans and one writer thread writes the previous
+outputs and their sidecars. Threads rather than DataLoader worker processes: reading (zlib,
+SimpleITK) and the network (torch) release the GIL, and threads pass MetaTensors and per-scan
+errors back without pickling. A scan that fails is named in one line on stderr, recorded in the
+manifest and skipped. With a manifest, a scan whose output was made by the same weights and
+options (:func:`run_key`, and its sidecar's ``GeneratedBy``) is not made again.
+
+Example:
+    >>> result = infer_cohort(["cohort/"], Path("out"), bundle="volsr_cnn3d")
+    >>> result.counts["failed"], result.manifest
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from volsr.api.cohort.inputs import ALL_SERIES, Job, default_output_folder, discover, plan_outputs
+from volsr.api.cohort.manifest import (
+    MANIFEST,
+    ManifestWriter,
+    latest_done,
+    merge_parts,
+    part_name,
+    read_manifest,
+    read_records,
+    status_counts,
+)
+from volsr.api.cohort.sharding import Process, ProcessGroup, parse_shard, rank_device, split, torchrun_process
+
+__all__ = ["CohortRequest", "CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
+
+_NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class CohortRequest:
+    """What to make of each scan (the options of :meth:`volsr.api.SuperResolver.predict_file`), and
+    what to do with outputs that exist: ``overwrite`` them, or ``skip_existing`` (keep them)."""
+
+    spacing: float | tuple[float | None, ...] | None = None
+    scale: float | tuple[float, ...] | None = None
+    dtype: str = "input"
+    volume: int | None = None
+    sidecar: bool = True
+    dicom: bool = False
+    modality: str | None = None
+    overwrite: bool = False
+    skip_existing: bool = False
+
+    def fingerprint(self) -> dict:
+        """The options that change an output (not what to do with existing ones)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("overwrite", "skip_existing")}
+
+
+@dataclass
+class CohortResult:
+    """What a run did: ``counts`` by status (``done``, ``skipped``, ``exists``, ``failed``; for
+    rank 0 of a torchrun job, over all ranks), the number of ``jobs`` and the ``manifest`` file."""
+
+    counts: Counter = field(default_factory=Counter)
+    jobs: int = 0
+    manifest: Path | None = None
+    process: Process = field(default_factory=Process)
+
+    @property
+    def reports(self) -> bool:
+        """Whether this process reports the run's outcome (exit status): every process but torchrun's
+        ranks other than 0, whose scans rank 0 counts."""
+        return self.process.kind != "rank" or self.process.index == 0
+
+
+def generated_by(sr) -> dict:
+    """The ``GeneratedBy`` that ``sr`` writes into its outputs' sidecars, without the device (the
+    same output whichever GPU made it). Read from :meth:`SuperResolver.provenance` itself, on a
+    one-voxel probe, so that it stays what the sidecars say."""
+    import torch
+    from monai.data import MetaTensor
+
+    probe = MetaTensor(torch.zeros(1, 1, 1, 1), affine=torch.eye(4, dtype=torch.float64))
+    made = json.loads(json.dumps(sr.provenance("", probe, probe)["GeneratedBy"], default=str))
+    made.get("Options", {}).pop("device", None)
+    return made
+
+
+def _file_digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_key(sr, request: CohortRequest, weights: Path | None = None) -> str:
+    """A fingerprint of what makes an output: the weights file's SHA-256 (``weights``), the
+    resolver's ``GeneratedBy`` (:func:`generated_by`) and the request's options."""
+    made = {"weights": _file_digest(weights), "made_by": generated_by(sr), "request": request.fingerprint()}
+    return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _error_line(exc: BaseException, job: Job) -> str:
+    """One line naming the scan (and series) and the problem."""
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        text = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, ValueError):  # VolsrInputError and friends: the user's input
+        text = " ".join(str(exc).split())
+    else:
+        text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    if str(job.src) not in text:
+        text = f"{job.src}: {text}"
+    return f"series {job.series_uid}: {text}" if job.series_uid else text
+
+
+class _Runner:
+    """The per-scan steps and their records; :func:`run_jobs` is the loop."""
+
+    def __init__(self, sr, request, manifest, done_before, key, expected, rank, echo, error) -> None:
+        self.sr, self.request, self.manifest, self.key = sr, request, manifest, key
+        self.done_before, self.expected, self.rank = done_before, expected, rank
+        self.echo, self.error = echo, error
+        self.counts: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def record(self, job: Job, status: str, seconds: float | None = None, error: str | None = None) -> None:
+        with self._lock:
+            self.counts[status] += 1
+        if self.manifest is not None:
+            self.manifest.write({
+                "input": os.path.abspath(job.src), "series": job.series_uid,
+                "output": os.path.abspath(job.dst), "status": status,
+                "seconds": None if seconds is None else round(seconds, 3), "error": error,
+                "key": self.key, "rank": self.rank,
+            })  # fmt: skip
+
+    def fail(self, job: Job, exc: BaseException, seconds: float | None = None) -> None:
+        line = _error_line(exc, job)
+        self.error(line)
+        self.record(job, "failed", seconds, line)
+
+    def _sidecar_agrees(self, job: Job) -> bool:
+        if not self.request.sidecar:
+            return True
+        from volsr.data.io import sidecar_path
+
+        try:
+            info = json.loads(sidecar_path(job.dst, folder=self.request.dicom).read_text())
+            made = dict(info["GeneratedBy"])
+            made["Options"] = {k: v for k, v in made["Options"].items() if k != "device"}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return made == self.expected
+
+    def plan(self, job: Job) -> bool | None:
+        """``None``: nothing to do (recorded); else whether the run may replace an existing output."""
+        done = self.done_before.get(os.path.abspath(job.dst))
+        exists = job.dst.exists()
+        if self.manifest is not None and not self.request.overwrite and done and exists:
+            if done.get("key") == self.key and self._sidecar_agrees(job):
+                self.echo(f"skipped {job.src}: {job.dst} was made with the same bundle and options")
+                self.record(job, "skipped")
+                return None
+        if self.request.skip_existing and exists:
+            self.echo(f"skipped {job.src}: {job.dst} exists")
+            self.record(job, "exists")
+            return None
+        # an output this folder's manifest says volsr made is replaced; any other only with overwrite
+        return self.request.overwrite or (done is not None and exists)
+
+    def target(self, overwrite: bool):
+        """The steps :meth:`SuperResolver.predict_file` runs around the network, for this request."""
+        from volsr.api import OutputTarget
+
+        r = self.request
+        return OutputTarget(r.dtype, overwrite, r.sidecar, r.dicom, r.modality)
+
+    def read(self, job: Job, overwrite: bool):
+        """Load the scan and check its output, before the work."""
+        start = time.perf_counter()
+        image, dst = self.target(overwrite).load_checked(
+            job.src, job.dst, job.series_uid, self.request.volume
+        )
+        return image, dst, time.perf_counter() - start
+
+    def run(self, job: Job, image):
+        return self.sr.resolve_scan(job.src, image, spacing=self.request.spacing, scale=self.request.scale)
+
+    def write(self, job: Job, dst: Path, image, out, info: dict, overwrite: bool, seconds: float) -> None:
+        """Write the output and its sidecar; record the outcome."""
+        start = time.perf_counter()
+        try:
+            written = self.target(overwrite).write(out, image, info, dst)
+        except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the cohort
+            self.fail(job, exc, seconds + time.perf_counter() - start)
+            return
+        self.echo(f"wrote {written}")
+        self.record(job, "done", seconds + time.perf_counter() - start)
+
+
+def _stderr_line(line: str) -> None:
+    print(f"volsr: error: {line}", file=sys.stderr, flush=True)
+
+
+def run_jobs(
+    sr,
+    jobs: Sequence[Job],
+    request: CohortRequest = CohortRequest(),
+    manifest: ManifestWriter | None = None,
+    done_before: Mapping[str, Mapping] | None = None,
+    key: str = "",
+    rank: int = 0,
+    prefetch: int = 2,
+    echo: Callable[[str], None] = print,
+    error: Callable[[str], None] = _stderr_line,
+) -> Counter:
+    """Super-resolve ``jobs`` in order with the resolver ``sr``; returns the count of each status.
+
+    Args:
+        sr: a :class:`volsr.api.SuperResolver` (loaded once, used for every scan).
+        jobs: the outputs to make (:func:`volsr.api.cohort.inputs.plan_outputs`).
+        request: the options of each output.
+        manifest: where each scan's record goes (``None``: none is kept, and nothing is resumed).
+        done_before: the last ``done`` record of each output path from earlier runs
+            (:func:`volsr.api.cohort.manifest.latest_done`); an output made with the same ``key`` is skipped.
+        key: this run's :func:`run_key`.
+        rank: the process's index, recorded.
+        prefetch: scans read ahead of the one running (reader threads); 0 reads each when its turn comes.
+        echo: receives ``wrote ...`` / ``skipped ...`` lines.
+        error: receives one line per failed scan.
+    """
+    expected = generated_by(sr) if manifest is not None and request.sidecar else None
+    runner = _Runner(sr, request, manifest, dict(done_before or {}), key, expected, rank, echo, error)
+    todo = [(job, overwrite) for job in jobs if (overwrite := runner.plan(job)) is not None]
+    write_slots = threading.BoundedSemaphore(2)  # outputs held in memory while they wait to be written
+    with (
+        ThreadPoolExecutor(max(prefetch, 1), thread_name_prefix="volsr-read") as readers,
+        ThreadPoolExecutor(1, thread_name_prefix="volsr-write") as writer,
+    ):
+        pending: deque = deque()
+        upcoming = iter(todo)
+
+        def read_ahead(depth: int) -> None:
+            while len(pending) < depth and (item := next(upcoming, None)) is not None:
+                pending.append((item, readers.submit(runner.read, *item)))
+
+        def written(job, *args) -> None:
+            try:
+                runner.write(job, *args)
+            finally:
+                write_slots.release()
+
+        read_ahead(max(prefetch, 1))
+        while pending:
+            (job, overwrite), reading = pending.popleft()
+            read_ahead(prefetch)  # the next scans load while this one runs
+            start = time.perf_counter()
+            try:
+                image, dst, read_seconds = reading.result()
+                start = time.perf_counter()
+                out, info = runner.run(job, image)
+            except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the cohort
+                runner.fail(job, exc, time.perf_counter() - start)
+                read_ahead(max(prefetch, 1))
+                continue
+            seconds = read_seconds + time.perf_counter() - start
+            write_slots.acquire()
+            writer.submit(written, job, dst, image, out, info, overwrite, seconds)
+            read_ahead(max(prefetch, 1))
+    return runner.counts
+
+
+def _single_output(scan: Path, output: Path | None, series: str | None, dicom: bool) -> Path:
+    """The output of the one scan of a run: ``output`` itself when it names a file (with ``dicom``
+    a series folder, new or volsr's own), else ``<stem>_sr`` inside it (default: here)."""
+    from volsr.api import dicom_folder_for, output_path_for
+
+    if dicom:
+        from volsr.data.dicom_writer import is_written_series
+
+        if output is not None and (not output.is_dir() or is_written_series(output)):
+            return output
+        return dicom_folder_for(output_path_for(scan, output))
+    if output is None or output.is_dir() or not output.name.endswith(_NIFTI):
+        return output_path_for(scan, output)
+    return output
+
+
+def _write_bids_description(folder: Path) -> None:
+    """``dataset_description.json`` of the derivatives folder, unless there is one."""
+    from volsr import __version__
+
+    path = folder / "dataset_description.json"
+    if path.exists():
+        return
+    text = json.dumps({
+        "Name": "volsr super-resolution", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "volsr", "Version": __version__}],
+    }, indent=2) + "\n"  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".dataset_description.json.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)  # several processes may write it; each writes it whole
+
+
+def infer_cohort(
+    inputs: Sequence[str | os.PathLike],
+    output: Path | None = None,
+    bundle: str | Path = "volsr_cnn3d",
+    device: str = "auto",
+    resolver_options: Mapping | None = None,
+    request: CohortRequest = CohortRequest(),
+    series: str | None = None,
+    shard: str | None = None,
+    prefetch: int = 2,
+    echo: Callable[[str], None] = print,
+    error: Callable[[str], None] = _stderr_line,
+) -> CohortResult:
+    """Super-resolve every scan in ``inputs`` (:func:`volsr.api.cohort.inputs.discover`) with one bundle.
+
+    One scan named alone goes to ``output`` (a file, or a folder for ``<stem>_sr``); a cohort goes
+    to the folder ``output``, each output at its input's relative path (a BIDS dataset's by default
+    to its ``derivatives/volsr``), with ``manifest.jsonl`` recording every scan. Under torchrun the
+    scans are split over the ranks (each on its own GPU where there is CUDA) and rank 0 merges the
+    manifest; ``shard="I/N"`` runs the I-th of N parts (a job array) into its own manifest part.
+
+    Args:
+        inputs: scan files, DICOM series folders, folders of scans, list files, BIDS roots.
+        output: output file (one scan) or folder.
+        bundle: bundle name or folder (:meth:`volsr.api.SuperResolver.from_bundle`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``; torchrun ranks take ``cuda:LOCAL_RANK``.
+        resolver_options: other :class:`volsr.api.SuperResolver` options (``roi``, ``tta``, ...).
+        request: options of each output (:class:`CohortRequest`).
+        series: a SeriesInstanceUID, or ``"all"`` for every series of each DICOM folder.
+        shard: ``"I/N"``: this process's part of the cohort.
+        prefetch: scans read ahead (:func:`run_jobs`).
+
+    Raises:
+        ValueError: conflicting options, a NIfTI file name as the folder of a cohort, several
+            processes without an output folder; :class:`VolsrInputError` for inputs that hold no scans
+            or outputs that would collide (before any work).
+    """
+    from volsr.api import SuperResolver, find_bundle
+
+    running = torchrun_process()
+    if running is not None and shard is not None:
+        raise ValueError("--shard splits a cohort without torchrun; under torchrun the ranks split it")
+    process = running or (parse_shard(shard) if shard is not None else Process())
+    scans = discover(inputs)
+    if len(scans) == 1 and scans[0].relative is None and series != ALL_SERIES:
+        dst = _single_output(scans[0].path, output, series, request.dicom)
+        jobs, folder = [Job(scans[0].path, dst, series)], None
+    else:
+        if output is not None and output.name.endswith(_NIFTI) and not output.is_dir():
+            what = "series" if series == ALL_SERIES else "scan"
+            raise ValueError(f"{'--series all' if what == 'series' else 'a cohort'} writes one file per "
+                             f"{what}: give --output a folder")  # fmt: skip
+        folder = output or default_output_folder(scans)
+        plan_outputs(scans, folder, series, request.dicom, expand_series=False)  # every process checks all
+        jobs = plan_outputs(split(scans, process), folder, series, request.dicom)
+    if process.count > 1 and folder is None:
+        raise ValueError("a cohort split over processes (torchrun, --shard) needs an output folder: -o DIR")
+
+    device = rank_device(device, process)
+    group = ProcessGroup(device) if process.kind == "rank" else None
+    try:
+        root = find_bundle(bundle)
+        sr = SuperResolver.from_bundle(root, device=device, **dict(resolver_options or {}))
+        result = CohortResult(jobs=len(jobs), process=process)
+        manifest, done_before, key = None, {}, ""
+        if folder is not None:
+            if any(s.bids_root is not None for s in scans):
+                _write_bids_description(folder)
+            done_before = latest_done(read_manifest(folder))
+            own = part_name(process.kind, process.index, process.count)
+            name = MANIFEST if process.kind == "single" else own
+            manifest = ManifestWriter(folder / name)
+            result.manifest = folder / (MANIFEST if process.kind != "shard" else name)
+            key = run_key(sr, request, root / "models" / "model.pt")
+        result.counts = run_jobs(sr, jobs, request, manifest, done_before, key, process.index, prefetch,
+                                 echo, error)  # fmt: skip
+        if group is not None:
+            group.barrier()  # every rank's part is complete
+            if process.index == 0:
+                parts = [folder / part_name("rank", r, process.count) for r in range(process.count)]
+                this_run = [r for p in parts if p.is_file() for r in read_records(p)]
+                result.counts = status_counts(this_run)
+                result.jobs = len(this_run)
+                merge_parts(folder, parts)
+    finally:
+        if group is not None:
+            group.close()
+    return result
