@@ -87,14 +87,14 @@ def test_infer_spacing_keeps_an_axis_at_its_own_spacing(bundle, scan, tmp_path):
             "--device",
             "cpu",
             "--spacing",
-            "1",
+            "0.5",
             "1",
             "2",
             "--no-progress",
         ],
     )
     assert r.exit_code == 0, r.output
-    assert nib.load(dst).shape == (16, 12, 5)
+    assert nib.load(dst).shape == (32, 12, 5)
 
 
 def test_infer_bad_input_is_one_line_and_exit_2(bundle, tmp_path):

@@ -298,6 +298,8 @@ class SuperResolver:
             dst = check_output(dst or output_path_for(src), image, dtype, overwrite, sidecar)
         try:
             out = self(image, spacing=spacing, scale=scale)
+        except VolsrInputError:  # names the scan already
+            raise
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
             raise ValueError(f"{src}: {e}") from e
         info = self.provenance(src, image, out)
