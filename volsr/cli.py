@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pydoc
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -575,8 +576,17 @@ def _exit_with(exc: BaseException) -> NoReturn:
     sys.exit(2)
 
 
+def _terminate(signum: int, frame) -> NoReturn:
+    """SIGTERM as SIGINT: unwind, so every writer's clean-up removes its temporary files, then exit
+    with 128 + the signal's number (143)."""
+    signal.signal(signum, signal.SIG_IGN)  # a second TERM must not cut the clean-up short
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Console entry point (``volsr``): run the app; bad input ends in one stderr line and status 2."""
+    """Console entry point (``volsr``): run the app; bad input ends in one stderr line and status 2;
+    SIGINT ends with status 130 and SIGTERM with 143, each leaving no temporary file behind."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except _INPUT_ERRORS as exc:  # raised outside a command (commands report their own)

@@ -180,7 +180,8 @@ def read_dicom_folder(
     unread = _unread_dicom_files(folder, {f for files in series_files.values() for f in files})
     if unread:
         raise VolsrInputError(
-            unread[0], "cannot be read as DICOM (truncated or corrupt); remove or replace it to read its series"
+            unread[0],
+            "cannot be read as DICOM (truncated or corrupt); remove or replace it to read the series",
         )
     if not uids:
         raise VolsrInputError(

@@ -236,7 +236,9 @@ def _check_affine(path: str | os.PathLike, affine: np.ndarray | None) -> None:
         raise VolsrInputError(path, "states no voxel-to-world geometry; volsr needs a 3-D grid")
     a = np.asarray(affine, dtype=np.float64)
     if not np.all(np.isfinite(a)):
-        raise VolsrInputError(path, "has a non-finite (NaN or Inf) affine; the grid is unknown, fix the header")
+        raise VolsrInputError(
+            path, "has a non-finite (NaN or Inf) affine; the grid is unknown, fix its header"
+        )
     columns = a[:3, :3] / np.maximum(np.linalg.norm(a[:3, :3], axis=0), 1e-300)
     if abs(np.linalg.det(columns)) < 1e-6:  # a voxel axis of zero length, or two axes along one line
         raise VolsrInputError(
@@ -384,7 +386,9 @@ def _replace_atomically(
         else:
             _claim(tmp, out)
     except FileExistsError:
-        raise VolsrInputError(out, "already exists; pass overwrite=True (--overwrite) to replace it") from None
+        raise VolsrInputError(
+            out, "already exists; pass overwrite=True (--overwrite) to replace it"
+        ) from None  # noqa: E501
     except OSError as exc:
         raise write_error(out, exc) from None
     finally:
