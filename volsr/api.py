@@ -284,7 +284,7 @@ class SuperResolver:
         ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
-        from volsr.data.io import check_output, load_image, save_image, write_sidecar
+        from volsr.data.io import check_output, discard_output, load_image, save_image, write_sidecar
 
         image = load_image(src, series_uid=series_uid, volume=volume)
         # everything that would be refused is refused before the work
@@ -311,7 +311,11 @@ class SuperResolver:
         else:
             written = save_image(out, dst, dtype=dtype, overwrite=overwrite)
         if sidecar:
-            write_sidecar(written, info, overwrite=overwrite, folder=dicom)
+            try:
+                write_sidecar(written, info, overwrite=overwrite, folder=dicom)
+            except BaseException:
+                discard_output(written)  # no output without its record
+                raise
         return written
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:

@@ -100,8 +100,25 @@ def _input_errors(command: _F) -> _F:
         except _INPUT_ERRORS as exc:
             typer.echo(f"volsr: error: {_error_line(exc)}", err=True)
             raise typer.Exit(2) from None
+        except RuntimeError as exc:
+            if (cause := _wrapped_input_error(exc)) is None:
+                raise
+            typer.echo(f"volsr: error: {_error_line(cause)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _wrapped_input_error(exc: BaseException) -> VolsrInputError | None:
+    """The :class:`VolsrInputError` inside ``exc``'s chain of causes (MONAI's config parser wraps what
+    the expressions it evaluates raise, e.g. ``train`` refusing a resume), or ``None``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, VolsrInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _format_info(d: dict) -> str:

@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -48,6 +49,7 @@ __all__ = [
     "sidecar_path",
     "read_sidecar",
     "write_sidecar",
+    "discard_output",
 ]
 
 #: file name endings read by :func:`load_image` (a folder is read as a DICOM series)
@@ -409,6 +411,14 @@ def _claim(tmp: Path, out: Path) -> None:
             raise
     os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # no hard links here: reserve the name
     os.replace(tmp, out)
+
+
+def discard_output(path: str | os.PathLike) -> None:
+    """Delete an output written moments ago (a file, or a DICOM series folder) whose companion write
+    (its sidecar) failed: a half-made result is not left behind."""
+    p = Path(path)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
 
 def sidecar_path(path: str | os.PathLike, folder: bool = False) -> Path:
