@@ -87,14 +87,14 @@ def test_infer_spacing_keeps_an_axis_at_its_own_spacing(bundle, scan, tmp_path):
             "--device",
             "cpu",
             "--spacing",
-            "1",
+            "0.5",
             "1",
             "2",
             "--no-progress",
         ],
     )
     assert r.exit_code == 0, r.output
-    assert nib.load(dst).shape == (16, 12, 5)
+    assert nib.load(dst).shape == (32, 12, 5)
 
 
 def test_infer_bad_input_is_one_line_and_exit_2(bundle, tmp_path):
@@ -191,11 +191,14 @@ def test_train_init_fine_tunes_from_a_checkpoint(bundle, tmp_path):
     assert (stored["lr"], stored["warmup"], stored["pixel_loss"]) == (1e-5, 0, "mse")
 
     # --resume keeps the checkpoint's schedule and loss (the config: lr 1e-3, warm-up 200, 21000 steps, l1)
-    resumed = runner.invoke(app, [str(a) for a in ["train", "--bundle", bundle, "--data", data, "--resume"]])
+    resume = ["train", "--bundle", bundle, "--data", data, "--resume"]
+    done = runner.invoke(app, [str(a) for a in resume])  # the stored 1 step is done: nothing to train
+    assert done.exit_code == 2 and "leave nothing to train" in done.stderr, done.output
+    resumed = runner.invoke(app, [str(a) for a in [*resume, "--steps", 2]])
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output
     state = torch.load(bundle / "models" / "checkpoint.pt", weights_only=False)
-    assert (state["config"]["lr"], state["config"]["warmup"], state["config"]["steps"]) == (1e-5, 0, 1)
+    assert (state["config"]["lr"], state["config"]["warmup"], state["config"]["steps"]) == (1e-5, 0, 2)
     assert state["config"]["pixel_loss"] == "mse"
 
 

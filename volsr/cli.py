@@ -17,7 +17,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -98,8 +100,25 @@ def _input_errors(command: _F) -> _F:
         except _INPUT_ERRORS as exc:
             typer.echo(f"volsr: error: {_error_line(exc)}", err=True)
             raise typer.Exit(2) from None
+        except RuntimeError as exc:
+            if (cause := _wrapped_input_error(exc)) is None:
+                raise
+            typer.echo(f"volsr: error: {_error_line(cause)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _wrapped_input_error(exc: BaseException) -> VolsrInputError | None:
+    """The :class:`VolsrInputError` inside ``exc``'s chain of causes (MONAI's config parser wraps what
+    the expressions it evaluates raise, e.g. ``train`` refusing a resume), or ``None``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, VolsrInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _format_info(d: dict) -> str:
@@ -507,12 +526,37 @@ def _exit_with(exc: BaseException) -> NoReturn:
     sys.exit(2)
 
 
+def _terminate(signum: int, frame) -> NoReturn:
+    """SIGTERM as SIGINT: unwind, so every writer's clean-up removes its temporary files, then exit
+    with 128 + the signal's number (143)."""
+    signal.signal(signum, signal.SIG_IGN)  # a second TERM must not cut the clean-up short
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Console entry point (``volsr``): run the app; bad input ends in one stderr line and status 2."""
+    """Console entry point (``volsr``): run the app; bad input ends in one stderr line and status 2;
+    SIGINT ends with status 130 and SIGTERM with 143, each leaving no temporary file behind."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except _INPUT_ERRORS as exc:  # raised outside a command (commands report their own)
         _exit_with(exc)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        code = exc.code if isinstance(exc, SystemExit) else 130
+        if code in (130, 128 + signal.SIGTERM):  # interrupted: a background writer may still hold a file
+            _leave_now(code)
+        raise
+
+
+def _leave_now(code: int) -> NoReturn:
+    """Remove every temporary still being written (a cohort writes in a background thread, which a
+    signal does not unwind) and exit without waiting for that thread."""
+    from volsr.api import discard_temporaries
+
+    discard_temporaries()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

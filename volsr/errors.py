@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["VolsrInputError", "VolsrInputWarning"]
+__all__ = ["VolsrInputError", "VolsrInputWarning", "write_error"]
 
 
 class VolsrInputError(ValueError):
@@ -34,3 +34,10 @@ class VolsrInputError(ValueError):
 class VolsrInputWarning(UserWarning):
     """Input volsr can use but not as well as it would like (e.g. slices with gaps); the CLI prints
     it as one line, ``volsr: warning: {message}``."""
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> VolsrInputError:
+    """The one-line error for an output that could not be written (read-only folder, disk full, ...):
+    it names the output the user asked for, never the temporary file volsr wrote first."""
+    cause = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return VolsrInputError(path, f"cannot be written: {cause}")

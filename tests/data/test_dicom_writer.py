@@ -181,10 +181,10 @@ def test_overwrite_replaces_a_series_whole_and_a_failed_write_leaves_nothing(tmp
         real(plane, slice_tags, path)
 
     monkeypatch.setattr(dicom_writer, "_write_slice", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(VolsrInputError, match="series: cannot be written: disk full"):
         save_dicom_series(source(volume().astype(np.float32), affine, "int16"), out, overwrite=True)
     assert_on_world_grid(load_image(out), smaller, affine, same_index=False)  # the old series, intact
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(VolsrInputError, match="new: cannot be written: disk full"):
         save_dicom_series(source(smaller, affine, "int16"), tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]  # no half-written folder
     assert all(DICOM_FILE_PATTERN.fullmatch(p.name) for p in out.iterdir())

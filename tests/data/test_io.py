@@ -428,7 +428,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(nib, "save", half_written)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(VolsrInputError, match=r"out\.nii\.gz: cannot be written: No space left"):
         save_image(img * 2, out, overwrite=True)
     assert out.read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.nii.gz"]

@@ -51,6 +51,7 @@ _LAZY = {
     "summary_markdown": "volsr.evaluation.report",
     "run_demo": "volsr.demo",
     "infer_cohort": "volsr.api.cohort",
+    "discard_temporaries": "volsr.data.temporaries",
     "CohortRequest": "volsr.api.cohort",
 }
 __all__ = list(_LAZY)

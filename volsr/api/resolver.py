@@ -205,7 +205,7 @@ class OutputTarget:
 
     def write(self, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path) -> Path:
         """Write ``out`` (made from ``image``; provenance ``info``) to ``dst``, and its sidecar."""
-        from volsr.data.io import save_image, write_sidecar
+        from volsr.data.io import discard_output, save_image, write_sidecar
 
         if self.dicom:
             from volsr.data.dicom_writer import save_dicom_series
@@ -217,7 +217,11 @@ class OutputTarget:
         else:
             written = save_image(out, dst, dtype=self.dtype, overwrite=self.overwrite)
         if self.sidecar:
-            write_sidecar(written, info, overwrite=self.overwrite, folder=self.dicom)
+            try:
+                write_sidecar(written, info, overwrite=self.overwrite, folder=self.dicom)
+            except BaseException:
+                discard_output(written)  # no output without its record
+                raise
         return written
 
 
@@ -379,6 +383,8 @@ class SuperResolver:
         error about the scan names ``src``."""
         try:
             out = self(image, spacing=spacing, scale=scale)
+        except VolsrInputError:  # names the scan already
+            raise
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
             raise ValueError(f"{src}: {e}") from e
         return out, self.provenance(src, image, out)

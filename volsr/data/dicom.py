@@ -11,14 +11,20 @@ written by :mod:`volsr.data.dicom_writer` copies, so it is read from the header 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from volsr.data.acquisition import parse_thickness
 from volsr.errors import VolsrInputError
 
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
 __all__ = ["REFERENCE_TAGS", "from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info"]
+
+#: slice positions further than this fraction of the typical slice step from an even grid are a gap
+SLICE_STEP_TOLERANCE = 0.01
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 #: what a series derived from this one shares with it: patient, study and frame of reference, the
@@ -36,9 +42,18 @@ REFERENCE_TAGS = (
 )  # fmt: skip
 
 
+def _sitk():
+    """SimpleITK, imported on first use (it is slow to import and only these readers need it), with
+    ITK's own warnings silenced: volsr checks what they warn about and reports it in one line."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
 def from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     dim = img.GetDimension()
-    arr = sitk.GetArrayFromImage(img)  # (..., z, y, x[, component])
+    arr = _sitk().GetArrayFromImage(img)  # (..., z, y, x[, component])
     order = list(range(dim))[::-1] + ([dim] if img.GetNumberOfComponentsPerPixel() > 1 else [])
     arr = arr.transpose(order)
     if dim < 3:
@@ -51,13 +66,13 @@ def from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict
 
 
 def read_itk(path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    return from_sitk(sitk.ReadImage(str(path)))
+    return from_sitk(_sitk().ReadImage(str(path)))
 
 
 def series_info(folder: Path, uid: str) -> dict:
     """``{"uid", "description", "number", "files"}`` of one series in ``folder`` (SeriesDescription
     and SeriesNumber from its first file; ``""`` / ``None`` where absent)."""
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    files = _sitk().ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
     tags = _tags(files[0], "0008|103e", "0020|0011")
     number = tags.get("0020|0011", "")
     return {
@@ -70,7 +85,7 @@ def series_info(folder: Path, uid: str) -> dict:
 
 def _tags(file: str, *keys: str) -> dict[str, str]:
     """The DICOM tags ``keys`` ("gggg|eeee") of one file's header, stripped; absent ones left out."""
-    reader = sitk.ImageFileReader()
+    reader = _sitk().ImageFileReader()
     reader.SetFileName(file)
     reader.ReadImageInformation()
     return {key: reader.GetMetaData(key).strip() for key in keys if reader.HasMetaDataKey(key)}
@@ -78,7 +93,7 @@ def _tags(file: str, *keys: str) -> dict[str, str]:
 
 def list_series(folder: str | Path) -> list[dict]:
     """Every DICOM series in ``folder`` (:func:`series_info`), by SeriesNumber, then UID."""
-    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    uids = _sitk().ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     found = [series_info(Path(folder), uid) for uid in uids]
     return sorted(found, key=lambda s: (s["number"] is None, s["number"] or 0, s["uid"]))
 
@@ -115,10 +130,59 @@ def _with_tilt(affine: np.ndarray, files: list[str], n_slices: int) -> np.ndarra
     return out
 
 
+def _unread_dicom_files(folder: Path, read: set[str]) -> list[Path]:
+    """Files in ``folder`` that look like DICOM (a ``.dcm`` name or the ``DICM`` preamble) yet belong
+    to no series GDCM could read: truncated or corrupt slices, which GDCM drops without a word."""
+    suspects = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or str(path) in read:
+            continue
+        with open(path, "rb") as f:
+            magic = f.read(132)[128:]
+        if path.suffix.lower() == ".dcm" or magic == b"DICM":
+            suspects.append(path)
+    return suspects
+
+
+def _check_slice_positions(folder: Path, files: list[str], affine: np.ndarray) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing or duplicated slice): stacked
+    as they are they would be placed on a wrong, even grid."""
+    positions = [_position(f) for f in files]
+    if len(files) < 3 or any(p is None for p in positions):
+        return
+    normal = np.cross(affine[:3, 0], affine[:3, 1])
+    normal /= np.linalg.norm(normal)
+    steps = np.diff([float(p @ normal) for p in positions])
+    typical = float(np.median(np.abs(steps)))
+    off = np.abs(np.abs(steps) - typical) > SLICE_STEP_TOLERANCE * max(typical, 1e-6)
+    if typical == 0 or off.any():
+        i = int(np.flatnonzero(off)[0]) if off.any() else 0
+        a, b = Path(files[i]).name, Path(files[i + 1]).name
+        raise VolsrInputError(
+            folder,
+            f"slices are not evenly spaced: {a} and {b} lie {abs(steps[i]):.4g} mm apart where the others "
+            f"lie {typical:.4g} mm apart (a missing or repeated slice); volsr reads complete series only",
+        )
+
+
 def read_dicom_folder(
     folder: Path, series_uid: str | None
 ) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    """The series ``series_uid`` (or the only one) in ``folder``.
+
+    Raises:
+        VolsrInputError: no series, several without a choice, an unknown UID, a DICOM file no series
+            could read (corrupt or truncated), or slices that are not evenly spaced.
+    """
+    sitk = _sitk()
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    series_files = {u: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), u)) for u in uids}
+    unread = _unread_dicom_files(folder, {f for files in series_files.values() for f in files})
+    if unread:
+        raise VolsrInputError(
+            unread[0],
+            "cannot be read as DICOM (truncated or corrupt); remove or replace it to read the series",
+        )
     if not uids:
         raise VolsrInputError(
             folder, "is a folder without a DICOM series; give an image file or a DICOM folder"
@@ -132,12 +196,13 @@ def read_dicom_folder(
         listing = "; ".join(_series_summary(folder, u) for u in uids)
         raise VolsrInputError(folder, f"has no DICOM series {series_uid}; it holds: {listing}")
     uid = series_uid or uids[0]
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    files = series_files[uid]
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     arr, affine, dtype, extra = from_sitk(reader.Execute())
     if affine is not None and arr.ndim == 3:
-        affine = _with_tilt(affine, list(files), arr.shape[2])
+        _check_slice_positions(folder, files, affine)
+        affine = _with_tilt(affine, files, arr.shape[2])
     header = _tags(files[0], "0018|0050", *REFERENCE_TAGS)
     return (
         arr,

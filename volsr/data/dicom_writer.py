@@ -15,6 +15,7 @@ Intercept (its error at most half the slope).
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import re
 import secrets
@@ -28,7 +29,8 @@ import SimpleITK as sitk
 import torch
 
 from volsr.data.io import SIDECAR_EXISTS, sidecar_path
-from volsr.errors import VolsrInputError
+from volsr.data.temporaries import register, release
+from volsr.errors import VolsrInputError, write_error
 from volsr.geometry.meta import affine_of
 
 __all__ = [
@@ -174,8 +176,9 @@ def save_dicom_series(
     thickness = abs(float(step @ normal))  # the distance between slice planes, under tilt too
 
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir(parents=True)
+    register(tmp)
     try:
+        tmp.mkdir(parents=True)
         for k in range(values.shape[2]):
             position = origin + k * step
             tags = {
@@ -197,10 +200,14 @@ def save_dicom_series(
             # first slice back sets it, for that slice's rewrite and every slice after
             if k == 0 and _sop_class(path) != tags["0008|0016"]:
                 _write_slice(plane, tags, path)
-        _replace_folder(out, tmp)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _replace_folder(out, tmp, overwrite)
+    except OSError as exc:  # read-only folder, disk full: one line naming the output, not the temporary
+        raise write_error(out, exc) from None
+    except RuntimeError as exc:  # SimpleITK's writer reports a failed write so
+        raise write_error(out, OSError(str(exc).strip().splitlines()[-1])) from None
+    finally:  # on any error or signal (the CLI turns SIGTERM into SystemExit) no half series is left
+        release(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -281,11 +288,19 @@ def _sop_class(path: Path) -> str:
     return reader.GetMetaData("0008|0016").strip()
 
 
-def _replace_folder(out: Path, tmp: Path) -> None:
+def _replace_folder(out: Path, tmp: Path, overwrite: bool = True) -> None:
     """Rename ``tmp`` to ``out``; an existing ``out`` (checked to be ours) is moved aside first and
-    deleted only once the new one is in place."""
-    if not out.exists():
-        os.replace(tmp, out)
+    deleted only once the new one is in place. Without ``overwrite`` a series another writer put at
+    ``out`` meanwhile is never replaced (renaming onto a non-empty folder fails)."""
+    if not overwrite or not out.exists():
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise VolsrInputError(
+                    out, "already exists; pass overwrite=True (--overwrite) to replace it"
+                ) from None
+            raise
         return
     old = out.with_name(f".{out.name}.{secrets.token_hex(4)}.old")
     os.replace(out, old)

@@ -18,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -31,7 +34,8 @@ from monai.data import MetaTensor
 
 from volsr.data.acquisition import acquisition_record, parse_thickness, slice_acquisition
 from volsr.data.dicom import read_dicom_folder, read_itk
-from volsr.errors import VolsrInputError
+from volsr.data.temporaries import in_flight
+from volsr.errors import VolsrInputError, write_error
 from volsr.geometry.grids import is_sheared, voxel_spacing
 from volsr.geometry.meta import affine_of
 
@@ -46,6 +50,7 @@ __all__ = [
     "sidecar_path",
     "read_sidecar",
     "write_sidecar",
+    "discard_output",
 ]
 
 #: file name endings read by :func:`load_image` (a folder is read as a DICOM series)
@@ -83,13 +88,29 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
+def _stated_voxel_size(img) -> np.ndarray:
+    """pixdim[1:4] as the file holds them (nibabel's loaded header has already set zeros to 1)."""
+    with nib.openers.ImageOpener(img.get_filename()) as f:
+        raw = type(img.header).from_fileobj(f, check=False)
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+
+
 def _read_nibabel(path: Path) -> tuple[object, np.ndarray, str, dict]:
-    img = nib.load(str(path))
+    with nib.imageglobals.LoggingOutputSuppressor():  # its header fixes are refused or kept below
+        img = nib.load(str(path))
     dtype = np.dtype(img.get_data_dtype()).name
     affine = np.asarray(img.affine, dtype=np.float64).copy()
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         return img.dataobj, affine, dtype, {}
     hdr = img.header
+    if int(hdr["sform_code"]) == 0:  # the grid comes from pixdim, which must state every voxel size
+        size = _stated_voxel_size(img)
+        if not np.all(np.isfinite(size)) or np.any(size == 0):
+            raise VolsrInputError(
+                path,
+                f"states voxel size {' x '.join(f'{v:g}' for v in size)} (pixdim) and no sform; "
+                "the grid is unknown, fix the header",
+            )
     xyz, t = hdr.get_xyzt_units()
     to_mm = _UNIT_TO_MM.get(xyz, 1.0)
     qform = np.asarray(hdr.get_qform(), dtype=np.float64)
@@ -114,8 +135,10 @@ def _volume_index(path: str, shape: tuple[int, ...], volume: int | None, hint: s
     if 0 in shape:
         raise VolsrInputError(path, f"is empty (shape {'x'.join(map(str, shape))})")
     if len(shape) < 3 or 1 in shape[:3]:
+        extent = sum(n > 1 for n in shape[:3])
+        what = f"is {extent}-D" if extent else "is a single voxel"
         raise VolsrInputError(
-            path, f"is 2-D (shape {'x'.join(map(str, shape))}); volsr needs a 3-D volume{hint}"
+            path, f"{what} (shape {'x'.join(map(str, shape))}); volsr needs a 3-D volume{hint}"
         )
     extra = [i for i, n in enumerate(shape[3:], start=3) if n > 1]
     if len(extra) > 1:
@@ -188,6 +211,7 @@ def load_image(
         thickness = extra.pop("slice_thickness_mm", None)
     else:  # a dcm2niix / BIDS sidecar beside the file
         thickness = parse_thickness(read_sidecar(p).get("SliceThickness"))
+    _check_affine(path, affine)
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad:
         raise VolsrInputError(path, f"has {bad} NaN or Inf voxel(s) (in float32); fill or mask them first")
@@ -207,6 +231,22 @@ def load_image(
     return MetaTensor(
         torch.from_numpy(data[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta
     )
+
+
+def _check_affine(path: str | os.PathLike, affine: np.ndarray | None) -> None:
+    """Refuse a grid that places no volume in space: missing, non-finite or singular affines."""
+    if affine is None:
+        raise VolsrInputError(path, "states no voxel-to-world geometry; volsr needs a 3-D grid")
+    a = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise VolsrInputError(
+            path, "has a non-finite (NaN or Inf) affine; the grid is unknown, fix its header"
+        )
+    columns = a[:3, :3] / np.maximum(np.linalg.norm(a[:3, :3], axis=0), 1e-300)
+    if abs(np.linalg.det(columns)) < 1e-6:  # a voxel axis of zero length, or two axes along one line
+        raise VolsrInputError(
+            path, "has a singular affine (its voxel axes span no volume); the grid is unknown, fix the header"
+        )
 
 
 def _meta(image: torch.Tensor) -> dict:
@@ -327,19 +367,60 @@ def save_image(
     dt = _output_dtype(dtype, image)
     scaled_source = _meta(image).get("nifti_header", {}).get("scaled", False)
     nii = _to_nifti(image, dt, rescale=dtype == "input" and dt.kind in "iu" and scaled_source)
-    return _replace_atomically(out, lambda tmp: nib.save(nii, str(tmp)), _ending(out, _NIFTI_OUT))
+    return _replace_atomically(out, lambda tmp: nib.save(nii, str(tmp)), _ending(out, _NIFTI_OUT), overwrite)
 
 
-def _replace_atomically(out: Path, write: Callable[[Path], object], suffix: str = "") -> Path:
-    """``write`` a temporary file in ``out``'s folder, then rename it to ``out``: never half-written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def _replace_atomically(
+    out: Path, write: Callable[[Path], object], suffix: str = "", overwrite: bool = True
+) -> Path:
+    """``write`` a temporary file in ``out``'s folder, then give it the name ``out``: never half-written.
+
+    Without ``overwrite`` the name is taken exclusively (a hard link, else ``O_EXCL``), so of two
+    writers racing for one output the second fails instead of replacing the first. Any failure
+    (read-only folder, disk full, a signal) removes the temporary file; an ``OSError`` becomes one
+    :class:`~volsr.errors.VolsrInputError` naming ``out``.
+    """
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp{suffix}")
     try:
-        write(tmp)
-        os.replace(tmp, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with in_flight(tmp):
+            write(tmp)
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            _claim(tmp, out)
+    except FileExistsError:
+        raise VolsrInputError(
+            out, "already exists; pass overwrite=True (--overwrite) to replace it"
+        ) from None  # noqa: E501
+    except OSError as exc:
+        raise write_error(out, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a failed clean-up must not hide the error above
+            tmp.unlink(missing_ok=True)
     return out
+
+
+def _claim(tmp: Path, out: Path) -> None:
+    """Give the finished ``tmp`` the name ``out`` only if no file has it (FileExistsError otherwise)."""
+    try:
+        os.link(tmp, out)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # no hard links here: reserve the name
+    os.replace(tmp, out)
+
+
+def discard_output(path: str | os.PathLike) -> None:
+    """Delete an output written moments ago (a file, or a DICOM series folder) whose companion write
+    (its sidecar) failed: a half-made result is not left behind."""
+    p = Path(path)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
 
 def sidecar_path(path: str | os.PathLike, folder: bool = False) -> Path:
@@ -370,7 +451,7 @@ def write_sidecar(
     if dst.exists() and not overwrite:
         raise VolsrInputError(dst, SIDECAR_EXISTS)
     text = json.dumps(dict(info), indent=2, default=str) + "\n"
-    return _replace_atomically(dst, lambda tmp: tmp.write_text(text))
+    return _replace_atomically(dst, lambda tmp: tmp.write_text(text), overwrite=overwrite)
 
 
 def describe(image: torch.Tensor) -> dict:
@@ -383,6 +464,7 @@ def describe(image: torch.Tensor) -> dict:
     """
     affine = affine_of(image)
     meta = _meta(image)
+    _check_affine(meta.get("filename_or_obj", "image"), affine)
     data = image.detach().float()
     return {
         "path": meta.get("filename_or_obj"),

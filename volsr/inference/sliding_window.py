@@ -24,6 +24,7 @@ from torch import nn
 
 from volsr.data.acquisition import thickness_ratios
 from volsr.data.normalization import PercentileNormalizer
+from volsr.errors import VolsrInputError
 from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
 from volsr.geometry.grids import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.geometry.interpolation import resample_array
@@ -286,10 +287,22 @@ def super_resolve(
 
     Returns:
         MetaTensor on the output grid (field of view kept), float32 in the input's units.
+
+    Raises:
+        VolsrInputError: the output grid is the input grid (an isotropic scan at its own spacing,
+            or factors of 1): there is nothing to super-resolve, and the network would only change
+            the voxels.
     """
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
     out_affine, out_shape, effective = output_grid(image, scale, spacing)
+    if all(f == 1 for f in effective):  # never hand back silently changed voxels for "nothing to do"
+        mm = " x ".join(f"{s:.4g}" for s in voxel_spacing(affine_of(image)))
+        raise VolsrInputError(
+            getattr(image, "meta", {}).get("filename_or_obj", "the image"),
+            f"already has the requested grid ({mm} mm): nothing to super-resolve; "
+            "ask for a finer one with spacing= / scale= (--spacing / --scale)",
+        )
 
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)

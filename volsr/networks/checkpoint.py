@@ -6,17 +6,31 @@ MONAI's ``CheckpointLoader(load_dict={"model": net})`` reads it too.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from volsr.data.normalization import PercentileNormalizer
+from volsr.errors import VolsrInputError
 from volsr.networks import NETWORKS
 
-__all__ = ["save_checkpoint", "load_checkpoint", "build_network", "load_grown_weights"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_network",
+    "load_grown_weights",
+    "remove_stray_temporaries",
+    "prepare_training_folder",
+]
+
+#: the names :func:`save_checkpoint` writes before renaming (``.model.pt.1a2b3c4d.tmp``; the older
+#: ``tmpXXXXXXXX.tmp`` of ``tempfile.mkstemp`` too): what a save killed half-way leaves behind
+_TEMPORARY = re.compile(r"\.[^/]+\.pt\.[0-9a-f]{8}\.tmp|tmp[a-z0-9_]{8}\.tmp")
 
 
 def network_name(network: nn.Module) -> str:
@@ -47,15 +61,46 @@ def save_checkpoint(
         "step": int(step),
         **extra,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def remove_stray_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` left in ``folder`` (only names of
+    its own making); returns them."""
+    folder = Path(folder)
+    stray = (
+        [p for p in folder.iterdir() if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+        if folder.is_dir()
+        else []
+    )
+    for p in stray:
+        p.unlink(missing_ok=True)
+    return stray
+
+
+def prepare_training_folder(folder: str | Path, resume: bool, steps: int) -> None:
+    """Before a training run writes to ``folder``: remove stray temporaries, and refuse a resume that
+    would train nothing (``steps`` at or below the checkpoint's step) before ``model.pt`` is touched.
+
+    Raises:
+        VolsrInputError: ``resume`` with ``steps`` <= the step of ``folder/checkpoint.pt``.
+    """
+    remove_stray_temporaries(folder)
+    state_path = Path(folder) / "checkpoint.pt"
+    if resume and state_path.is_file():
+        done = int(torch.load(state_path, map_location="cpu", weights_only=False).get("step", 0))
+        if steps <= done:
+            raise VolsrInputError(
+                state_path,
+                f"is at step {done}; {steps} steps leave nothing to train: give --steps above {done}",
+            )
 
 
 def load_checkpoint(

@@ -28,7 +28,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from volsr.data.normalization import PercentileNormalizer
 from volsr.inference.devices import autocast, autocast_dtype, resolve_device
-from volsr.networks.checkpoint import build_network, load_grown_weights, save_checkpoint
+from volsr.networks.checkpoint import (
+    build_network,
+    load_grown_weights,
+    prepare_training_folder,
+    save_checkpoint,
+)
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
 from volsr.training.validation import Validator
 from volsr.transforms.protocol import QUALITY_BAR, Protocol, as_protocol
@@ -134,6 +139,7 @@ def train(
         from volsr.data.io import load_image as loader
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_training_folder(out_dir, resume, cfg.steps)  # stray temporaries, a resume with nothing to do
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
 

@@ -39,6 +39,7 @@ from volsr.api.cohort.manifest import (
     status_counts,
 )
 from volsr.api.cohort.sharding import Process, ProcessGroup, parse_shard, rank_device, split, torchrun_process
+from volsr.errors import VolsrInputError
 
 __all__ = ["CohortRequest", "CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
 
@@ -114,6 +115,8 @@ def run_key(sr, request: CohortRequest, weights: Path | None = None) -> str:
 
 def _error_line(exc: BaseException, job: Job) -> str:
     """One line naming the scan (and series) and the problem."""
+    if isinstance(exc, VolsrInputError):  # names its own file: the scan, or the output it could not write
+        return f"series {job.series_uid}: {exc}" if job.series_uid else str(exc)
     if isinstance(exc, FileNotFoundError) and exc.filename:
         text = f"{exc.filename}: {exc.strerror}"
     elif isinstance(exc, ValueError):  # VolsrInputError and friends: the user's input
@@ -245,10 +248,10 @@ def run_jobs(
     runner = _Runner(sr, request, manifest, dict(done_before or {}), key, expected, rank, echo, error)
     todo = [(job, overwrite) for job in jobs if (overwrite := runner.plan(job)) is not None]
     write_slots = threading.BoundedSemaphore(2)  # outputs held in memory while they wait to be written
-    with (
-        ThreadPoolExecutor(max(prefetch, 1), thread_name_prefix="volsr-read") as readers,
-        ThreadPoolExecutor(1, thread_name_prefix="volsr-write") as writer,
-    ):
+    readers = ThreadPoolExecutor(max(prefetch, 1), thread_name_prefix="volsr-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="volsr-write")
+    interrupted = False
+    try:
         pending: deque = deque()
         upcoming = iter(todo)
 
@@ -279,6 +282,12 @@ def run_jobs(
             write_slots.acquire()
             writer.submit(written, job, dst, image, out, info, overwrite, seconds)
             read_ahead(max(prefetch, 1))
+    except (KeyboardInterrupt, SystemExit):  # a signal: the CLI removes the writer's temporary, leaves
+        interrupted = True
+        raise
+    finally:
+        readers.shutdown(wait=not interrupted, cancel_futures=interrupted)
+        writer.shutdown(wait=not interrupted, cancel_futures=interrupted)
     return runner.counts
 
 
