@@ -115,3 +115,20 @@ def test_bundle_inference_config_writes_a_dicom_series_when_asked(tmp_path):
         np.sort(fov_corners(aff, (20, 16, 6)), axis=0),
         atol=1e-3,
     )
+
+
+@pytest.mark.parametrize("bundle", ["volsr_cnn3d", "volsr_gan3d"])
+def test_metadata_names_the_volsr_version_of_this_package(bundle):
+    import tomllib
+
+    import volsr
+
+    meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["version"] == volsr.__version__  # one version, whether installed or imported
+    assert meta["required_packages_version"]["volsr"] == volsr.__version__
+    assert meta["version"] in meta["changelog"]
+    # a consumer outside volsr learns what each input channel is from the metadata alone
+    channels = meta["network_data_format"]["inputs"]["image"]["channel_def"]
+    assert len(channels) == meta["network_data_format"]["inputs"]["image"]["num_channels"] == 10
+    assert "cubic B-spline" in channels["0"] and "grid_encoding" in meta["description"]

@@ -203,3 +203,12 @@ def test_degrade_dtype_input_overwrite_and_never_the_input(tmp_path, scan):
     result = invoke("degrade", scan, "-o", scan, "--factor", "2", "--axis", "1", "--overwrite")
     assert result.exit_code == 2 and "is the input image" in result.stderr
     assert scan.read_bytes() == before
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    import tomllib
+    from conftest import REPO
+
+    result = invoke("--version")
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert result.exit_code == 0 and result.output == f"volsr {version}\n"

@@ -42,6 +42,25 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from volsr import __version__
+
+        typer.echo(f"volsr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
 #: errors that blame the user's input or options: reported in one line, exit status 2
 _INPUT_ERRORS = (VolsrInputError, FileNotFoundError, ValueError)
 _F = TypeVar("_F", bound=Callable)

@@ -50,7 +50,7 @@ def world_values(img: torch.Tensor, affine: np.ndarray, truth: np.ndarray) -> tu
 def test_integer_source_round_trips_exactly_on_the_world_grid(tmp_path, affine):
     arr = volume().astype(np.float32) * 300  # -12000 .. 50700: int16 cannot hold it, uint16 neither
     arr -= arr.min()  # 0 .. 62700: uint16, no rescale needed
-    out = save_dicom_series(source(arr, affine, "int16"), tmp_path / "series")
+    out = save_dicom_series(source(arr, affine, "uint16"), tmp_path / "series")
     files = sorted(p.name for p in out.iterdir())
     assert files == [f"IM_{k:05d}.dcm" for k in range(1, arr.shape[2] + 1)]
     first = tags(out / files[0], "0008|0016", "0028|0103", "0028|1053", "0020|0032", "0020|0037")
@@ -111,7 +111,7 @@ def test_dicom_source_lends_its_patient_study_and_frame_of_reference_to_a_new_se
     assert first["0020|000e"] != uid and first["0020|000e"].startswith("2.25.")
     assert first["0020|000e"] == second["0020|000e"] and first["0008|0018"] != second["0008|0018"]
     assert first["0020|0011"] == "1007" and first["0008|103e"] == "T2 TSE volsr SR"
-    assert first["0008|0008"] == "DERIVED\\SECONDARY" and first["0008|2111"] == "x4 by a test"
+    assert first["0008|0008"] == "DERIVED\\SECONDARY\\OTHER" and first["0008|2111"] == "x4 by a test"
     assert_on_world_grid(load_image(out), volume() * 2, affine, same_index=False)
 
 

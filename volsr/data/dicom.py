@@ -39,6 +39,11 @@ REFERENCE_TAGS = (
     "0018|0020", "0018|0021", "0018|0022", "0018|0023", "0018|0080", "0018|0081", "0018|0082",
     "0018|0091", "0018|1314", "0018|0087", "0018|0060", "0028|1050", "0028|1051",
     "0020|0011", "0008|103e",  # SeriesNumber, SeriesDescription
+    "0020|1040", "0018|1030", "0018|0024", "0018|0084", "0018|0085", "0010|1030",  # position reference,
+    # protocol, sequence name, imaging frequency, nucleus, patient weight; the ImageType the derived one
+    # keeps value 3 of, and the acquiring equipment (its Contributing Equipment)
+    "0008|0008", "0008|0070", "0008|1090", "0008|0080", "0008|1010", "0018|1000",
+    "0020|0060",  # Laterality
 )  # fmt: skip
 
 

@@ -5,11 +5,15 @@ ImagePositionPatient / ImageOrientationPatient exact for every slice, so oblique
 (sheared) grids are kept. The series is new (its own SeriesInstanceUID, ImageType
 ``DERIVED\\SECONDARY``); where the image came from a DICOM series, the patient, study and frame of
 reference (and the acquisition's contrast parameters and display window) are copied from that
-series, so a viewer files the result beside its source and can link the two in space.
+series, so a viewer files the result beside its source and can link the two in space; every slice
+lists the source images (SourceImageSequence) and the scanner (ContributingEquipmentSequence), and
+what the MR and CT image IODs require is present (``dciodvfy``: no errors).
 
-Hand-written on SimpleITK (its GDCM writer), since MONAI writes no DICOM. Pixel data are 16-bit
-integers: an integer source's values as they are, anything else through a fitted Rescale Slope /
-Intercept (its error at most half the slope).
+Hand-written on SimpleITK (its GDCM writer; pydicom adds the sequences, which SimpleITK's string tags
+cannot carry), since MONAI writes no DICOM. Pixel data are 16-bit integers: an integer source's values
+rounded and clipped to its type's range (:func:`volsr.data.stored_values.in_integer_range`, the NIfTI
+writer's rule), anything else through a fitted Rescale Slope / Intercept (its error at most half the
+slope).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import SimpleITK as sitk
 import torch
 
 from volsr.data.io import SIDECAR_EXISTS, sidecar_path
+from volsr.data.stored_values import in_integer_range
 from volsr.data.temporaries import register, release
 from volsr.errors import VolsrInputError, write_error
 from volsr.geometry.meta import affine_of
@@ -49,6 +54,27 @@ _DTYPES = ("input", "float32")
 _SOP_CLASS = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
     "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+}
+
+
+#: ImageType value 3 of a derived image whose source states none (or is of another modality)
+_IMAGE_FLAVOUR = {"MR": "OTHER", "CT": "AXIAL"}
+#: what the MR and CT image IODs require that a source may not state: type 2 (and 2C) attributes empty,
+#: type 1 ones as "unknown" (ScanningSequence RM: research mode; SequenceVariant NONE)
+_REQUIRED_DEFAULTS = {
+    "MR": {"0018|0020": "RM", "0018|0021": "NONE", "0018|0022": "", "0018|0023": "", "0018|0080": "",
+           "0018|0081": "", "0018|0091": ""},
+    "CT": {"0018|0060": "", "0020|0012": ""},
+    "any": {"0018|5100": "", "0020|1040": ""},  # patient position, position reference indicator
+}  # fmt: skip
+#: the source's equipment tags (copied with it, :data:`volsr.data.dicom.REFERENCE_TAGS`) that describe
+#: the scanner, not this series: they go to its ContributingEquipmentSequence (pydicom keywords)
+_SOURCE_EQUIPMENT = {
+    "0008|0070": "Manufacturer",
+    "0008|1090": "ManufacturerModelName",
+    "0008|0080": "InstitutionName",
+    "0008|1010": "StationName",
+    "0018|1000": "DeviceSerialNumber",
 }
 
 
@@ -169,7 +195,9 @@ def save_dicom_series(
     values, pixel_tags = _pixel_encoding(arr[0], _source_dtype(reference), dtype)
     series_tags = {**_reference_tags(reference), **pixel_tags}
     modality = output_modality(reference, modality)
+    equipment = {key: series_tags.pop(key) for key in _SOURCE_EQUIPMENT if key in series_tags}
     series_tags.update(_new_series_tags(series_tags, reference, description, derivation, modality))
+    links = _source_links(reference, equipment)
     direction = np.column_stack([row, column, normal])
     origin = _RAS_TO_LPS @ affine[:3, 3]
     step = _RAS_TO_LPS @ affine[:3, 2]
@@ -200,6 +228,7 @@ def save_dicom_series(
             # first slice back sets it, for that slice's rewrite and every slice after
             if k == 0 and _sop_class(path) != tags["0008|0016"]:
                 _write_slice(plane, tags, path)
+            _add_sequences(path, links)
         _replace_folder(out, tmp, overwrite)
     except OSError as exc:  # read-only folder, disk full: one line naming the output, not the temporary
         raise write_error(out, exc) from None
@@ -220,11 +249,12 @@ def _pixel_encoding(values: np.ndarray, source_dtype: str, dtype: str) -> tuple[
     a Rescale Slope / Intercept over signed 16-bit stored values (GDCM rounds them)."""
     lo, hi = float(values.min()), float(values.max())
     if dtype == "input" and np.dtype(source_dtype).kind in "iu":
-        rounded_lo, rounded_hi = round(lo), round(hi)
+        values = in_integer_range(values, source_dtype)  # as NIfTI stores them: no negatives from uint
+        lo, hi = float(values.min()), float(values.max())
         for kind in (np.int16, np.uint16):
             info = np.iinfo(kind)
-            if info.min <= rounded_lo and rounded_hi <= info.max:
-                return np.rint(values).astype(kind), {}
+            if info.min <= lo and hi <= info.max:
+                return values.astype(kind), {}
     # a slope short enough for a DICOM decimal string (16 characters); the stored range is +-32767
     slope = float(f"{(hi - lo) / 65534:.9g}") if hi > lo else 1.0
     intercept = float(f"{lo + 32767 * slope:.9g}")
@@ -254,10 +284,15 @@ def _new_series_tags(
             or Path(str(getattr(reference, "meta", {}).get("filename_or_obj", "volume"))).name
         )
         description = f"{stem} volsr SR"
+    source_type = tags.get("0008|0008", "").split("\\")
+    flavour = source_type[2] if len(source_type) > 2 and tags.get("0008|0060") == modality else ""
     new = {
         "0008|0060": modality,
         "0008|0016": _SOP_CLASS[modality],
-        "0008|0008": "DERIVED\\SECONDARY",  # ImageType
+        # ImageType; value 3 (required of MR and CT) as the source's, e.g. M for an MR magnitude
+        "0008|0008": f"DERIVED\\SECONDARY\\{flavour or _IMAGE_FLAVOUR[modality]}",
+        "0008|0070": "volsr",  # Manufacturer: of the equipment that made this series; the scanner is in
+        "0008|1090": "volsr",  # ContributingEquipmentSequence. ManufacturerModelName
         "0008|2111": derivation[:1024],  # DerivationDescription
         "0018|1020": f"volsr {__version__}",  # SoftwareVersions
         "0020|000e": new_uid(),  # SeriesInstanceUID
@@ -265,11 +300,60 @@ def _new_series_tags(
         "0008|103e": description[:64],
         "0008|0021": date, "0008|0031": time, "0008|0023": date, "0008|0033": time,  # series, content
     }  # fmt: skip
+    required = {**_REQUIRED_DEFAULTS["any"], **_REQUIRED_DEFAULTS[modality]}
+    if "0018|0015" not in tags:  # Laterality: required of paired body parts; for an unknown one, empty
+        required["0020|0060"] = ""
+    new.update({key: value for key, value in required.items() if key not in tags})
     if "0020|000d" not in tags:  # no source study: a new one
         new.update({"0020|000d": new_uid(), "0008|0020": date, "0008|0030": time})
     if "0020|0052" not in tags:  # no stated frame of reference (required of MR and CT images): a new one
         new["0020|0052"] = new_uid()
     return new
+
+
+def _source_links(reference: torch.Tensor, equipment: Mapping[str, str]) -> dict:
+    """The sequences that link a derived slice to its source (pydicom keywords -> items): every source
+    image (SourceImageSequence: a viewer finds the source series from it) and the acquiring equipment
+    (ContributingEquipmentSequence); empty for a source that is not a DICOM series."""
+    meta = getattr(reference, "meta", {})
+    folder, uid = meta.get("filename_or_obj"), meta.get("dicom_series_uid")
+    if not folder or not uid or not Path(str(folder)).is_dir():
+        return {}
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    sources = []
+    for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid):
+        header = dcmread(file, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        item = Dataset()
+        item.ReferencedSOPClassUID = header.SOPClassUID
+        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        sources.append(item)
+    links: dict = {"SourceImageSequence": sources}
+    if equipment:
+        item, purpose = Dataset(), Dataset()
+        purpose.CodeValue, purpose.CodingSchemeDesignator = "109101", "DCM"
+        purpose.CodeMeaning = "Acquisition Equipment"
+        item.PurposeOfReferenceCodeSequence = [purpose]
+        for key, value in equipment.items():
+            setattr(item, _SOURCE_EQUIPMENT[key], value)
+        if "Manufacturer" not in item:
+            item.Manufacturer = ""  # type 1 in this sequence's items; type 2 would do, an absent one not
+        links["ContributingEquipmentSequence"] = [item]
+    return links
+
+
+def _add_sequences(path: Path, links: Mapping[str, list]) -> None:
+    """Add ``links`` (from :func:`_source_links`) to a written slice: GDCM's writer (through SimpleITK's
+    string tags) writes no sequences."""
+    if not links:
+        return
+    from pydicom import dcmread
+
+    ds = dcmread(path)
+    for keyword, items in links.items():
+        setattr(ds, keyword, items)
+    ds.save_as(path)
 
 
 def _write_slice(plane: sitk.Image, tags: Mapping[str, str], path: Path) -> None:

@@ -34,6 +34,7 @@ from monai.data import MetaTensor
 
 from volsr.data.acquisition import acquisition_record, parse_thickness, slice_acquisition
 from volsr.data.dicom import read_dicom_folder, read_itk
+from volsr.data.stored_values import in_integer_range
 from volsr.data.temporaries import in_flight
 from volsr.errors import VolsrInputError, write_error
 from volsr.geometry.grids import is_sheared, voxel_spacing
@@ -322,8 +323,7 @@ def _to_nifti(image: torch.Tensor, dt: np.dtype, rescale: bool) -> nib.Nifti1Ima
         raise ValueError(f"save_image needs a (C, X, Y, Z) or (X, Y, Z) image, got shape {tuple(arr.shape)}")
     info = _meta(image).get("nifti_header", {})
     if dt.kind in "iu" and not rescale:
-        lim = np.iinfo(dt)
-        arr = np.clip(np.rint(arr), lim.min, lim.max).astype(dt)
+        arr = in_integer_range(arr, dt).astype(dt)  # the rule the DICOM writer follows too
     else:
         arr = arr.astype(np.float32 if rescale else dt)
     img = nib.Nifti1Image(arr, None)

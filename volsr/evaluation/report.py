@@ -46,9 +46,11 @@ def save_montage(
     scores: Mapping[str, Mapping] | None = None,
     reference: str | None = None,
 ) -> Path:
-    """Same-grid images side by side on a plane through ``axis`` (where thick slices show).
+    """Same-grid images side by side on the three central planes, voxels drawn at their physical aspect.
 
-    With a ``reference`` key, a second row holds each method's absolute error against it.
+    The planes that contain ``axis`` (where thick slices show) come first. A method's column title
+    carries its masked PSNR and SSIM from ``scores``. With a ``reference`` key, each image row is
+    followed by the methods' absolute error against it, with a colour bar in the images' units.
     """
     import matplotlib
 
@@ -56,36 +58,83 @@ def save_montage(
     import matplotlib.pyplot as plt
 
     first = next(iter(images.values()))
-    cut = 1 if axis != 1 else 0  # a plane that contains the degraded axis
-    idx = first.shape[1 + cut] // 2
+    spacing = _spacing(first)
+    centre = [n // 2 for n in first.shape[1:]]
+    cuts = sorted(range(3), key=lambda a: (a == axis, a))  # planes containing `axis` first
 
-    def plane(t: torch.Tensor) -> np.ndarray:
+    def plane(t: torch.Tensor, cut: int) -> np.ndarray:
         a = (t.as_tensor() if hasattr(t, "as_tensor") else t)[0].float().numpy()
-        return np.rot90(np.take(a, idx, axis=cut))
+        return np.rot90(np.take(a, centre[cut], axis=cut))  # rows: the 2nd remaining axis, flipped
 
     shown = images[reference] if reference else first
-    vmin, vmax = np.percentile(plane(shown), [0.5, 99.5])
+    vmin, vmax = np.percentile(shown[0].float().numpy(), [0.5, 99.5])
+    emax = 0.25 * (vmax - vmin)
     names = [n for n in images if n != reference] + ([reference] if reference else [])
-    rows = 2 if reference else 1
-    fig, axes = plt.subplots(rows, len(names), figsize=(2.6 * len(names), 2.8 * rows), squeeze=False)
-    ref_plane = plane(images[reference]) if reference else None
-    for col, name in enumerate(names):
-        p = plane(images[name])
-        axes[0, col].imshow(p, cmap="gray", vmin=vmin, vmax=vmax)
-        label = name if not scores or name not in scores else f"{name}\n{scores[name]['psnr']:.2f} dB"
-        axes[0, col].set_title(label, fontsize=9)
-        if reference and name not in ("lr", reference):
-            axes[1, col].imshow(np.abs(p - ref_plane), cmap="magma", vmin=0, vmax=0.25 * (vmax - vmin))
-            axes[1, col].set_title("|error|", fontsize=8)
-        for row in range(rows):
-            axes[row, col].axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    errors = [n for n in names if reference and n not in ("lr", reference)]
+    row_kinds = [(cut, kind) for cut in cuts for kind in (("image", "error") if errors else ("image",))]
+    # panel heights in mm, so every row is drawn at the same physical scale
+    extent = [float(n * s) for n, s in zip(first.shape[1:], spacing, strict=True)]
+    widths = {cut: max(extent[a] for a in range(3) if a != cut) for cut in cuts}
+    heights = [[extent[a] for a in range(3) if a != cut][1] for cut, _ in row_kinds]
+    panel_w = 2.2
+    fig_h = sum(panel_w * h / max(widths.values()) for h in heights) + 0.25 * len(row_kinds) + 0.9
+    fig, axes = plt.subplots(
+        len(row_kinds),
+        len(names),
+        figsize=(panel_w * len(names) + 0.8, fig_h),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+        layout="constrained",
+    )
+    error_image = None
+    for row, (cut, kind) in enumerate(row_kinds):
+        a, b = [x for x in range(3) if x != cut]
+        aspect = spacing[b] / spacing[a]  # rot90: image rows step along b, columns along a
+        ref_plane = plane(images[reference], cut) if reference else None
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if kind == "image":
+                ax.imshow(plane(images[name], cut), cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
+                if row == 0:
+                    ax.set_title(_column_title(name, scores), fontsize=8)
+            elif name in errors:
+                diff = np.abs(plane(images[name], cut) - ref_plane)
+                error_image = ax.imshow(diff, cmap="magma", vmin=0, vmax=emax, aspect=aspect)
+            else:
+                ax.axis("off")
+            if col == 0:
+                label = f"plane {'XYZ'[a]}{'XYZ'[b]}" + ("" if kind == "image" else "\n|error|")
+                ax.set_ylabel(label, fontsize=8)
+    if error_image is not None:  # every error map shares one scale: 0 to a quarter of the display range
+        bar = fig.colorbar(error_image, ax=axes, shrink=0.4, aspect=30, pad=0.01)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("|error| (image units)", fontsize=8)
+    fig.suptitle(title + f"  (spacing {' x '.join(f'{v:.2f}' for v in spacing)} mm)", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _spacing(image: torch.Tensor) -> tuple[float, float, float]:
+    """Voxel size in mm from a MetaTensor's affine (1 mm for a bare tensor)."""
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return (1.0, 1.0, 1.0)
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return tuple(float(v) for v in np.linalg.norm(m, axis=0))
+
+
+def _column_title(name: str, scores: Mapping[str, Mapping] | None) -> str:
+    s = (scores or {}).get(name)
+    if not s:
+        return name
+    return f"{name}\nPSNR {s['psnr']:.2f} dB\nSSIM {s['ssim']:.3f}"
 
 
 def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> dict[str, Path]:

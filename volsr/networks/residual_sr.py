@@ -81,6 +81,14 @@ def _conv(cfg: ResidualSRConfig, cin: int, cout: int) -> nn.Module:
     return conv(cin, cout, kernel_size=3, padding=1)
 
 
+def _exporting() -> bool:
+    """True while ``torch.export`` (the ONNX exporter) or ``torch.jit.trace`` records the network: both
+    record one size; a scripted network keeps the branch."""
+    if torch.jit.is_scripting():
+        return False
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 class SqueezeExcitation3D(ChannelSELayer):
     """MONAI's ``ChannelSELayer`` (same parameters and weights) with a faster pooling and an in-place
     option.
@@ -92,7 +100,7 @@ class SqueezeExcitation3D(ChannelSELayer):
     """
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        b, c = x.shape[:2]
+        b, c = x.shape[0], x.shape[1]
         voxels = x[0, 0].numel()
         rows = x.movedim(1, -1).reshape(b, voxels, c)  # a view for channels-last tensors
         if rows.dtype == torch.float16:  # a sum over voxels passes float16's 65504: reduce in float32
@@ -100,7 +108,7 @@ class SqueezeExcitation3D(ChannelSELayer):
         else:
             ones = torch.ones(b, 1, voxels, dtype=rows.dtype, device=rows.device)
             pooled = torch.matmul(ones, rows).view(b, c) / voxels
-        weights = self.fc(pooled).view(b, c, *([1] * (x.ndim - 2)))
+        weights = self.fc(pooled).view([b, c] + [1] * (x.dim() - 2))
         return x.mul_(weights) if inplace else x * weights
 
 
@@ -156,20 +164,35 @@ class CoarseBranch(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        size = h.shape[2:]
-        pad = [p for n in reversed(size) for p in (0, n % 2)]
-        c = nn.functional.pad(h, pad, mode="replicate") if any(pad) else h
+        # written for TorchScript (explicit loops, no unpacking): shapes stay dynamic in an export
+        pad: list[int] = []
+        odd = False
+        for d in range(h.dim() - 1, 1, -1):  # F.pad lists the last axis first
+            pad += [0, h.shape[d] % 2]
+            odd = odd or h.shape[d] % 2 == 1
+        # an export traces one size: pad always (by 0 on even axes) so the graph takes both parities
+        c = nn.functional.pad(h, pad, mode="replicate") if odd or _exporting() else h
         c = self.up(self.blocks(self.down(c)))
-        return c[(..., *[slice(0, n) for n in size])]
+        for d in range(2, h.dim()):
+            c = c.narrow(d, 0, h.shape[d])
+        return c
 
 
 class ResidualSR3D(nn.Module):
-    """Residual SR generator on the output grid; see the module docstring for the data flow."""
+    """Residual SR generator on the output grid; see the module docstring for the data flow.
+
+    Scriptable (``torch.jit.script``) and exportable to ONNX with dynamic spatial sizes, odd ones
+    included (``python -m monai.bundle ckpt_export`` and ``onnx_export``; the bundle README has the
+    commands).
+    """
+
+    __jit_unused_properties__ = ["receptive_field"]  # reads the config dataclass, which TorchScript cannot
 
     def __init__(self, config: ResidualSRConfig | None = None, **kwargs) -> None:
         super().__init__()
         cfg = config or ResidualSRConfig(**kwargs)
         self.config = cfg
+        self.in_channels = cfg.in_channels  # a plain int: TorchScript reads no dataclass
         f = cfg.features
         self.head = _conv(cfg, cfg.in_channels + cfg.grid_channels, f)
         self.coarse = CoarseBranch(cfg) if cfg.coarse_blocks else None
@@ -212,7 +235,7 @@ class ResidualSR3D(nn.Module):
             h = h.add_(c) if inplace else h + c  # (B, F, *S): half-resolution context
         t = self.tail(self.blocks(h))  # the blocks leave h intact for the long skip
         t = t.add_(h) if inplace else t + h  # (B, F, *S)
-        return x[:, : self.config.in_channels] + self.out(t)  # (B, C, *S): spline input + residual
+        return x[:, : self.in_channels] + self.out(t)  # (B, C, *S): spline input + residual
 
 
 def count_parameters(model: nn.Module) -> int:
