@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pydoc
 import sys
 import warnings
@@ -467,9 +468,14 @@ def train(
         if not init.is_file():
             raise typer.BadParameter(f"{init}: no such checkpoint", param_hint="--init")
         parser["config#init"] = str(init)
-    results = parser.get_parsed_content("run")  # the config's "run" list: [train(...)]
+    # training messages as plain lines; under torchrun every rank runs this command and rank 0 speaks
+    from volsr.training.engine import console_logging
+
+    with console_logging():
+        results = parser.get_parsed_content("run")  # the config's "run" list: [train(...)]
     best = results[-1] if isinstance(results, list) else results
-    typer.echo(f"done; best validation: {best}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"done; best validation: {best}")
 
 
 def _stored_config(checkpoint: Path) -> dict:
