@@ -49,17 +49,8 @@ from torch import nn
 from volsr.data.normalization import PercentileNormalizer
 from volsr.inference.devices import autocast, autocast_dtype
 from volsr.networks.checkpoint import build_network, load_checkpoint, network_name
-from volsr.training.data import patch_batches
-from volsr.training.engine import (
-    Distributed,
-    TrainingTask,
-    distributed,
-    fit,
-    load_optimizer_state,
-    load_state,
-    parameter_groups,
-)
-from volsr.training.trainer import TrainConfig, data_workers, loss_function, training_data
+from volsr.training import engine
+from volsr.training.trainer import TrainConfig, loss_function, training_batches, training_data
 from volsr.transforms.validation import check_positive, check_probability, parse_choices
 
 __all__ = ["GanConfig", "GanParts", "GanTask", "gan_learning_rates", "gan_step", "train_gan", "ADVERSARIAL"]
@@ -168,7 +159,9 @@ class GanParts:
     ) -> GanParts:
         """AdamW for the generator (``weight_decay``, none on biases and norm parameters), Adam for the
         discriminator."""
-        g_opt = torch.optim.AdamW(parameter_groups(generator, cfg.weight_decay), lr=cfg.g_lr, betas=_BETAS)
+        g_opt = torch.optim.AdamW(
+            engine.parameter_groups(generator, cfg.weight_decay), lr=cfg.g_lr, betas=_BETAS
+        )
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=_BETAS)
         return cls(
             generator,
@@ -179,7 +172,7 @@ class GanParts:
             torch.amp.GradScaler("cuda", enabled=amp),
         )
 
-    def replicate(self, dist: Distributed) -> None:
+    def replicate(self, dist: engine.Distributed) -> None:
         """Run the optimisation passes through ``dist``'s DistributedDataParallel wrappers."""
         self.g_replica, self.d_replica = dist.replicate(self.generator), dist.replicate(self.discriminator)
 
@@ -206,7 +199,7 @@ class GanParts:
         """Restore from a ``checkpoint.pt`` dict written with :meth:`training_state`."""
         self.generator.load_state_dict(state["model"])
         self.discriminator.load_state_dict(state["discriminator"]["model"])
-        load_optimizer_state(self.g_optimizer, state["optimizer"], self.generator)
+        engine.load_optimizer_state(self.g_optimizer, state["optimizer"], self.generator)
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         if state.get("g_scaler"):
             self.g_scaler.load_state_dict(state["g_scaler"])
@@ -316,7 +309,7 @@ def _initial_generator(cfg: GanConfig, state: dict | None) -> tuple[nn.Module, P
     return build_network(cfg.network), PercentileNormalizer(), cfg.network
 
 
-class GanTask(TrainingTask):
+class GanTask(engine.TrainingTask):
     """The GAN's step and its rule for ``model.pt``, for the engine.
 
     The warm start is validated first and is the reference (``start``); after the discriminator's
@@ -401,10 +394,10 @@ def train_gan(
     """
     if loader is None:
         from volsr.data.io import load_image as loader
-    with distributed(cfg.device) as dist:
+    with engine.distributed(cfg.device) as dist:
         device = dist.device
         torch.manual_seed(cfg.seed)
-        state = load_state(cfg.output_dir, resume, device)
+        state = engine.load_state(cfg.output_dir, resume, device)
         generator, normalizer, spec = _initial_generator(cfg, state)
         cfg = replace(cfg, network=spec)  # the stored config names the generator actually trained
         discriminator = build_network(cfg.discriminator)
@@ -423,13 +416,8 @@ def train_gan(
 
         content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)  # fail before loading
         sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-        batches = patch_batches(
-            sampler,
-            cfg.batch_size,
-            cfg.seed + step,
-            data_workers(cfg, device),
-            device.type == "cuda",
-            rank=dist.rank,
-        )
+        batches = training_batches(sampler, cfg, step, dist)
         task = GanTask(parts, cfg, content_loss, adversarial_loss, device, start)
-        return fit(task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best)
+        return engine.fit(
+            task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best
+        )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -210,16 +210,18 @@ def train(
 
         loss_fn = loss_function(cfg)  # before the volumes load: a bad pixel_loss fails at once
         sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-        batches = patch_batches(
-            sampler,
-            cfg.batch_size,
-            cfg.seed + step,
-            data_workers(cfg, device),
-            device.type == "cuda",
-            rank=dist.rank,
-        )
+        batches = training_batches(sampler, cfg, step, dist)
         task = PixelLossTask(network, optimizer, scaler, loss_fn, cfg, dist, averaged)
         return fit(task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best)
+
+
+def training_batches(
+    sampler: PatchPairSampler, cfg: TrainConfig, step: int, dist: Distributed
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's endless batches of ``sampler`` from step ``step`` on, in :func:`data_workers`
+    processes; seeds follow ``cfg.seed``, ``step`` and the rank (:func:`patch_batches`)."""
+    workers, pin_memory = data_workers(cfg, dist.device), dist.device.type == "cuda"
+    return patch_batches(sampler, cfg.batch_size, cfg.seed + step, workers, pin_memory, dist.rank)
 
 
 def data_workers(cfg: TrainConfig, device: torch.device) -> int:
