@@ -37,7 +37,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -141,14 +140,6 @@ class Distributed:
     def barrier(self) -> None:
         if self.active:
             torch_dist.barrier()
-
-    def from_main(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank."""
-        if not self.active:
-            return value
-        box = [value]
-        torch_dist.broadcast_object_list(box, src=0)
-        return box[0]
 
 
 def torchrun_environment() -> bool:
@@ -289,7 +280,7 @@ def fit(
     Writes ``checkpoint.pt``, ``model.pt`` and ``validation.jsonl`` to ``cfg.output_dir`` (nothing
     where it is empty), TensorBoard events to ``cfg.log_dir``; ``validator`` (``(network, normalizer,
     device) -> record``) scores ``task.shipped``. Returns the record of the weights in ``model.pt``
-    (on every rank).
+    (on every rank: the others read rank 0's from ``checkpoint.pt``).
     """
     out_dir = Path(cfg.output_dir) if cfg.output_dir else None
     if out_dir is not None and dist.main:
@@ -342,7 +333,11 @@ def fit(
             if dist.main:
                 save_checkpoint(out_dir / MODEL, task.shipped, normalizer, step)
             dist.barrier()
-    return dist.from_main(best)
+    if not dist.main and out_dir is not None and (out_dir / CHECKPOINT).exists():
+        # rank 0's record, from the file rather than a broadcast: a gloo group closed right after a
+        # broadcast of Python-made tensors can deadlock (PyTorch issue 56297)
+        best = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=False).get("best", best)
+    return best
 
 
 def _log_scalars(scalars: dict[str, float], step: int, writer, bar, progress_keys: Sequence[str]) -> None:
