@@ -181,3 +181,46 @@ def test_multi_gpu_config_runs_the_train_config_in_a_process_group(tmp_path, mon
     assert seen == [(True, 1, torch.nn.parallel.DistributedDataParallel)]
     assert torch.load(tmp_path / "bundle" / "models" / "checkpoint.pt", weights_only=False)["step"] == 1
     assert not torch.distributed.is_initialized()  # the group the engine opened is closed
+
+
+def gan_rank_main(rank: int, port: int, tmp_path: Path) -> None:
+    """One rank of a GAN run; saves both networks as this rank has them."""
+    from conftest import make_image
+    from test_gan import degradation, tiny_config
+
+    from volsr.training.gan import GanParts, train_gan
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    kept = []
+    real_replicate = GanParts.replicate
+    GanParts.replicate = lambda parts, dist: kept.append(parts) or real_replicate(parts, dist)
+    volumes = {f"vol{i}": make_image(smooth_volume((24, 24, 24), seed=i), np.eye(4)) for i in range(2)}
+    # float32: in bfloat16 this tiny GAN's weights turn NaN within 3 steps (one process alike)
+    cfg = tiny_config(
+        tmp_path, volumes, tmp_path / "cnn.pt", steps=3, d_warmup=1, val_data=["vol0"], amp=False
+    )
+    train_gan(cfg, degradation=degradation(seed=rank), loader=volumes.__getitem__)
+    parts = kept[0]
+    state = {"g": parts.generator.state_dict(), "d": parts.discriminator.state_dict()}
+    torch.save(state, tmp_path / f"gan_rank{rank}.pt")
+
+
+def test_gan_ranks_drawing_different_patches_keep_identical_networks(tmp_path, monkeypatch):
+    """Both networks train through DDP (the discriminator's two passes per step included): different
+    patches on each rank, the same weights after every step."""
+    from test_gan import tiny_generator
+
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    start = save_checkpoint(tmp_path / "cnn.pt", tiny_generator(), PercentileNormalizer(1.0, 99.0), step=11)
+    mp.start_processes(gan_rank_main, args=(free_port(), tmp_path), nprocs=2, start_method="fork")
+    ranks = [torch.load(tmp_path / f"gan_rank{r}.pt", weights_only=False) for r in (0, 1)]
+    before = torch.load(start, weights_only=False)["model"]
+    assert not torch.equal(ranks[0]["g"]["out.weight"], before["out.weight"])  # the generator trained
+    assert all(torch.isfinite(v).all() for v in ranks[0]["g"].values())
+    for net in ("g", "d"):
+        for key, value in ranks[0][net].items():
+            torch.testing.assert_close(ranks[1][net][key], value, rtol=1e-5, atol=1e-6, msg=f"{net}: {key}")
+    lines = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 3]  # the warm start and the end, by rank 0
