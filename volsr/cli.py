@@ -450,20 +450,23 @@ def train(
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
-    from volsr.api import train_bundle
+    from volsr.api import console_logging, train_bundle
 
-    best = train_bundle(
-        bundle,
-        data=data,
-        steps=steps,
-        resume=resume,
-        init=init,
-        lr=lr,
-        warmup=warmup,
-        pixel_loss=pixel_loss.value if pixel_loss else None,
-        device=device,
-    )
-    typer.echo(f"done; best validation: {best}")
+    # training messages as plain lines; under torchrun every rank runs this command and rank 0 speaks
+    with console_logging():
+        best = train_bundle(
+            bundle,
+            data=data,
+            steps=steps,
+            resume=resume,
+            init=init,
+            lr=lr,
+            warmup=warmup,
+            pixel_loss=pixel_loss.value if pixel_loss else None,
+            device=device,
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"done; best validation: {best}")
 
 
 @app.command()

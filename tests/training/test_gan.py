@@ -178,7 +178,7 @@ def _adam_steps(optimizer_state: dict) -> set[int]:
 
 
 def test_checkpoint_and_resume_restore_both_optimisers_and_the_step(
-    tmp_path, volumes, cnn_checkpoint, capsys
+    tmp_path, volumes, cnn_checkpoint, caplog
 ):
     cfg = tiny_config(tmp_path, volumes, cnn_checkpoint, steps=2, d_warmup=1)
     train_gan(cfg, degradation=degradation(), loader=volumes.__getitem__)
@@ -188,8 +188,9 @@ def test_checkpoint_and_resume_restore_both_optimisers_and_the_step(
     assert state["config"]["network"] == torch.load(cnn_checkpoint, weights_only=False)["network"]
 
     cfg = tiny_config(tmp_path, volumes, cnn_checkpoint, steps=3, d_warmup=1)
-    train_gan(cfg, resume=True, degradation=degradation(1), loader=volumes.__getitem__)
-    assert "resumed from" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="volsr.training"):
+        train_gan(cfg, resume=True, degradation=degradation(1), loader=volumes.__getitem__)
+    assert "resumed from" in caplog.text
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 3
     # the counts continue from the checkpoint: fresh optimisers would count 1 and 1

@@ -52,6 +52,8 @@ _LAZY = {
     "run_demo": "volsr.demo",
     "infer_cohort": "volsr.api.cohort",
     "discard_temporaries": "volsr.data.temporaries",
+    "console_logging": "volsr.training.engine",
+    "require_torchrun": "volsr.training.engine",
     "CohortRequest": "volsr.api.cohort",
 }
 __all__ = list(_LAZY)

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from volsr.data.normalization import PercentileNormalizer
-from volsr.errors import VolsrInputError
 from volsr.networks import NETWORKS
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "build_network",
     "load_grown_weights",
     "remove_stray_temporaries",
-    "prepare_training_folder",
 ]
 
 #: the names :func:`save_checkpoint` writes before renaming (``.model.pt.1a2b3c4d.tmp``; the older
@@ -83,24 +81,6 @@ def remove_stray_temporaries(folder: str | Path) -> list[Path]:
     for p in stray:
         p.unlink(missing_ok=True)
     return stray
-
-
-def prepare_training_folder(folder: str | Path, resume: bool, steps: int) -> None:
-    """Before a training run writes to ``folder``: remove stray temporaries, and refuse a resume that
-    would train nothing (``steps`` at or below the checkpoint's step) before ``model.pt`` is touched.
-
-    Raises:
-        VolsrInputError: ``resume`` with ``steps`` <= the step of ``folder/checkpoint.pt``.
-    """
-    remove_stray_temporaries(folder)
-    state_path = Path(folder) / "checkpoint.pt"
-    if resume and state_path.is_file():
-        done = int(torch.load(state_path, map_location="cpu", weights_only=False).get("step", 0))
-        if steps <= done:
-            raise VolsrInputError(
-                state_path,
-                f"is at step {done}; {steps} steps leave nothing to train: give --steps above {done}",
-            )
 
 
 def load_checkpoint(

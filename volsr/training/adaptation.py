@@ -9,8 +9,9 @@ Hand-written: MONAI has no test-time training.
 Data flow: scan -> normalised as inference normalises it -> on an isotropic grid at the output
 spacing of the thick axis (cubic B-spline along it, box-averaged in-plane where in-plane voxels are
 finer) -> :class:`~volsr.training.data.PatchPairSampler` with thick slices of the scan's own slice
-thickness along an in-plane axis -> the trainer's optimisation step -> the moving average of the
-weights (a copy: the given network is left as it was).
+thickness along an in-plane axis -> the trainer's step (:class:`~volsr.training.trainer.PixelLossTask`)
+in the training engine (:func:`~volsr.training.engine.fit`, without checkpoints) -> the moving average
+of the weights (a copy: the given network is left as it was).
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ from volsr.geometry.meta import affine_of
 from volsr.geometry.orientation import coarse_axis
 from volsr.inference.devices import resolve_device
 from volsr.inference.sliding_window import grid_channels, output_grid
-from volsr.training.data import PatchPairSampler
+from volsr.training.data import PatchPairSampler, patch_batches
+from volsr.training.engine import Distributed, fit
 from volsr.training.trainer import (
+    PixelLossTask,
     TrainConfig,
-    learning_rate,
     loss_function,
     moving_average,
     optimisation_setup,
-    optimisation_step,
-    progress_bar,
 )
 from volsr.transforms import build_degradation
 from volsr.transforms.slice_thickness import SliceThickness
@@ -164,17 +164,6 @@ def adapt(
     )
     tuned, optimizer, scaler = optimisation_setup(copy.deepcopy(network).train(), cfg, dev)
     averaged = moving_average(tuned, cfg.ema, None)
-    loss_fn = loss_function(cfg)
-    bar = progress_bar(cfg, 0, "adapt")
-    for step in range(cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
-        loss = optimisation_step(tuned, optimizer, scaler, loss_fn, *sampler.batch(batch_size), cfg, dev)
-        if averaged is not None:
-            averaged.update_parameters(tuned)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    if bar is not None:
-        bar.close()
-    return (tuned if averaged is None else averaged.module).eval()
+    task = PixelLossTask(tuned, optimizer, scaler, loss_function(cfg), cfg, Distributed(dev), averaged)
+    fit(task, cfg, patch_batches(sampler, batch_size, seed), Distributed(dev), desc="adapt")
+    return task.shipped.eval()

@@ -222,34 +222,45 @@ class PatchBatches(torch.utils.data.IterableDataset):
     Worker ``i`` of ``n`` draws from ``sampler.reseeded(seed_i)``, ``seed_i`` derived from ``seed`` and
     ``i`` (:class:`numpy.random.SeedSequence`), so workers never repeat each other's patches and a
     run is reproducible from its seed and worker count; the loader hands batches out in worker order.
-    Without workers, the sampler itself is drawn from, as it was seeded.
+    Without workers, the sampler itself is drawn from, as it was seeded. ``rank`` (the process's rank
+    in distributed training) enters every seed but rank 0's, so the processes draw different patches
+    and rank 0 draws what a single process would.
     """
 
-    def __init__(self, sampler: PatchPairSampler, batch_size: int, seed: int) -> None:
+    def __init__(self, sampler: PatchPairSampler, batch_size: int, seed: int, rank: int = 0) -> None:
         super().__init__()
-        self.sampler, self.batch_size, self.seed = sampler, int(batch_size), int(seed)
+        self.sampler, self.batch_size, self.seed, self.rank = sampler, int(batch_size), int(seed), int(rank)
 
     def worker_seed(self, worker: int) -> int:
-        return int(np.random.SeedSequence([self.seed, worker]).generate_state(1)[0])
+        key = [self.seed, worker] if self.rank == 0 else [self.seed, worker, self.rank]
+        return int(np.random.SeedSequence(key).generate_state(1)[0])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
-        sampler = self.sampler if info is None else self.sampler.reseeded(self.worker_seed(info.id))
         if info is not None:
+            sampler = self.sampler.reseeded(self.worker_seed(info.id))
             torch.set_num_threads(1)  # workers share the machine with the training step
+        else:
+            sampler = self.sampler if self.rank == 0 else self.sampler.reseeded(self.worker_seed(0))
         while True:
             yield sampler.batch(self.batch_size)
 
 
 def patch_batches(
-    sampler: PatchPairSampler, batch_size: int, seed: int, workers: int = 0, pin_memory: bool = False
+    sampler: PatchPairSampler,
+    batch_size: int,
+    seed: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+    rank: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``sampler`` drawn in ``workers`` DataLoader processes (0: in this process).
+    """Batches of ``sampler`` drawn in ``workers`` DataLoader processes (0: in this process), seeded
+    from ``seed`` and the distributed ``rank`` (:class:`PatchBatches`).
 
     Why workers: a training step on a GPU takes milliseconds, drawing and degrading a batch of
     crops on one CPU core takes longer, so with the sampler in the training process the GPU waits.
     """
-    dataset = PatchBatches(sampler, batch_size, seed)
+    dataset = PatchBatches(sampler, batch_size, seed, rank)
     if workers <= 0:
         return iter(dataset)
     loader = torch.utils.data.DataLoader(

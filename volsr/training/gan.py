@@ -1,7 +1,8 @@
 """Paired SR GAN training: the CNN generator, warm-started, sharpened against a 3D patch discriminator.
 
-Same data, validation, checkpoints and logging as :mod:`volsr.training.trainer`; what differs is the
-step (:func:`gan_step`), which reads top to bottom:
+Same data, loop, validation, checkpoints and logging as :mod:`volsr.training.trainer` (the loop is
+:func:`volsr.training.engine.fit`, distributed data parallel under ``torchrun`` included); what
+differs is the step (:func:`gan_step`, plugged in by :class:`GanTask`), which reads top to bottom:
 
 1. generator forward on the spline input ``x``: ``fake = G(x)``;
 2. discriminator step on the HR target ``y`` (real) and ``fake.detach()`` (fake), with MONAI's
@@ -36,32 +37,25 @@ adversarial network and 3D multi-level densely connected network" (mDCSRN-GAN, M
 
 from __future__ import annotations
 
+import logging
 import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import torch
 from monai.losses import PatchAdversarialLoss
 from torch import nn
 
 from volsr.data.normalization import PercentileNormalizer
-from volsr.inference.devices import autocast, autocast_dtype, resolve_device
-from volsr.networks.checkpoint import build_network, load_checkpoint, network_name, save_checkpoint
-from volsr.training.data import patch_batches
-from volsr.training.trainer import (
-    TrainConfig,
-    _log_validation,
-    _writer,
-    data_workers,
-    loss_function,
-    progress_bar,
-    training_data,
-)
+from volsr.inference.devices import autocast, autocast_dtype
+from volsr.networks.checkpoint import build_network, load_checkpoint, network_name
+from volsr.training import engine
+from volsr.training.trainer import TrainConfig, loss_function, training_batches, training_data
 from volsr.transforms.validation import check_positive, check_probability, parse_choices
 
-__all__ = ["GanConfig", "GanParts", "gan_learning_rates", "gan_step", "train_gan", "ADVERSARIAL"]
+__all__ = ["GanConfig", "GanParts", "GanTask", "gan_learning_rates", "gan_step", "train_gan", "ADVERSARIAL"]
+
+logger = logging.getLogger(__name__)
 
 ADVERSARIAL = ("least_squares", "hinge")
 _BETAS = (0.5, 0.999)  # pix2pix / pix2pixHD
@@ -145,7 +139,11 @@ def gan_learning_rates(step: int, cfg: GanConfig) -> tuple[float, float]:
 
 @dataclass
 class GanParts:
-    """Both networks with their optimisers and gradient scalers (the scalers are no-ops off CUDA)."""
+    """Both networks with their optimisers and gradient scalers (the scalers are no-ops off CUDA).
+
+    ``g_replica`` / ``d_replica``: what the optimisation passes run through, the networks themselves
+    or, in distributed training, their DistributedDataParallel wrappers (:meth:`replicate`).
+    """
 
     generator: nn.Module
     discriminator: nn.Module
@@ -153,14 +151,17 @@ class GanParts:
     d_optimizer: torch.optim.Optimizer
     g_scaler: torch.amp.GradScaler
     d_scaler: torch.amp.GradScaler
+    g_replica: nn.Module | None = None
+    d_replica: nn.Module | None = None
 
     @classmethod
     def create(
         cls, generator: nn.Module, discriminator: nn.Module, cfg: GanConfig, amp: bool = False
     ) -> GanParts:
-        """AdamW for the generator (``weight_decay``), Adam for the discriminator."""
+        """AdamW for the generator (``weight_decay``, none on biases and norm parameters), Adam for the
+        discriminator."""
         g_opt = torch.optim.AdamW(
-            generator.parameters(), lr=cfg.g_lr, betas=_BETAS, weight_decay=cfg.weight_decay
+            engine.parameter_groups(generator, cfg.weight_decay), lr=cfg.g_lr, betas=_BETAS
         )
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=_BETAS)
         return cls(
@@ -171,6 +172,10 @@ class GanParts:
             torch.amp.GradScaler("cuda", enabled=amp),
             torch.amp.GradScaler("cuda", enabled=amp),
         )
+
+    def replicate(self, dist: engine.Distributed) -> None:
+        """Run the optimisation passes through ``dist``'s DistributedDataParallel wrappers."""
+        self.g_replica, self.d_replica = dist.replicate(self.generator), dist.replicate(self.discriminator)
 
     def set_learning_rates(self, g_lr: float, d_lr: float) -> None:
         for opt, lr in ((self.g_optimizer, g_lr), (self.d_optimizer, d_lr)):
@@ -195,7 +200,7 @@ class GanParts:
         """Restore from a ``checkpoint.pt`` dict written with :meth:`training_state`."""
         self.generator.load_state_dict(state["model"])
         self.discriminator.load_state_dict(state["discriminator"]["model"])
-        self.g_optimizer.load_state_dict(state["optimizer"])
+        engine.load_optimizer_state(self.g_optimizer, state["optimizer"], self.generator)
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         if state.get("g_scaler"):
             self.g_scaler.load_state_dict(state["g_scaler"])
@@ -221,7 +226,7 @@ def gan_step(
     adversarial_loss: PatchAdversarialLoss,
     update_generator: bool = True,
     amp: bool = False,
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor]:
     """One discriminator step and (unless ``update_generator`` is False) one generator step.
 
     Args:
@@ -235,23 +240,27 @@ def gan_step(
         amp: mixed precision in :func:`volsr.inference.devices.autocast_dtype`'s choice (bfloat16 or float32).
 
     Returns:
-        Scalars for logging: ``d_loss``, ``d_real``/``d_fake`` (mean logits) and, with a generator
-        step, ``g_loss``, ``g_content``, ``g_adv``, ``g_fm``.
+        Scalars for logging, as 0-d tensors on the device (reading them waits for it): ``d_loss``,
+        ``d_real``/``d_fake`` (mean logits) and, with a generator step, ``g_loss``, ``g_content``,
+        ``g_adv``, ``g_fm``.
     """
     g, d = parts.generator, parts.discriminator
+    # the passes that train a network go through its replica (DDP averages the gradients); the
+    # frozen discriminator of the generator step is the plain module, so DDP expects none of its gradients
+    g_train, d_train = parts.g_replica or g, parts.d_replica or d
 
     def ctx():  # float16 on CUDA, bfloat16 on CPUs where it is faster, else float32
         return autocast(x.device, amp)
 
     # 1. generator forward (the graph is kept for the generator step)
     with torch.set_grad_enabled(update_generator), ctx():
-        fake = g(x)  # (B, C, P, P, P)
+        fake = g_train(x)  # (B, C, P, P, P)
 
     # 2. discriminator: y is real, the generator's output is fake
     d.requires_grad_(True)
     with ctx():
-        real_logits, _ = d(y)  # (B, 1, *S')
-        fake_logits, _ = d(fake.detach())  # (B, 1, *S')
+        real_logits, _ = d_train(y)  # (B, 1, *S')
+        fake_logits, _ = d_train(fake.detach())  # (B, 1, *S')
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     d_loss = 0.5 * (
         adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
@@ -259,9 +268,9 @@ def gan_step(
     )
     _optimizer_step(d_loss, parts.d_optimizer, parts.d_scaler, d.parameters(), cfg.grad_clip)
     stats = {
-        "d_loss": d_loss.item(),
-        "d_real": real_logits.mean().item(),
-        "d_fake": fake_logits.mean().item(),
+        "d_loss": d_loss.detach(),
+        "d_real": real_logits.mean().detach(),
+        "d_fake": fake_logits.mean().detach(),
     }
     if not update_generator:
         return stats
@@ -280,8 +289,8 @@ def gan_step(
     g_loss = cfg.content_weight * g_content + cfg.adv_weight * g_adv + cfg.fm_weight * g_fm
     _optimizer_step(g_loss, parts.g_optimizer, parts.g_scaler, g.parameters(), cfg.grad_clip)
     d.requires_grad_(True)
-    stats.update(g_loss=g_loss.item(), g_content=g_content.item(), g_adv=g_adv.item(), g_fm=g_fm.item())
-    return stats
+    stats.update(g_loss=g_loss, g_content=g_content, g_adv=g_adv, g_fm=g_fm)
+    return {k: v.detach() for k, v in stats.items()}
 
 
 def adversarial_loss_for(cfg: GanConfig) -> PatchAdversarialLoss:
@@ -296,9 +305,70 @@ def _initial_generator(cfg: GanConfig, state: dict | None) -> tuple[nn.Module, P
         return build_network(spec), PercentileNormalizer.from_dict(state.get("normalization", {})), spec
     if cfg.init_generator:
         generator, normalizer, ckpt = load_checkpoint(cfg.init_generator)
-        print(f"generator warm-started from {cfg.init_generator} (step {ckpt.get('step')})")
+        logger.info("generator warm-started from %s (step %s)", cfg.init_generator, ckpt.get("step"))
         return generator, normalizer, ckpt["network"]
     return build_network(cfg.network), PercentileNormalizer(), cfg.network
+
+
+class GanTask(engine.TrainingTask):
+    """The GAN's step and its rule for ``model.pt``, for the engine.
+
+    The warm start is validated first and is the reference (``start``); after the discriminator's
+    warm-up, the latest validation whose PSNR gain stays within ``psnr_tolerance`` of the reference's
+    is kept (see the module docstring for why).
+    """
+
+    progress_keys = ("d_loss", "g_loss", "g_lr")
+
+    def __init__(
+        self,
+        parts: GanParts,
+        cfg: GanConfig,
+        content_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        adversarial_loss: PatchAdversarialLoss,
+        device: torch.device,
+        start: dict | None = None,
+    ) -> None:
+        self.parts, self.cfg, self.device, self.start = parts, cfg, device, start
+        self.content_loss, self.adversarial_loss = content_loss, adversarial_loss
+
+    @property
+    def shipped(self) -> nn.Module:
+        return self.parts.generator
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        g_lr, d_lr = gan_learning_rates(step, self.cfg)
+        self.parts.set_learning_rates(g_lr, d_lr)
+        x, y = x.to(self.device), y.to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+            y = y.contiguous(memory_format=torch.channels_last_3d)
+        update_generator = step >= self.cfg.d_warmup
+        stats = gan_step(
+            self.parts,
+            x,
+            y,
+            self.cfg,
+            self.content_loss,
+            self.adversarial_loss,
+            update_generator,
+            self.cfg.amp,
+        )
+        return {**stats, "g_lr": g_lr, "d_lr": d_lr}
+
+    def checkpoint(self) -> tuple[nn.Module, dict]:
+        return self.parts.generator, {**self.parts.training_state(), "start": self.start}
+
+    def keep(self, record: dict, best: dict) -> bool:
+        if self.start is None:  # the warm start is the reference
+            self.start = record
+        return record["psnr_gain"] >= self.start["psnr_gain"] - self.cfg.psnr_tolerance
+
+    def validates_first(self) -> bool:
+        return self.start is None
+
+    def validates_after(self, step: int) -> bool:
+        return step > self.cfg.d_warmup  # once the generator has trained
 
 
 def train_gan(
@@ -308,6 +378,9 @@ def train_gan(
     loader: Callable[[str], torch.Tensor] | None = None,
 ) -> dict:
     """Train a generator against a patch discriminator; returns the validation record of ``model.pt``.
+
+    Under ``torchrun --nproc_per_node N`` both networks train with distributed data parallel; the
+    global batch is ``cfg.batch_size`` x N (:mod:`volsr.training.engine`).
 
     Args:
         cfg: the run's :class:`GanConfig`.
@@ -322,99 +395,30 @@ def train_gan(
     """
     if loader is None:
         from volsr.data.io import load_image as loader
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-
-    state_path = out_dir / "checkpoint.pt"
-    state = (
-        torch.load(state_path, map_location=device, weights_only=False)
-        if resume and state_path.exists()
-        else None
-    )
-    generator, normalizer, spec = _initial_generator(cfg, state)
-    cfg = replace(cfg, network=spec)  # the stored config names the generator actually trained
-    discriminator = build_network(cfg.discriminator)
-    generator, discriminator = generator.to(device).train(), discriminator.to(device).train()
-    if device.type == "cpu":  # ~1.7x faster conv3d on CPU
-        generator = generator.to(memory_format=torch.channels_last_3d)
-        discriminator = discriminator.to(memory_format=torch.channels_last_3d)
-    use_amp = cfg.amp
-    parts = GanParts.create(
-        generator, discriminator, cfg, amp=autocast_dtype(device, cfg.amp) == torch.float16
-    )
-    step, best, start = 0, {"psnr_gain": -math.inf}, None
-    if state is not None:
-        parts.load_training_state(state)
-        step, best, start = state["step"], state.get("best", best), state.get("start")
-        print(f"resumed from {state_path} at step {step} (best so far: {best})")
-
-    content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)  # fail before loading
-    sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-    batches = patch_batches(
-        sampler, cfg.batch_size, cfg.seed + step, data_workers(cfg, device), device.type == "cuda"
-    )
-    writer = _writer(cfg.log_dir)
-    bar = progress_bar(cfg, step)
-    t0 = time.time()
-
-    def save_state() -> None:
-        save_checkpoint(
-            state_path,
-            generator,
-            normalizer,
-            step,
-            **parts.training_state(),
-            best=best,
-            start=start,
-            config=asdict(cfg),
+    with engine.distributed(cfg.device) as dist:
+        device = dist.device
+        torch.manual_seed(cfg.seed)
+        state = engine.load_state(cfg.output_dir, resume, device, cfg.steps)
+        generator, normalizer, spec = _initial_generator(cfg, state)
+        cfg = replace(cfg, network=spec)  # the stored config names the generator actually trained
+        discriminator = build_network(cfg.discriminator)
+        generator, discriminator = generator.to(device).train(), discriminator.to(device).train()
+        if device.type == "cpu":  # ~1.7x faster conv3d on CPU
+            generator = generator.to(memory_format=torch.channels_last_3d)
+            discriminator = discriminator.to(memory_format=torch.channels_last_3d)
+        parts = GanParts.create(
+            generator, discriminator, cfg, amp=autocast_dtype(device, cfg.amp) == torch.float16
         )
+        step, best, start = 0, None, None
+        if state is not None:
+            parts.load_training_state(state)
+            step, best, start = state["step"], state.get("best"), state.get("start")
+        parts.replicate(dist)
 
-    def validate() -> None:
-        nonlocal best, start
-        record = validator(generator, normalizer, device)
-        record.update(step=step, hours=(time.time() - t0) / 3600)
-        _log_validation(out_dir, record, writer, step)
-        if start is None:  # the warm start is the reference
-            start = record
-        if record["psnr_gain"] >= start["psnr_gain"] - cfg.psnr_tolerance:  # latest admissible wins
-            best = record
-            save_checkpoint(out_dir / "model.pt", generator, normalizer, step, validation=record)
-
-    if validator and start is None:
-        validate()
-    while step < cfg.steps:
-        g_lr, d_lr = gan_learning_rates(step, cfg)
-        parts.set_learning_rates(g_lr, d_lr)
-        x, y = next(batches)
-        x, y = x.to(device), y.to(device)
-        if device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-            y = y.contiguous(memory_format=torch.channels_last_3d)
-        update_generator = step >= cfg.d_warmup
-        stats = gan_step(parts, x, y, cfg, content_loss, adversarial_loss, update_generator, use_amp)
-        step += 1
-
-        if writer:
-            for k, v in stats.items():
-                writer.add_scalar(f"train/{k}", v, step)
-            writer.add_scalar("train/g_lr", g_lr, step)
-            writer.add_scalar("train/d_lr", d_lr, step)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                {k: f"{v:.4f}" for k, v in stats.items() if k in ("d_loss", "g_loss")}, refresh=False
-            )
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_state()
-        if validator and update_generator and (step % cfg.val_every == 0 or step == cfg.steps):
-            validate()
-            save_state()
-    if bar is not None:
-        bar.close()
-    if writer:
-        writer.close()
-    if not validator:
-        save_checkpoint(out_dir / "model.pt", generator, normalizer, step)
-    return best
+        content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)  # fail before loading
+        sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
+        batches = training_batches(sampler, cfg, step, dist)
+        task = GanTask(parts, cfg, content_loss, adversarial_loss, device, start)
+        return engine.fit(
+            task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best
+        )

@@ -10,36 +10,44 @@ sliding-window inference with the EMA weights and scored (masked PSNR/SSIM), and
 so far are written to ``model.pt`` with their numbers. The EMA is what ships because single
 weights wander from step to step: validation PSNR of the raw weights moved by up to 0.2 dB between
 checks 500 steps apart.
+
+The loop itself (checkpoints, resume, validation timing, logging, TensorBoard, progress bar,
+distributed data parallel under ``torchrun``) is :func:`volsr.training.engine.fit`; this module
+plugs in the step (:class:`PixelLossTask`).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from volsr.data.normalization import PercentileNormalizer
-from volsr.inference.devices import autocast, autocast_dtype, resolve_device
-from volsr.networks.checkpoint import (
-    build_network,
-    load_grown_weights,
-    prepare_training_folder,
-    save_checkpoint,
-)
+from volsr.inference.devices import autocast, autocast_dtype
+from volsr.networks.checkpoint import build_network, load_grown_weights
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
+from volsr.training.engine import (
+    Distributed,
+    TrainingTask,
+    distributed,
+    fit,
+    load_optimizer_state,
+    load_state,
+    parameter_groups,
+    progress_bar,
+)
 from volsr.training.validation import Validator
 from volsr.transforms.protocol import QUALITY_BAR, Protocol, as_protocol
 
 __all__ = [
     "TrainConfig",
+    "PixelLossTask",
     "train",
     "learning_rate",
     "optimisation_setup",
@@ -48,6 +56,8 @@ __all__ = [
     "progress_bar",
     "data_workers",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +73,9 @@ class TrainConfig:
     :func:`volsr.networks.checkpoint.load_grown_weights`, so it starts as the checkpoint's network).
     ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`). ``val_protocol`` is the
     validation's degradation (:mod:`volsr.transforms.protocol`; its dict form is accepted).
+    ``log_every``: steps between the training scalars the progress bar and TensorBoard show (means
+    over those steps; reading them waits for the GPU, so not at every step). ``batch_size`` is per
+    process: under ``torchrun`` the global batch is ``batch_size`` x the number of processes.
     """
 
     data: str | list[str]
@@ -97,6 +110,7 @@ class TrainConfig:
     progress: bool = True
     init: str | None = None
     workers: int | None = None
+    log_every: int = 10
 
     def __post_init__(self) -> None:
         # JSON configs and stored checkpoints give the protocol as a dict: typed once, here
@@ -128,111 +142,113 @@ def loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], to
     return lambda p, y: pixel(p, y) + cfg.ssim_weight * ssim(p, y)
 
 
+class PixelLossTask(TrainingTask):
+    """The CNN's step (pixel loss, AdamW on the warm-up + cosine schedule, EMA) for the engine; also
+    per-scan adaptation's. ``model.pt`` holds the EMA (or the raw weights without one)."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        cfg: TrainConfig,
+        dist: Distributed,
+        averaged: AveragedModel | None,
+    ) -> None:
+        self.network, self.optimizer, self.scaler, self.loss_fn = network, optimizer, scaler, loss_fn
+        self.cfg, self.device, self.averaged = cfg, dist.device, averaged
+        self.replica = dist.replicate(network)  # what the step runs: DDP averages its gradients
+
+    @property
+    def shipped(self) -> nn.Module:
+        return self.averaged.module if self.averaged is not None else self.network
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        lr = learning_rate(step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = optimisation_step(
+            self.replica, self.optimizer, self.scaler, self.loss_fn, x, y, self.cfg, self.device
+        )
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.network)
+        return {"loss": loss, "lr": lr}
+
+    def checkpoint(self) -> tuple[nn.Module, dict]:
+        ema = self.averaged.state_dict() if self.averaged is not None else None
+        return self.network, {"optimizer": self.optimizer.state_dict(), "ema": ema}
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
     degradation: Callable[[dict], dict] | None = None,
     loader: Callable[[str], torch.Tensor] | None = None,
 ) -> dict:
-    """Train ``cfg.network`` on ``cfg.data``; returns the best validation record."""
+    """Train ``cfg.network`` on ``cfg.data``; returns the best validation record.
+
+    Under ``torchrun --nproc_per_node N`` the N processes train one network with distributed data
+    parallel (:mod:`volsr.training.engine`): each draws ``cfg.batch_size`` patches of its own per
+    step, so the global batch is ``cfg.batch_size`` x N.
+    """
     if loader is None:
         from volsr.data.io import load_image as loader
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prepare_training_folder(out_dir, resume, cfg.steps)  # stray temporaries, a resume with nothing to do
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    with distributed(cfg.device) as dist:
+        device = dist.device
+        torch.manual_seed(cfg.seed)
+        network, optimizer, scaler = optimisation_setup(build_network(cfg.network), cfg, device)
+        normalizer = PercentileNormalizer()
+        step, best = 0, None
+        state = load_state(cfg.output_dir, resume, device, cfg.steps)
+        if state is not None:
+            network.load_state_dict(state["model"])
+            if state.get("optimizer") is not None:
+                load_optimizer_state(optimizer, state["optimizer"], network)
+            else:  # a checkpoint shipped in git leaves AdamW's moments out to stay small
+                logger.info("the checkpoint holds no optimiser state: AdamW's moments start afresh")
+            step, best = state["step"], state.get("best")
+        elif cfg.init:
+            init = torch.load(cfg.init, map_location=device, weights_only=False)
+            load_grown_weights(network, init["model"])
+            logger.info("initialised from %s", cfg.init)
+        averaged = moving_average(network, cfg.ema, state)
 
-    network, optimizer, scaler = optimisation_setup(build_network(cfg.network), cfg, device)
-    normalizer = PercentileNormalizer()
-    step, best = 0, {"psnr_gain": -math.inf}
-    state_path = out_dir / "checkpoint.pt"
-    state = None
-    if resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        network.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        else:  # a checkpoint shipped in git leaves AdamW's moments out to stay small
-            print(f"{state_path} holds no optimiser state: AdamW's moments start afresh")
-        step, best = state["step"], state.get("best", best)
-        print(f"resumed from {state_path} at step {step} (best so far: {best})")
-    elif cfg.init:
-        load_grown_weights(network, torch.load(cfg.init, map_location=device, weights_only=False)["model"])
-        print(f"initialised from {cfg.init}")
-    averaged = moving_average(network, cfg.ema, state)
-    shipped = averaged.module if averaged is not None else network  # what is validated and saved
+        loss_fn = loss_function(cfg)  # before the volumes load: a bad pixel_loss fails at once
+        sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
+        batches = training_batches(sampler, cfg, step, dist)
+        task = PixelLossTask(network, optimizer, scaler, loss_fn, cfg, dist, averaged)
+        return fit(task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best)
 
-    loss_fn = loss_function(cfg)  # before the volumes load: a bad pixel_loss fails at once
-    sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
-    batches = patch_batches(
-        sampler, cfg.batch_size, cfg.seed + step, data_workers(cfg, device), device.type == "cuda"
-    )
-    writer = _writer(cfg.log_dir)
-    bar = progress_bar(cfg, step)
 
-    def save_state() -> None:
-        save_checkpoint(
-            state_path,
-            network,
-            normalizer,
-            step,
-            optimizer=optimizer.state_dict(),
-            ema=averaged.state_dict() if averaged is not None else None,
-            best=best,
-            config=asdict(cfg),
-        )
-
-    t0 = time.time()
-    while step < cfg.steps:
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = next(batches)
-        loss = optimisation_step(network, optimizer, scaler, loss_fn, x, y, cfg, device)
-        if averaged is not None:
-            averaged.update_parameters(network)
-        step += 1
-
-        if writer:
-            writer.add_scalar("train/loss", loss.item(), step)
-            writer.add_scalar("train/lr", lr, step)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_state()
-        if validator and (step % cfg.val_every == 0 or step == cfg.steps):
-            record = validator(shipped, normalizer, device)
-            record.update(step=step, hours=(time.time() - t0) / 3600)
-            _log_validation(out_dir, record, writer, step)
-            if record["psnr_gain"] > best["psnr_gain"]:
-                best = record
-                save_checkpoint(out_dir / "model.pt", shipped, normalizer, step, validation=record)
-            save_state()
-    if bar is not None:
-        bar.close()
-    if not validator:
-        save_checkpoint(out_dir / "model.pt", shipped, normalizer, step)
-    return best
+def training_batches(
+    sampler: PatchPairSampler, cfg: TrainConfig, step: int, dist: Distributed
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's endless batches of ``sampler`` from step ``step`` on, in :func:`data_workers`
+    processes; seeds follow ``cfg.seed``, ``step`` and the rank (:func:`patch_batches`)."""
+    workers, pin_memory = data_workers(cfg, dist.device), dist.device.type == "cuda"
+    return patch_batches(sampler, cfg.batch_size, cfg.seed + step, workers, pin_memory, dist.rank)
 
 
 def data_workers(cfg: TrainConfig, device: torch.device) -> int:
     """DataLoader processes for the patches: ``cfg.workers``, or by default none on a CPU (the step
-    itself uses every core) and every core but one, up to 16, beside a GPU."""
+    itself uses every core) and, beside a GPU, every core but one, up to 16, shared between the
+    processes torchrun starts on the machine (``LOCAL_WORLD_SIZE``)."""
     if cfg.workers is not None:
         return max(0, int(cfg.workers))
-    return 0 if device.type == "cpu" else max(0, min(16, (os.cpu_count() or 1) - 1))
+    cores = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return 0 if device.type == "cpu" else max(0, min(16, cores - 1))
 
 
 def optimisation_setup(
     network: nn.Module, cfg: TrainConfig, device: torch.device
 ) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """``network`` on ``device`` (channels-last on CPU), its AdamW and its loss scaler."""
+    """``network`` on ``device`` (channels-last on CPU), its AdamW (no weight decay on biases and
+    norm parameters: :func:`volsr.training.engine.parameter_groups`) and its loss scaler."""
     network = network.to(device)
     if device.type == "cpu":
         network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(network, cfg.weight_decay), lr=cfg.lr)
     # float16 on CUDA needs loss scaling; bfloat16 on CPU (only where measured faster) does not
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
     return network, optimizer, scaler
@@ -305,30 +321,3 @@ def training_data(
     )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     return sampler, validator
-
-
-def _log_validation(out_dir: Path, record: dict, writer, step: int) -> None:
-    print(json.dumps(record), flush=True)
-    with open(out_dir / "validation.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if writer:
-        for k, v in record.items():
-            if isinstance(v, (int, float)):
-                writer.add_scalar(f"val/{k}", v, step)
-
-
-def _writer(log_dir: str | None):
-    if not log_dir:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir)
-
-
-def progress_bar(cfg: TrainConfig, step: int, desc: str = "train"):
-    """A tqdm bar over ``cfg.steps`` from ``step``, or ``None`` without ``cfg.progress``."""
-    if not cfg.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=cfg.steps, initial=step, desc=desc, dynamic_ncols=True, mininterval=5.0)
