@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -329,3 +330,46 @@ def test_shipped_generator_matches_the_inference_config():
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     parser.get_parsed_content("network_def").load_state_dict(net.state_dict())  # key for key, shape for shape
+
+
+@pytest.mark.parametrize("patch", [16, 32])
+def test_gan_steps_in_the_cuda_precision_stay_finite_and_track_float32(monkeypatch, patch):
+    """The default discriminator, 8 GAN steps in the dtype chosen for CUDA (emulated by CPU autocast):
+    finite, and the generator's content loss within a few per cent of float32's (the adversarial
+    terms are a game: small differences grow, so they are only required finite). Torch's own
+    spectral normalisation turned every weight NaN here at 16^3 in bfloat16."""
+    from volsr.inference import devices
+
+    monkeypatch.setattr(devices, "cuda_supports_bf16", lambda device: True)
+    cuda_dtype = devices.autocast_dtype(torch.device("cuda"), True)
+    assert cuda_dtype == torch.bfloat16
+    losses = {}
+    for dtype in (cuda_dtype, None):
+        monkeypatch.setattr(devices, "autocast_dtype", lambda device, amp, d=dtype: d if amp else None)
+        torch.manual_seed(0)
+        cfg = GanConfig(data="x", output_dir="y", d_warmup=0)
+        parts = GanParts.create(tiny_generator(), PatchDiscriminator3D(), cfg)
+        x = torch.rand(2, 1, patch, patch, patch)
+        y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+        for _ in range(8):
+            stats = gan_step(parts, x, y, cfg, torch.nn.L1Loss(), adversarial_loss_for(cfg), amp=True)
+        networks = (parts.generator, parts.discriminator)
+        assert all(torch.isfinite(p).all() for n in networks for p in n.parameters()), dtype
+        losses[dtype] = {k: float(v) for k, v in stats.items()}
+    assert all(math.isfinite(v) for v in losses[cuda_dtype].values()), losses
+    assert losses[cuda_dtype]["g_content"] == pytest.approx(losses[None]["g_content"], rel=0.05), losses
+
+
+def test_spectral_normalisation_keeps_torchs_state_dict():
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    ours = PatchDiscriminator3D(channels=4)
+    theirs = PatchDiscriminator3D(channels=4, spectral_norm=False, norm=None)
+    for module in theirs.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            spectral_norm(module)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 1, 16, 16, 16)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0])

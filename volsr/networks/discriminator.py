@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 import torch
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 __all__ = ["PatchDiscriminatorConfig", "PatchDiscriminator3D"]
 
@@ -62,6 +63,19 @@ class PatchDiscriminatorConfig:
     negative_slope: float = 0.2
     spectral_norm: bool = True
     norm: str | None = None
+
+
+class SpectralNormFloat32(_SpectralNorm):
+    """PyTorch's spectral normalisation (same buffers and state dict), computed in float32 under autocast.
+
+    Why: inside a bfloat16 autocast region the power iteration's matrix-vector products run in
+    bfloat16; the estimate of the largest singular value degrades within a few optimiser steps and the
+    normalised weight becomes Inf, so GAN training in the GPU's precision turned every weight NaN.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight.float())
 
 
 class PatchDiscriminator3D(nn.Module):
@@ -102,7 +116,7 @@ class PatchDiscriminator3D(nn.Module):
         if cfg.spectral_norm:
             for module in self.net.modules():
                 if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-                    _spectral_norm(module)
+                    parametrize.register_parametrization(module, "weight", SpectralNormFloat32(module.weight))
 
     def arguments(self) -> dict:
         """The constructor arguments, for checkpoints."""
