@@ -38,6 +38,13 @@ def test_missing_bundle_names_what_was_searched():
         find_bundle("no_such_bundle")
 
 
+def test_shipped_bundle_found_by_name_outside_the_source_tree(tmp_path, monkeypatch):
+    from volsr.api import DEFAULT_BUNDLE
+
+    monkeypatch.chdir(tmp_path)  # no ./bundles here: found in the source tree (or the install prefix)
+    assert (find_bundle(DEFAULT_BUNDLE) / "models" / "model.pt").is_file()
+
+
 def test_predict_file_writes_beside_cwd_with_exact_world_grid(scan, checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sr = SuperResolver.from_checkpoint(checkpoint, device="cpu", roi=(16, 16, 16))

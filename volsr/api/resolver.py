@@ -46,7 +46,7 @@ def bundle_search_path() -> list[Path]:
     """Where bundle names are looked up, in order: ./bundles, the source tree, the install prefix."""
     return [
         Path.cwd() / "bundles",
-        Path(__file__).resolve().parents[1] / "bundles",
+        Path(__file__).resolve().parents[2] / "bundles",  # the source tree: volsr/api/resolver.py -> ./
         Path(sys.prefix) / "share" / "volsr" / "bundles",
     ]
 
