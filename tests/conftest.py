@@ -60,6 +60,21 @@ def _private_cache(tmp_path_factory):
     mp.undo()
 
 
+def make_tiny_bundle(root: Path, step: int = 1) -> Path:
+    """A bundle folder at ``root``: the default bundle's configs with a 4-feature network at ``step``,
+    so that tests of the CLI, the API and cohorts run in seconds."""
+    import shutil
+
+    from volsr.data.normalization import PercentileNormalizer
+    from volsr.networks import ResidualSR3D
+    from volsr.networks.checkpoint import save_checkpoint
+
+    shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
+    network = ResidualSR3D(features=4, num_blocks=1)
+    save_checkpoint(root / "models" / "model.pt", network, PercentileNormalizer(), step=step)
+    return root
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -3,18 +3,14 @@ Python, the CLI importing only the API, and the bundles' configs meeting MONAI's
 
 import ast
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, oblique_affine, smooth_volume
+from conftest import REPO, make_tiny_bundle, oblique_affine, smooth_volume
 
 from volsr.api import ResolverOptions, SuperResolver, ThickSlices, protocol_from_dict, train_bundle
-from volsr.data.normalization import PercentileNormalizer
-from volsr.networks import ResidualSR3D
-from volsr.networks.checkpoint import save_checkpoint
 
 BUNDLES = ["volsr_cnn3d", "volsr_gan3d"]
 
@@ -22,12 +18,7 @@ BUNDLES = ["volsr_cnn3d", "volsr_gan3d"]
 @pytest.fixture
 def bundle(tmp_path):
     """The default bundle's configs with a tiny network (step 7), so tests stay fast."""
-    root = tmp_path / "tiny_bundle"
-    shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
-    save_checkpoint(
-        root / "models" / "model.pt", ResidualSR3D(features=4, num_blocks=1), PercentileNormalizer(), step=7
-    )
-    return root
+    return make_tiny_bundle(tmp_path / "tiny_bundle", step=7)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import oblique_affine, smooth_volume
-from test_io import lia_affine, volume, write_dicom_series, write_nifti
+from scans import lia_affine, volume, write_dicom_series, write_nifti
 from typer.testing import CliRunner
 
 from volsr.cli import app, main

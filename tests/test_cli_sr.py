@@ -1,20 +1,16 @@
 """`volsr infer`, `evaluate` and `demo` through the CLI runner: exit codes, outputs, geometry."""
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, oblique_affine, smooth_volume
+from conftest import make_tiny_bundle, oblique_affine, smooth_volume
 from typer.testing import CliRunner
 
 from volsr.cli import app
-from volsr.data.normalization import PercentileNormalizer
 from volsr.geometry.grids import fov_corners
-from volsr.networks import ResidualSR3D
-from volsr.networks.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -22,12 +18,7 @@ runner = CliRunner()
 @pytest.fixture
 def bundle(tmp_path):
     """A copy of the default bundle's configs with a tiny network, so tests stay fast."""
-    root = tmp_path / "tiny_bundle"
-    shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
-    save_checkpoint(
-        root / "models" / "model.pt", ResidualSR3D(features=4, num_blocks=1), PercentileNormalizer(), step=1
-    )
-    return root
+    return make_tiny_bundle(tmp_path / "tiny_bundle")
 
 
 @pytest.fixture
@@ -210,7 +201,7 @@ def test_train_pixel_loss_choices_are_the_trainers_losses():
 
 
 def test_infer_series_all_writes_each_usable_series_and_names_the_one_it_skips(bundle, tmp_path):
-    from test_io import write_dicom_series
+    from scans import write_dicom_series
 
     study, out = tmp_path / "study", tmp_path / "out"
     affine = np.diag([1.0, 1.0, 3.0, 1.0])
@@ -281,7 +272,7 @@ def test_infer_dicom_writes_a_series_folder_on_the_scans_field_of_view(bundle, s
 
 
 def test_infer_series_all_dicom_writes_a_series_folder_per_series(bundle, tmp_path):
-    from test_io import write_dicom_series
+    from scans import write_dicom_series
 
     study = tmp_path / "study"
     affine = np.diag([1.0, 1.0, 3.0, 1.0])

@@ -1,26 +1,15 @@
 """A tiny bundle and a small cohort of synthetic thick-slice scans, so cohort runs take seconds
 (``from cohort_data import cohort, tiny_bundle`` in a test module makes them its fixtures)."""
 
-import shutil
-
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, oblique_affine, smooth_volume
-
-from volsr.data.normalization import PercentileNormalizer
-from volsr.networks import ResidualSR3D
-from volsr.networks.checkpoint import save_checkpoint
+from conftest import make_tiny_bundle, oblique_affine, smooth_volume
 
 
 @pytest.fixture
 def tiny_bundle(tmp_path):
-    root = tmp_path / "tiny_bundle"
-    shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
-    save_checkpoint(
-        root / "models" / "model.pt", ResidualSR3D(features=4, num_blocks=1), PercentileNormalizer(), step=1
-    )
-    return root
+    return make_tiny_bundle(tmp_path / "tiny_bundle")
 
 
 @pytest.fixture

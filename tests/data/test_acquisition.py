@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, make_image, oblique_affine, smooth_volume
-from test_io import write_dicom_series, write_nifti
+from scans import write_dicom_series, write_nifti
 from typer.testing import CliRunner
 
 from volsr.api import SuperResolver

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import make_image
-from test_io import lia_affine, volume
+from scans import lia_affine, volume
 
 from volsr.data.dicom_writer import save_dicom_series
 from volsr.data.io import load_image, save_image

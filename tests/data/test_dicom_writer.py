@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 from conftest import REPO, make_image
 from monai.data import MetaTensor
-from test_io import assert_on_world_grid, lia_affine, sheared_affine, volume, write_dicom_series
+from scans import assert_on_world_grid, lia_affine, sheared_affine, volume, write_dicom_series
 
 import volsr.data.dicom_writer as dicom_writer
 from volsr.data.dicom_writer import DICOM_FILE_PATTERN, check_dicom_output, save_dicom_series
