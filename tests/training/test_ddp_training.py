@@ -167,7 +167,7 @@ def test_multi_gpu_config_runs_the_train_config_in_a_process_group(tmp_path, mon
     run(
         config_file=[str(configs / "train.json"), str(configs / "multi_gpu_train.json")],
         bundle_root=str(tmp_path / "bundle"),
-        data=[write_volume(tmp_path / "hr.nii.gz", 0)],
+        dataset_dir=[write_volume(tmp_path / "hr.nii.gz", 0)],
         val_data=[],
         steps=1,
         device="cpu",

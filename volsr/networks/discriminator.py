@@ -68,9 +68,9 @@ class PatchDiscriminatorConfig:
 class SpectralNormFloat32(_SpectralNorm):
     """PyTorch's spectral normalisation (same buffers and state dict), computed in float32 under autocast.
 
-    Why: inside a bfloat16 autocast region the power iteration's matrix-vector products run in
-    bfloat16; the estimate of the largest singular value degrades within a few optimiser steps and the
-    normalised weight becomes Inf, so GAN training in the GPU's precision turned every weight NaN.
+    Why: it is a normalisation, which autocast otherwise keeps in float32; inside a bfloat16 region the
+    power iteration's products would run in bfloat16, and every logit of the discriminator is divided
+    by the largest singular value it estimates.
     """
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

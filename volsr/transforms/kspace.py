@@ -39,12 +39,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.transforms import RandomizableTransform, Transform
+from monai.transforms import Transform
 
 from volsr.geometry.grids import scaled_grid
 from volsr.geometry.meta import affine_of, new_image
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
-from volsr.transforms.validation import check_probability, parse_axes, parse_choices, parse_range
+from volsr.transforms.drawn import DrawnTransform
+from volsr.transforms.validation import parse_axes, parse_choices, parse_range
 
 __all__ = [
     "WINDOWS",
@@ -301,7 +302,7 @@ class KSpaceTruncation(Transform):
         return new_image(out, img, new_affine, degradation=history + [record])
 
 
-class RandKSpaceTruncation(RandomizableTransform):
+class RandKSpaceTruncation(DrawnTransform):
     """K-space truncation with a random fraction, window and partial-Fourier factor.
 
     Draws ``fraction ~ U(fraction)`` once for all ``axes`` (or independently per axis with
@@ -331,7 +332,7 @@ class RandKSpaceTruncation(RandomizableTransform):
         partial_fourier: float | Sequence[float] = 1.0,
         reduce_matrix: bool = False,
     ) -> None:
-        RandomizableTransform.__init__(self, check_probability(prob))
+        super().__init__(prob)
         self.fraction = parse_range(fraction, "fraction", max_value=1.0)
         _check_fraction(self.fraction[0])
         self.axes = parse_axes(axes, "axes")
@@ -339,31 +340,23 @@ class RandKSpaceTruncation(RandomizableTransform):
         self.windows = parse_choices(windows, "windows", WINDOWS)
         self.partial_fourier = parse_range(partial_fourier, "partial_fourier", min_value=0.5, max_value=1.0)
         self.reduce_matrix = _check_bool(reduce_matrix, "reduce_matrix")
-        self.params: dict = {}
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        if not self._do_transform:
-            return
+    def draw(self) -> dict:
         if self.per_axis:
             fraction = [float(f) for f in self.R.uniform(*self.fraction, size=len(self.axes))]
         else:
             fraction = [float(self.R.uniform(*self.fraction))] * len(self.axes)
-        self.params = {
+        return {
             "fraction": fraction,
             "window": str(self.R.choice(self.windows)),
             "partial_fourier": float(self.R.uniform(*self.partial_fourier)),
         }
 
-    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        p = self.params
+    def transform_for(self, img: torch.Tensor, params: dict) -> KSpaceTruncation:
+        p = params
         return KSpaceTruncation(
             p["fraction"], self.axes, p["window"], p["partial_fourier"], self.reduce_matrix
-        )(img)
+        )
 
 
 class KSpaceTruncationd(ApplyToKeys):

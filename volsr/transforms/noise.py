@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from monai.transforms import (
     RandGaussianNoise,
-    RandomizableTransform,
     RandRicianNoise,
     Transform,
 )
@@ -34,7 +33,8 @@ from monai.utils import MAX_SEED
 
 from volsr.geometry.meta import new_image
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
-from volsr.transforms.validation import check_positive, check_probability, parse_choices, parse_range
+from volsr.transforms.drawn import DrawnTransform
+from volsr.transforms.validation import check_positive, parse_choices, parse_range
 
 __all__ = ["NOISE_KINDS", "foreground_mean", "Noise", "Noised", "RandNoise", "RandNoised"]
 
@@ -103,7 +103,7 @@ class Noise(Transform):
         return new_image(out.to(data.dtype), img, degradation=history + [record])
 
 
-class RandNoise(RandomizableTransform):
+class RandNoise(DrawnTransform):
     """Noise with a random SNR, kind and seed.
 
     Draws ``snr ~ U(snr)``, ``kind`` uniformly from ``kinds`` and a seed uniformly from
@@ -124,29 +124,20 @@ class RandNoise(RandomizableTransform):
         snr: float | Sequence[float] = (20.0, 60.0),
         kinds: str | Sequence[str] = NOISE_KINDS,
     ) -> None:
-        RandomizableTransform.__init__(self, check_probability(prob))
+        super().__init__(prob)
         self.snr = parse_range(snr, "snr")
         check_positive(self.snr[0], "snr")
         self.kinds = parse_choices(kinds, "kinds", NOISE_KINDS)
-        self.params: dict = {}
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        if not self._do_transform:
-            return
-        self.params = {
+    def draw(self) -> dict:
+        return {
             "snr": float(self.R.uniform(*self.snr)),
             "kind": str(self.R.choice(self.kinds)),
             "seed": int(self.R.randint(MAX_SEED, dtype="uint32")),
         }
 
-    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        p = self.params
-        return Noise(p["snr"], p["kind"], p["seed"])(img)
+    def transform_for(self, img: torch.Tensor, params: dict) -> Noise:
+        return Noise(params["snr"], params["kind"], params["seed"])
 
 
 class Noised(ApplyToKeys):

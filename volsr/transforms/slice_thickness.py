@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.transforms import RandomizableTransform, Transform
+from monai.transforms import Transform
 from scipy.special import ndtr
 
 from volsr.data.acquisition import acquisition_record
@@ -34,9 +34,9 @@ from volsr.geometry.grids import scaled_grid, voxel_spacing
 from volsr.geometry.interpolation import apply_along_axis
 from volsr.geometry.meta import affine_of, new_image
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
+from volsr.transforms.drawn import DrawnTransform
 from volsr.transforms.validation import (
     check_positive,
-    check_probability,
     parse_axes,
     parse_choices,
     parse_range,
@@ -182,7 +182,7 @@ class SliceThickness(Transform):
         return new_image(out, img, new_affine, degradation=history + [record], slice_acquisition=acquired)
 
 
-class RandSliceThickness(RandomizableTransform):
+class RandSliceThickness(DrawnTransform):
     """Thick slices with a random axis, factor and profile; the factor is relative to the voxel size.
 
     Draws ``axis`` uniformly from ``axes``, ``factor ~ U(factor)``, ``profile`` uniformly from
@@ -201,32 +201,24 @@ class RandSliceThickness(RandomizableTransform):
         profiles: str | Sequence[str] = PROFILES,
         gap: float | Sequence[float] = 1.0,
     ) -> None:
-        RandomizableTransform.__init__(self, check_probability(prob))
+        super().__init__(prob)
         self.axes = parse_axes(axes, "axes")
         self.factor = parse_range(factor, "factor", min_value=1.0)
         self.profiles = parse_choices(profiles, "profiles", PROFILES)
         self.gap = parse_range(gap, "gap", min_value=1e-3)
-        self.params: dict = {}
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        if not self._do_transform:
-            return
-        self.params = {
+    def draw(self) -> dict:
+        return {
             "axis": int(self.R.choice(self.axes)),
             "factor": float(self.R.uniform(*self.factor)),
             "profile": str(self.R.choice(self.profiles)),
             "gap": float(self.R.uniform(*self.gap)),
         }
 
-    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        p = self.params
+    def transform_for(self, img: torch.Tensor, params: dict) -> SliceThickness:
+        p = params
         thickness = thickness_for_factor(img, p["axis"], p["factor"])
-        return SliceThickness(p["axis"], thickness, p["gap"] * thickness, p["profile"])(img)
+        return SliceThickness(p["axis"], thickness, p["gap"] * thickness, p["profile"])
 
 
 class SliceThicknessd(ApplyToKeys):
