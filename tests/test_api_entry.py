@@ -139,3 +139,20 @@ def test_bundle_configs_have_every_monai_bundle_property(bundle_name, workflow, 
     else:
         assert [item["image"] for item in flow.dataset] == [str(tmp_path / "a.nii.gz")]
         assert isinstance(flow.inferer, SuperResolver) and flow.inferer.info["bundle"] == str(root)
+
+
+def test_evaluate_shows_its_progress_over_the_scans(tmp_path, capsys):
+    from volsr.api import ThickSlices, evaluate_files
+
+    scans = []
+    for i in range(2):
+        scans.append(tmp_path / f"ref{i}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(smooth_volume((16, 16, 16), seed=i).astype(np.float32), np.eye(4)), scans[-1]
+        )
+    summary = evaluate_files(scans, ThickSlices(axis=2, factor=2.0), out_dir=tmp_path / "eval", progress=True)
+    assert set(summary["scans"]) == {"ref0", "ref1"}
+    err = capsys.readouterr().err
+    assert "evaluate" in err and "2/2" in err and "ref1.nii.gz" in err
+    evaluate_files(scans[:1], ThickSlices(axis=2, factor=2.0), out_dir=tmp_path / "quiet")
+    assert "evaluate" not in capsys.readouterr().err  # progress off by default in Python

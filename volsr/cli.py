@@ -70,6 +70,7 @@ Scan = Annotated[
     Path, typer.Argument(help="NIfTI, MGH, NRRD or MetaImage file, or a DICOM folder.", show_default=False)
 ]
 Volume = Annotated[int | None, typer.Option("--volume", min=0, help="Volume to read from a 4-D image.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")]
 Series = Annotated[
     str | None, typer.Option("--series", help="SeriesInstanceUID, for a folder of several series.")
 ]
@@ -344,7 +345,7 @@ def infer(
     amp: Annotated[
         bool, typer.Option("--amp/--no-amp", help="bfloat16 where native and fast (sidecar says).")
     ] = True,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    progress: Progress = True,
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Project the output so re-degrading it gives the input.")
     ] = False,
@@ -494,6 +495,7 @@ def evaluate(
     ] = 0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("volsr_eval"),
     device: Device = "auto",
+    progress: Progress = True,
 ) -> None:
     """Degrade reference scans, super-resolve them, and score volsr against linear and cubic B-spline.
 
@@ -516,6 +518,7 @@ def evaluate(
         consistency=consistency,
         tta=tta,
         adapt=adapt,
+        progress=progress,
     )
     from volsr.api import summary_markdown
 

@@ -46,6 +46,7 @@ def evaluate_files(
     consistency: bool = False,
     tta: bool = False,
     adapt: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
 
@@ -53,6 +54,7 @@ def evaluate_files(
     (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``);
     with ``adapt`` > 0 also fine-tuned for ``adapt`` steps on each degraded scan (``+adapt``, and
     ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference).
+    ``progress`` shows a bar over the scans on stderr.
     ``protocol`` is a :class:`~volsr.transforms.protocol.ThickSlices` or
     :class:`~volsr.transforms.protocol.KSpace`, or its dict form. Returns the summary dict.
     """
@@ -75,7 +77,11 @@ def evaluate_files(
                 resolvers[f"{name}+adapt+tta"] = tuned.with_tta
     out = Path(out_dir)
     summary: dict = {"protocol": protocol.to_dict(), "protocol_name": protocol.name, "scans": {}}
-    for p in paths:
+    from tqdm import tqdm
+
+    bar = tqdm(list(paths), desc="evaluate", unit="scan", disable=not progress, dynamic_ncols=True)
+    for p in bar:
+        bar.set_postfix_str(Path(p).name, refresh=True)
         report = evaluate(load_image(p), protocol, resolvers, baselines, consistency=consistency)
         report["name"] = scan_stem(p)
         files = write_report(report, out, name=report["name"])
