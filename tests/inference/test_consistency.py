@@ -103,3 +103,54 @@ def test_super_resolve_with_consistency(thick_image):
     sr = SuperResolver(net, roi=(16, 16, 16), device="cpu", consistency=True)
     assert sr.consistency
     assert torch.allclose(sr(thick_image, scale=(1, 1, 4)).as_tensor(), dc.as_tensor())
+
+
+@pytest.mark.parametrize(
+    ("shape", "fraction", "axes"),
+    [((24, 20, 16), 0.5, (0, 1, 2)), ((23, 21, 17), 0.33, (0, 1, 2)), ((24, 20, 16), 0.5, (2,))],
+)
+def test_kspace_projection_keeps_the_acquired_band_exactly(shape, fraction, axes):
+    from monai.data import MetaTensor
+
+    from volsr.inference.consistency import project_kspace_consistent
+    from volsr.transforms.kspace import KSpaceTruncation
+
+    torch.manual_seed(0)
+    acquire = KSpaceTruncation(fraction, axes=axes, reduce_matrix=True)
+    hr = MetaTensor(torch.rand(1, *shape, dtype=torch.float64))
+    lr = acquire(hr)
+    guess = MetaTensor(torch.rand(1, *shape, dtype=torch.float64), affine=hr.affine)
+    fixed = project_kspace_consistent(guess, lr)
+    assert isinstance(fixed, MetaTensor) and fixed.shape == guess.shape
+    torch.testing.assert_close(acquire(fixed).as_tensor(), lr.as_tensor(), rtol=0, atol=1e-12)  # D P = D
+    torch.testing.assert_close(project_kspace_consistent(fixed, lr), fixed, rtol=0, atol=1e-12)  # idempotent
+    torch.testing.assert_close(project_kspace_consistent(hr, lr), hr, rtol=0, atol=1e-12)  # truth is kept
+    # the closest such volume: the correction is orthogonal to every volume the band leaves free
+    # (v projected onto zero data is v's component that the acquisition cannot see)
+    free = project_kspace_consistent(torch.rand(1, *shape, dtype=torch.float64), torch.zeros_like(lr))
+    assert float(free.abs().max()) > 0.1
+    assert abs(float(((fixed - guess) * free).sum())) < 1e-9
+
+
+def test_super_resolve_with_kspace_consistency_reproduces_a_coarse_matrix():
+    from monai.data import MetaTensor
+
+    from volsr.api import SuperResolver
+    from volsr.data.normalization import PercentileNormalizer
+    from volsr.networks import ResidualSR3D
+    from volsr.transforms.kspace import KSpaceTruncation
+
+    torch.manual_seed(1)
+    network = ResidualSR3D(features=4, num_blocks=1)
+    torch.nn.init.normal_(network.out.weight, std=0.05)  # a network that changes its input
+    hr = MetaTensor(torch.rand(1, 20, 18, 16) * 100)
+    acquire = KSpaceTruncation(0.5, axes=(0, 1, 2), reduce_matrix=True)
+    lr = acquire(hr)
+    scale = [h / lo for h, lo in zip(hr.shape[1:], lr.shape[1:], strict=True)]
+    plain = SuperResolver(network, PercentileNormalizer(), device="cpu", amp=False)(lr, scale=scale)
+    kept = SuperResolver(network, PercentileNormalizer(), device="cpu", amp=False, consistency="kspace")
+    out = kept(lr, scale=scale)
+    error = float((acquire(out) - lr).abs().max()) / float(lr.abs().max())
+    assert error < 1e-5 < float((acquire(plain) - lr).abs().max()) / float(lr.abs().max())
+    with pytest.raises(ValueError, match="consistency must be"):
+        SuperResolver(network, device="cpu", consistency="wavelets")(lr, scale=scale)

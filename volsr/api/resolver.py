@@ -145,7 +145,9 @@ class ResolverOptions:
         amp: bfloat16 autocast where it is native and fast (:func:`volsr.inference.devices.autocast_dtype`).
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
-            model (:func:`volsr.inference.consistency.project_consistent`).
+            model (:func:`volsr.inference.consistency.project_consistent`); ``"kspace"``: under a
+            smaller acquisition matrix instead, keeping the acquired band of k-space
+            (:func:`volsr.inference.consistency.project_kspace_consistent`).
         tta: average the network over 16 flips and in-plane swaps of each window.
         adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
             the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
@@ -157,7 +159,7 @@ class ResolverOptions:
     device: str | torch.device = "auto"
     amp: bool = True
     progress: bool = False
-    consistency: bool = False
+    consistency: bool | str = False
     tta: bool = False
     adapt: int = 0
 

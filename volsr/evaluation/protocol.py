@@ -21,8 +21,8 @@ from volsr.evaluation.metrics import compare
 from volsr.geometry.grids import grid_factors
 from volsr.geometry.interpolation import INTERPOLATION_ORDERS, resample
 from volsr.geometry.meta import new_image
-from volsr.inference.consistency import consistency_error, project_consistent
-from volsr.transforms.protocol import Protocol, ThickSlices
+from volsr.inference.consistency import consistency_error, project_consistent, project_kspace_consistent
+from volsr.transforms.protocol import KSpace, Protocol, ThickSlices
 
 __all__ = ["BASELINES", "degrade", "restore_baseline", "evaluate"]
 
@@ -44,6 +44,17 @@ def restore_baseline(lr: torch.Tensor, shape: Sequence[int], method: str) -> tor
 
         return fourier_resample(lr, tuple(shape))
     raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
+
+
+def _consistent(out: torch.Tensor, lr: torch.Tensor, protocol: Protocol) -> torch.Tensor | None:
+    """``out`` projected onto the outputs that reproduce ``lr`` under ``protocol``'s forward model:
+    the acquired band of k-space for a :class:`KSpace` protocol, the thick slices otherwise; ``None``
+    for a windowed k-space band, whose acquired values the projection does not model."""
+    if isinstance(protocol, KSpace):
+        if protocol.window != "none" or not protocol.reduce_matrix:
+            return None
+        return project_kspace_consistent(out.as_tensor(), lr.as_tensor())
+    return project_consistent(out.as_tensor(), lr.as_tensor(), thickness_ratio=thickness_ratios(lr))
 
 
 def _consistency(sr: torch.Tensor, lr: torch.Tensor) -> float:
@@ -73,10 +84,9 @@ def evaluate(
     outputs = {m: restore_baseline(lr, shape, m) for m in baselines}
     for name, sr in (resolvers or {}).items():
         outputs[name] = sr(lr, scale=scale)
-        if consistency:  # a post-process of the same output: no second network pass
-            out, ratios = outputs[name], thickness_ratios(lr)
-            fixed = project_consistent(out.as_tensor(), lr.as_tensor(), thickness_ratio=ratios)
-            outputs[f"{name}+dc"] = new_image(fixed, out)
+        fixed = _consistent(outputs[name], lr, protocol) if consistency else None
+        if fixed is not None:  # a post-process of the same output: no second network pass
+            outputs[f"{name}+dc"] = new_image(fixed, outputs[name])
     methods = {}
     for name, out in outputs.items():
         scores = compare(out, hr)

@@ -155,6 +155,45 @@ def project_consistent(
     return new_image(out, sr) if isinstance(sr, MetaTensor) else out
 
 
+@lru_cache(maxsize=64)
+def _fourier_operators(n_hr: int, n_lr: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(D, D^+)`` of one axis: ``D`` (``n_lr x n_hr``) keeps the central ``n_lr`` lines of k-space on
+    the field-of-view-keeping grid (:func:`~volsr.transforms.kspace.fourier_resample` of each unit
+    impulse), ``D^+`` its pseudo-inverse."""
+    from volsr.transforms.kspace import fourier_resample
+
+    impulses = torch.eye(n_hr, dtype=torch.float64)[:, :, None, None]  # (n_hr impulses, n_hr, 1, 1)
+    d = fourier_resample(impulses, (n_lr, 1, 1)).as_tensor()[:, :, 0, 0].T.numpy()  # (n_lr, n_hr)
+    return d, np.linalg.pinv(d)
+
+
+def project_kspace_consistent(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """The volume closest to ``sr`` (L2) whose central k-space equals ``lr``'s: the exact projection for
+    a scan acquired with a smaller matrix (:class:`~volsr.transforms.kspace.KSpaceTruncation` with
+    ``reduce_matrix=True`` and no window).
+
+    ``D`` keeps the central ``lr.shape`` lines of k-space (separable: one small matrix per axis, see
+    :func:`_fourier_operators`), so ``sr + D^+ (lr - D sr)`` reproduces the acquired band exactly and
+    keeps the network's fill everywhere else.
+
+    Args:
+        sr: ``(C, X, Y, Z)`` super-resolved volume (a MetaTensor keeps its metadata and affine).
+        lr: ``(C, x, y, z)`` acquired volume on the coarser grid with the same field of view.
+
+    Returns:
+        The projected volume, same shape, dtype and type as ``sr``.
+    """
+    _check_pair(sr, lr)
+    x, target = _plain(sr), _plain(lr).to(device=sr.device)
+    ops = [
+        None if m == n else _fourier_operators(n, m)
+        for n, m in zip(x.shape[-3:], target.shape[-3:], strict=True)
+    ]
+    residual = target.to(x.dtype) - _apply(x, [None if op is None else op[0] for op in ops])  # (C, *S_lr)
+    out = x + _apply(residual, [None if op is None else op[1] for op in ops])  # (C, *S_hr)
+    return new_image(out, sr) if isinstance(sr, MetaTensor) else out
+
+
 def consistency_error(
     sr: torch.Tensor, lr: torch.Tensor, profile: Profile = "boxcar", thickness_ratio: Ratios = 1.0
 ) -> float:

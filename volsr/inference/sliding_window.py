@@ -30,7 +30,7 @@ from volsr.geometry.grids import grid_factors, scale_for_spacing, scaled_grid, v
 from volsr.geometry.interpolation import resample_array
 from volsr.geometry.meta import affine_of, new_image
 from volsr.geometry.orientation import coarse_axis, from_canonical, to_canonical
-from volsr.inference.consistency import project_consistent
+from volsr.inference.consistency import project_consistent, project_kspace_consistent
 from volsr.inference.devices import autocast, autocast_dtype, resolve_device
 
 __all__ = [
@@ -256,7 +256,7 @@ def super_resolve(
     amp: bool = True,
     progress: bool = False,
     sw_batch_size: int = 1,
-    consistency: bool = False,
+    consistency: bool | str = False,
     tta: bool = False,
 ) -> torch.Tensor:
     """Super-resolve a channel-first scan ``(C, X, Y, Z)``.
@@ -281,7 +281,9 @@ def super_resolve(
             (:func:`volsr.inference.consistency.project_consistent`), in normalised units, before
             de-normalising. Exact and cheap, but it assumes boxcar slices on every up-sampled axis,
             contiguous unless the header stated the slice thickness
-            (:func:`volsr.data.acquisition.slice_acquisition`).
+            (:func:`volsr.data.acquisition.slice_acquisition`). ``"slices"`` is the same as True;
+            ``"kspace"`` instead keeps the acquired band of k-space exactly, for a scan acquired with a
+            smaller matrix (:func:`volsr.inference.consistency.project_kspace_consistent`).
         tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
             window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
 
@@ -293,6 +295,8 @@ def super_resolve(
             or factors of 1): there is nothing to super-resolve, and the network would only change
             the voxels.
     """
+    if consistency not in (False, True, "slices", "kspace"):
+        raise ValueError(f"consistency must be True, False, 'slices' or 'kspace', got {consistency!r}")
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
     out_affine, out_shape, effective = output_grid(image, scale, spacing)
@@ -334,7 +338,9 @@ def super_resolve(
     )
     del x  # the spline volume: one full-size buffer less at the peak
     y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
-    if consistency:  # the input grid is the low-resolution grid of the model: same field of view
+    if consistency == "kspace":  # a smaller acquisition matrix: keep the acquired band of k-space
+        y = project_kspace_consistent(y, x_lr)
+    elif consistency:  # the input grid is the low-resolution grid of the model: same field of view
         y = project_consistent(y, x_lr, thickness_ratio=thickness_ratios(image))
     y = normalizer.denormalize_(y.contiguous(), lo, hi).cpu()
     return new_image(y, image, out_affine)
