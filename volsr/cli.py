@@ -78,6 +78,11 @@ Series = Annotated[
 ALL_SERIES = "all"
 
 
+class ConsistencyModel(str, Enum):
+    slices = "slices"
+    kspace = "kspace"
+
+
 class Profile(str, Enum):
     boxcar = "boxcar"
     gaussian = "gaussian"
@@ -349,6 +354,10 @@ def infer(
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Project the output so re-degrading it gives the input.")
     ] = False,
+    consistency_model: Annotated[
+        ConsistencyModel,
+        typer.Option(help="What --consistency assumes: thick slices, or a smaller k-space matrix."),
+    ] = ConsistencyModel.slices,
     tta: Annotated[
         bool, typer.Option("--tta", help="Average 16 flipped/swapped passes (16x the network time).")
     ] = False,
@@ -407,6 +416,7 @@ def infer(
         raise ValueError("--spacing and --scale are mutually exclusive; give one")
     from volsr.api import CohortRequest, infer_cohort
 
+    consistency = consistency and consistency_model.value  # "slices" or "kspace"; False: off
     resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
                     adapt=adapt)  # fmt: skip
     request = CohortRequest(spacing, scale, dtype, volume, sidecar, dicom, modality, overwrite, skip_existing)
