@@ -228,9 +228,9 @@ def section(result: Mapping, png: Path | None, json_path: Path, markdown: Path) 
         "Masked PSNR (dB) / masked 3-D SSIM against the original (foreground of the reference, "
         "intensities on its 0.5-99.5 percentile scale; `volsr.evaluation.metrics`). Degradations by "
         "`volsr.evaluation.protocol.degrade`; best PSNR per row in bold. `+dc` is the same output after "
-        "the boxcar thick-slice data-consistency projection (exact only for the thickness protocols; "
-        "with the `spacing x1.33333` gaps it models the 3-voxel slabs the degraded scan states, "
-        "`volsr.data.acquisition`).",
+        "the exact data-consistency projection of the protocol's forward model: boxcar thick slices "
+        "(with the `spacing x1.33333` gaps, the 3-voxel slabs the degraded scan states, "
+        "`volsr.data.acquisition`), or the acquired band of k-space for the k-space rows.",
         f"Volumes: {', '.join(f'{k} {v}' for k, v in result['volumes'].items())}. Weights: "
         + (", ".join(f"{k} ({v})" for k, v in result["weights"].items()) or "none (baselines only)")
         + ".",
