@@ -337,9 +337,9 @@ def test_gan_steps_in_the_cuda_precision_stay_finite_and_track_float32(monkeypat
     finite, and the generator's content loss within a few per cent of float32's (the adversarial
     terms are a game: small differences grow, so they are only required finite).
 
-    32^3 patches: on a CPU without native bfloat16, the emulated convolution gradients of maps a few
-    voxels wide (the discriminator's last layers at 16^3) are unreliable from run to run; that is the
-    CPU's emulation, not the networks."""
+    32^3 patches: on an AVX512-BF16 CPU, oneDNN's bfloat16 convolution weight gradients of maps a few
+    voxels wide (the discriminator's last layers at 16^3) were off by a third and varied from run to
+    run; that is the CPU kernel, not the networks."""
     patch = 32
     from volsr.inference import devices
 
