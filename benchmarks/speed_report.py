@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+from volsr.inference.sliding_window import MEMORY_TARGET
+
 common = importlib.import_module(f"{__package__}.common" if __package__ else "common")
 
 #: the benchmark issue's targets
@@ -72,7 +74,8 @@ def section(result: dict) -> str:
         f"`{result['command']}` on {result['date']}{' (quick)' if result['quick'] else ''}.",
         f"Hardware: {common.hardware_line(hw)}. Network: {result['weights']}. Windows: fitted to the volume "
         "(`volsr.inference.sliding_window.plan_windows`: budget 160^3 voxels, less on a CPU where a large "
-        "volume would take the peak past 3.5 GiB (`window_budget`); overlap >= 24 voxels).",
+        f"volume would take the peak past {MEMORY_TARGET / 2**30:g} GiB (`window_budget`); overlap >= 24 "
+        "voxels).",
         "",
         *targets(result),
         "",
