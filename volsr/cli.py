@@ -29,7 +29,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
-from volsr.errors import VolsrInputError, VolsrInputWarning
+from volsr.errors import VolsrInputError, VolsrInputWarning, one_line
 
 __all__ = ["app", "main"]
 
@@ -100,9 +100,7 @@ class Window(str, Enum):
 
 
 def _error_line(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        return f"{exc.filename}: {exc.strerror}"
-    return " ".join(str(exc).split())
+    return one_line(exc)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["VolsrInputError", "VolsrInputWarning", "write_error"]
+__all__ = ["VolsrInputError", "VolsrInputWarning", "write_error", "one_line"]
 
 
 class VolsrInputError(ValueError):
@@ -41,3 +41,11 @@ def write_error(path: str | os.PathLike, exc: OSError) -> VolsrInputError:
     it names the output the user asked for, never the temporary file volsr wrote first."""
     cause = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
     return VolsrInputError(path, f"cannot be written: {cause}")
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line for the user: a missing file as ``path: reason``, anything else with its
+    white space folded (a traceback's worth of text never reaches the terminal)."""
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())

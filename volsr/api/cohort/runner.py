@@ -39,7 +39,7 @@ from volsr.api.cohort.manifest import (
     status_counts,
 )
 from volsr.api.cohort.sharding import Process, ProcessGroup, parse_shard, rank_device, split, torchrun_process
-from volsr.errors import VolsrInputError
+from volsr.errors import VolsrInputError, one_line
 
 __all__ = ["CohortRequest", "CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
 
@@ -117,12 +117,9 @@ def _error_line(exc: BaseException, job: Job) -> str:
     """One line naming the scan (and series) and the problem."""
     if isinstance(exc, VolsrInputError):  # names its own file: the scan, or the output it could not write
         return f"series {job.series_uid}: {exc}" if job.series_uid else str(exc)
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        text = f"{exc.filename}: {exc.strerror}"
-    elif isinstance(exc, ValueError):  # VolsrInputError and friends: the user's input
-        text = " ".join(str(exc).split())
-    else:
-        text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    text = one_line(exc)
+    if not isinstance(exc, (FileNotFoundError, ValueError)):  # not the user's input: say what broke
+        text = f"{type(exc).__name__}: {text}"
     if str(job.src) not in text:
         text = f"{job.src}: {text}"
     return f"series {job.series_uid}: {text}" if job.series_uid else text
