@@ -54,7 +54,7 @@ def run(
             "psnr": round(scores["psnr"], 3),
             "gain": round(scores["psnr"] - cubic, 3),
             "ssim": round(scores["ssim"], 4),
-            "adapt_s": round(seconds, 1),
+            "adapt_s": round(seconds, 3),
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
