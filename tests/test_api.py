@@ -152,3 +152,76 @@ def test_two_identical_runs_write_identical_voxels_and_record_the_precision(
     written = no_amp.predict_file(scan, tmp_path / "float32.nii.gz", dtype="float32")
     sidecar = json.loads(written.with_name("float32.json").read_text())
     assert sidecar["GeneratedBy"]["Options"]["precision"] == "float32"
+
+
+def test_uncertainty_map_is_written_beside_the_output_on_its_grid_and_named_in_the_sidecar(scan, tmp_path):
+    import json
+
+    from volsr.api import uncertainty_path_for
+
+    sr = SuperResolver.from_checkpoint(
+        save_checkpoint(tmp_path / "m.pt", _asymmetric(), PercentileNormalizer(), step=1),
+        device="cpu",
+        uncertainty=True,
+    )
+    dst = sr.predict_file(scan, tmp_path / "out" / "thick_sr.nii.gz")
+    umap = tmp_path / "out" / "thick_sr_uncertainty.nii.gz"
+    assert uncertainty_path_for(dst) == umap
+    out, u = nib.load(dst), nib.load(umap)
+    assert u.shape == out.shape == (20, 18, 18)
+    np.testing.assert_allclose(u.affine, out.affine, atol=1e-6)  # the same world grid
+    assert u.get_data_dtype() == np.float32 and float(u.get_fdata().min()) >= 0
+    assert float(u.get_fdata().max()) > 0  # a network whose views disagree leaves something uncertain
+    info = json.loads((tmp_path / "out" / "thick_sr.json").read_text())
+    assert info["Uncertainty"]["File"] == "thick_sr_uncertainty.nii.gz"
+    assert info["GeneratedBy"]["Options"]["uncertainty"] is True
+    assert info["GeneratedBy"]["Options"]["tta"] is True  # the map's views are averaged into the output
+
+    # an existing map is refused before any work, and nothing is written
+    again = tmp_path / "again.nii.gz"
+    uncertainty_path_for(again).write_bytes(b"keep me")
+    with pytest.raises(VolsrInputError, match="again_uncertainty.nii.gz: already exists"):
+        sr.predict_file(scan, again)
+    assert not again.exists() and uncertainty_path_for(again).read_bytes() == b"keep me"
+
+
+def test_uncertainty_map_goes_to_a_second_dicom_series_of_the_same_study(scan, tmp_path):
+    import SimpleITK as sitk
+
+    from volsr.data.io import load_image
+
+    sr = SuperResolver.from_checkpoint(
+        save_checkpoint(tmp_path / "m.pt", _asymmetric(), PercentileNormalizer(), step=1),
+        device="cpu",
+        uncertainty=True,
+    )
+    folder = sr.predict_file(scan, tmp_path / "thick_sr", dicom=True)
+    maps = tmp_path / "thick_sr_uncertainty"
+    assert folder.is_dir() and maps.is_dir()
+
+    def tags(series, *keys):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(sorted(series.glob("*.dcm"))[0]))
+        reader.ReadImageInformation()
+        return [reader.GetMetaData(k).strip() for k in keys]
+
+    keys = ("0020|000d", "0020|0052", "0020|000e", "0020|0011", "0008|103e")
+    study, frame, uid, number, description = tags(folder, *keys)
+    m_study, m_frame, m_uid, m_number, m_description = tags(maps, *keys)
+    assert (m_study, m_frame) == (study, frame) and m_uid != uid  # one study, two series
+    assert (number, m_number) == ("1000", "2000") and m_description.endswith("volsr uncertainty")
+    sr_image, map_image = load_image(folder), load_image(maps)
+    assert map_image.shape == sr_image.shape
+    np.testing.assert_allclose(map_image.affine, sr_image.affine, atol=1e-4)
+    assert float(map_image.max()) > 0
+
+
+def _asymmetric() -> ResidualSR3D:
+    """A tiny network whose flipped views disagree: random, unsymmetric kernels everywhere (a fresh
+    network's last layer starts at zero, the identity, where every view agrees)."""
+    network = ResidualSR3D(features=4, num_blocks=1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=generator))
+    return network

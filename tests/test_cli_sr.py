@@ -318,3 +318,29 @@ def test_infer_kspace_consistency_keeps_the_acquired_band(bundle, tmp_path):
     assert float((again - lr).abs().max()) < 1e-4 * float(lr.abs().max())
     sidecar = json.loads((tmp_path / "out.json").read_text())
     assert sidecar["GeneratedBy"]["Options"]["consistency"] == "kspace"
+
+
+def test_infer_uncertainty_writes_the_map_beside_the_output_and_evaluate_scores_it(bundle, scan, tmp_path):
+    dst = tmp_path / "out" / "thick_sr.nii.gz"
+    args = ["infer", str(scan), "-o", str(dst), "--bundle", str(bundle), "--device", "cpu", "--no-progress"]
+    r = runner.invoke(app, [*args, "--uncertainty"])
+    assert r.exit_code == 0, r.output
+    out, umap = nib.load(dst), nib.load(tmp_path / "out" / "thick_sr_uncertainty.nii.gz")
+    assert out.shape == umap.shape == (16, 12, 10)
+    np.testing.assert_allclose(out.affine, umap.affine, atol=1e-6)
+    assert json.loads((tmp_path / "out" / "thick_sr.json").read_text())["Uncertainty"]["File"] == (
+        "thick_sr_uncertainty.nii.gz"
+    )
+
+    hr = tmp_path / "hr.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).astype(np.float32), np.eye(4)), hr)
+    report = tmp_path / "report"
+    r = runner.invoke(
+        app,
+        ["evaluate", str(hr), "--bundle", str(bundle), "--device", "cpu", "--uncertainty", "-o", str(report)],
+    )
+    assert r.exit_code == 0, r.output
+    methods = json.loads((report / "summary.json").read_text())["scans"]["hr"]["methods"]
+    # the untrained network is the identity in every view: a map of zeros, which orders nothing
+    assert methods["tiny_bundle+tta"]["uncertainty_spearman"] == 0.0
+    assert "uncertainty_spearman" not in methods["tiny_bundle"]

@@ -359,6 +359,14 @@ def infer(
     tta: Annotated[
         bool, typer.Option("--tta", help="Average 16 flipped/swapped passes (16x the network time).")
     ] = False,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty",
+            help="Also write STEM_sr_uncertainty.nii.gz: where the detail is not pinned down by the scan "
+            "(the spread of the --tta views, whose mean is then the output; docs/fidelity.md).",
+        ),
+    ] = False,
     adapt: Annotated[
         int,
         typer.Option(
@@ -416,7 +424,7 @@ def infer(
 
     consistency = consistency and consistency_model.value  # "slices" or "kspace"; False: off
     resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
-                    adapt=adapt)  # fmt: skip
+                    uncertainty=uncertainty, adapt=adapt)  # fmt: skip
     request = CohortRequest(spacing, scale, dtype, volume, sidecar, dicom, modality, overwrite, skip_existing)
     result = infer_cohort(scans, output, bundle, device, resolver, request, series, shard)
     failed, counts = result.counts["failed"], result.counts
@@ -501,6 +509,13 @@ def evaluate(
         int,
         typer.Option(help="Also score bundles fine-tuned N steps on each degraded scan (+adapt).", min=0),
     ] = 0,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty",
+            help="Also make +tta's uncertainty map and score it against the actual error (Spearman).",
+        ),
+    ] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("volsr_eval"),
     device: Device = "auto",
     progress: Progress = True,
@@ -527,6 +542,7 @@ def evaluate(
         tta=tta,
         adapt=adapt,
         progress=progress,
+        uncertainty=uncertainty,
     )
     from volsr.api import summary_markdown
 

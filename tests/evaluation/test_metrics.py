@@ -44,3 +44,21 @@ def test_sharpness_ratio_is_one_for_reference_and_below_one_when_blurred():
     blurred = torch.nn.functional.avg_pool3d(ref[None], 3, stride=1, padding=1)[0]
     assert sharpness_ratio(blurred, ref, mask) < 0.6
     assert math.isclose(sharpness_ratio(2 * ref, ref, mask), 2.0, rel_tol=1e-6)  # gradients scale linearly
+
+
+def test_error_rank_correlation_is_one_for_a_map_that_orders_the_errors_and_ignores_the_air():
+    from volsr.evaluation.metrics import error_rank_correlation
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.zeros(1, 16, 16, 16)
+    ref[0, 3:13, 3:13, 3:13] = 1.0 + torch.rand(10, 10, 10, generator=g)
+    pred = ref + 0.2 * torch.randn(ref.shape, generator=g)
+    error = (pred - ref).abs()
+    inside = foreground_mask(ref / ref.max())
+    wrong_outside = torch.where(inside, error, 5.0 - error)  # in the air the map says the opposite
+    assert math.isclose(error_rank_correlation(wrong_outside, pred, ref), 1.0, abs_tol=1e-9)
+    assert math.isclose(error_rank_correlation(-error, pred, ref), -1.0, abs_tol=1e-9)
+    assert math.isclose(error_rank_correlation(7.0 * error.sqrt(), pred, ref), 1.0, abs_tol=1e-9)  # ranks
+    unrelated = torch.rand(ref.shape, generator=g)
+    assert abs(error_rank_correlation(unrelated, pred, ref)) < 0.1
+    assert error_rank_correlation(torch.full_like(ref, 3.0), pred, ref) == 0.0  # orders nothing

@@ -44,3 +44,17 @@ def test_montage_draws_three_planes_at_physical_aspect_with_scores_and_an_error_
     assert "cubic\nPSNR 18.88 dB\nSSIM 0.726" in titles and "lr\nPSNR 17.10 dB\nSSIM 0.610" in titles
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(bars) == 1 and "error" in bars[0].get_ylabel()
+
+
+def test_montage_adds_a_row_of_uncertainty_maps_with_a_colour_bar_of_its_own(tmp_path, drawn):
+    hr = make_image(smooth_volume((20, 18, 12)).astype(np.float32), np.diag([0.9, 0.8, 3.0, 1.0]))
+    images = {"lr": hr * 0.9, "sr": hr * 0.95, "reference": hr}
+    save_montage(images, tmp_path / "m.png", 2, "test", reference="reference", uncertainty={"sr": hr * 0.05})
+    (fig,) = drawn
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    maps = [ax for ax in panels if ax.images[0].get_cmap().name == "viridis"]
+    assert len(maps) == 3  # one per plane, for the one method with a map
+    labels = {ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()}
+    assert any(label.endswith("uncertainty") for label in labels)
+    bars = [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert sorted(bars) == ["uncertainty (image units)", "|error| (image units)"]

@@ -1,3 +1,4 @@
+import json
 import math
 
 import nibabel as nib
@@ -221,3 +222,17 @@ def test_training_with_worker_processes_checkpoints_and_resumes(tmp_path):
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 3 and state["config"]["workers"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_ship_last_keeps_the_final_step_whatever_validation_says(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "v0.nii.gz", (28, 28, 28), 0)
+    val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
+    cfg = _tiny_config(data, tmp_path / "out", steps=3, val_data=[str(val)], val_every=1, ship="last")
+    train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "out" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "out" / "model.pt")[2]["step"] == 3  # not chosen on these numbers
+    with pytest.raises(ValueError, match="ship must be 'best' or 'last'"):
+        _tiny_config(data, tmp_path / "out2", ship="first")

@@ -112,3 +112,14 @@ def test_dict_equals_array():
 def test_bad_arguments_raise(cls, kwargs, name):
     with pytest.raises(ValueError, match=name):
         cls(**kwargs)
+
+
+def test_random_noise_leaves_an_image_without_foreground_as_it_is():
+    # a training crop of empty air: the SNR has nothing to refer to, and one crop must not stop a run
+    from volsr.transforms.noise import RandNoise
+
+    air = torch.zeros(1, 8, 8, 8)
+    out = RandNoise(prob=1.0, snr=30.0)(air)
+    assert torch.equal(torch.as_tensor(out), air)
+    with pytest.raises(ValueError, match="positive foreground"):
+        Noise(30.0)(air)  # asked for by name, the missing foreground is still an error

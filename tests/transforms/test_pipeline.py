@@ -123,3 +123,25 @@ def test_bad_file_suffix(tmp_path):
     path.write_text("{}")
     with pytest.raises(ValueError, match="yaml"):
         build_degradation(path)
+
+
+def test_a_mixture_degrades_each_sample_by_one_entry_in_proportion_to_its_weight():
+    mixture = [
+        {"weight": 3, "slice_thickness": {"axis": [2], "factor": 4}},
+        {"weight": 1, "kspace": {"fraction": 0.5, "axes": [0, 1, 2], "reduce_matrix": True}},
+    ]
+    pipeline = build_degradation(mixture, seed=0)
+    shapes = [tuple(run(pipeline)["lr"].shape[1:]) for _ in range(200)]
+    assert set(shapes) == {(16, 16, 4), (8, 8, 8)}  # one entry per sample, never both
+    assert 0.65 < shapes.count((16, 16, 4)) / len(shapes) < 0.85  # weight 3 of 4
+    again = build_degradation(mixture, seed=0)
+    assert [tuple(run(again)["lr"].shape[1:]) for _ in range(200)] == shapes  # seeded
+
+
+@pytest.mark.parametrize(
+    ("mixture", "words"),
+    [([], "at least one entry"), ([{"weight": 0}], "weight must be a positive"), ([3], "must be a mapping")],
+)
+def test_bad_mixture_raises(mixture, words):
+    with pytest.raises(ValueError, match=words):
+        build_degradation(mixture)

@@ -20,6 +20,7 @@ Example:
 _LAZY = {
     "SuperResolver": "volsr.api.resolver",
     "OutputTarget": "volsr.api.resolver",
+    "uncertainty_path_for": "volsr.api.resolver",
     "ResolverOptions": "volsr.api.resolver",
     "find_bundle": "volsr.api.resolver",
     "find_bundle_root": "volsr.api.resolver",

@@ -47,13 +47,16 @@ def evaluate_files(
     tta: bool = False,
     adapt: int = 0,
     progress: bool = False,
+    uncertainty: bool = False,
 ) -> dict:
     """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
 
     Each bundle is scored as is and, with ``consistency=True``, also with data consistency
     (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``);
     with ``adapt`` > 0 also fine-tuned for ``adapt`` steps on each degraded scan (``+adapt``, and
-    ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference).
+    ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference); with
+    ``uncertainty=True`` the ``+tta`` output (added if need be) also makes its uncertainty map, scored
+    by its Spearman correlation with the actual error and drawn in the montage.
     ``progress`` shows a bar over the scans on stderr.
     ``protocol`` is a :class:`~volsr.transforms.protocol.ThickSlices` or
     :class:`~volsr.transforms.protocol.KSpace`, or its dict form. Returns the summary dict.
@@ -68,8 +71,8 @@ def evaluate_files(
     for b in bundles:
         name = find_bundle(b).name
         resolvers[name] = sr = SuperResolver.from_bundle(b, device=device)
-        if tta:  # the same loaded network, averaged over flipped views
-            resolvers[f"{name}+tta"] = sr.with_options(tta=True)
+        if tta or uncertainty:  # the same loaded network, averaged over flipped views
+            resolvers[f"{name}+tta"] = sr.with_options(tta=True, uncertainty=uncertainty)
         if adapt:
             tuned = _AdaptedPerScan(sr, adapt)
             resolvers[f"{name}+adapt"] = tuned

@@ -149,6 +149,10 @@ class ResolverOptions:
             smaller acquisition matrix instead, keeping the acquired band of k-space
             (:func:`volsr.inference.consistency.project_kspace_consistent`).
         tta: average the network over 16 flips and in-plane swaps of each window.
+        uncertainty: also make the uncertainty map (:func:`volsr.inference.sliding_window.uncertainty_map`):
+            the spread of those 16 views, whose mean is then the output (so it implies ``tta``); the
+            resolver then returns ``(output, map)``, and :meth:`SuperResolver.predict_file` writes the
+            map beside the output.
         adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
             the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
             loaded network is not changed.
@@ -161,6 +165,7 @@ class ResolverOptions:
     progress: bool = False
     consistency: bool | str = False
     tta: bool = False
+    uncertainty: bool = False
     adapt: int = 0
 
     def __post_init__(self) -> None:
@@ -170,13 +175,31 @@ class ResolverOptions:
         object.__setattr__(self, "adapt", int(self.adapt))
 
 
+def uncertainty_path_for(output: str | Path, dicom: bool = False) -> Path:
+    """Where the uncertainty map of an output goes: ``scan_sr.nii.gz`` -> ``scan_sr_uncertainty.nii.gz``;
+    a DICOM series folder ``scan_sr`` -> ``scan_sr_uncertainty``."""
+    p = Path(output)
+    if dicom:
+        return p.with_name(f"{p.name}_uncertainty")
+    ending = ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix  # outputs are NIfTI
+    return p.with_name(f"{p.name[: len(p.name) - len(ending)]}_uncertainty{ending}")
+
+
+#: what the sidecar says of the map
+UNCERTAINTY_RECORD = {
+    "Method": "standard deviation of the network over its 16 symmetric views, Gaussian-smoothed (1 voxel)",
+    "Units": "the output's intensity units",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputTarget:
     """How an output is written: the steps :meth:`SuperResolver.predict_file` runs around the network,
     also used one at a time by pipelines that read ahead and write behind (:mod:`volsr.api.cohort`).
 
     ``dtype``, ``overwrite``, ``sidecar``, ``dicom`` and ``modality``: as in
-    :meth:`SuperResolver.predict_file`.
+    :meth:`SuperResolver.predict_file`; ``uncertainty``: the outputs also hold an uncertainty map,
+    written beside the output (:func:`uncertainty_path_for`; float32, or a second DICOM series).
     """
 
     dtype: str = "input"
@@ -184,6 +207,7 @@ class OutputTarget:
     sidecar: bool = True
     dicom: bool = False
     modality: str | None = None
+    uncertainty: bool = False
 
     def load_checked(
         self, src: str | Path, dst: str | Path | None = None, series_uid: str | None = None,
@@ -197,34 +221,56 @@ class OutputTarget:
         if self.dicom:
             from volsr.data.dicom_writer import check_dicom_output
 
-            dst = dst or output_path_for(src, dicom=True)
-            return image, check_dicom_output(
-                dst, image, self.overwrite, self.sidecar, self.modality, self.dtype
-            )
-        return image, check_output(
-            dst or output_path_for(src), image, self.dtype, self.overwrite, self.sidecar
-        )
-
-    def write(self, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path) -> Path:
-        """Write ``out`` (made from ``image``; provenance ``info``) to ``dst``, and its sidecar."""
-        from volsr.data.io import discard_output, save_image, write_sidecar
-
-        if self.dicom:
-            from volsr.data.dicom_writer import save_dicom_series
-
-            written = save_dicom_series(
-                out, dst, reference=image, dtype=self.dtype, derivation=_derivation(info),
-                modality=self.modality, overwrite=self.overwrite,
+            dst = check_dicom_output(
+                dst or output_path_for(src, dicom=True), image, self.overwrite, self.sidecar, self.modality,
+                self.dtype,
             )  # fmt: skip
-        else:
-            written = save_image(out, dst, dtype=self.dtype, overwrite=self.overwrite)
-        if self.sidecar:
-            try:
+            if self.uncertainty:
+                map_dst = uncertainty_path_for(dst, dicom=True)
+                check_dicom_output(map_dst, image, self.overwrite, False, self.modality)
+            return image, dst
+        dst = check_output(dst or output_path_for(src), image, self.dtype, self.overwrite, self.sidecar)
+        if self.uncertainty:
+            check_output(uncertainty_path_for(dst), image, "float32", self.overwrite)
+        return image, dst
+
+    def write(self, outputs: dict[str, torch.Tensor], image: torch.Tensor, info: dict, dst: Path) -> Path:
+        """Write ``outputs["image"]`` (made from ``image``; provenance ``info``) to ``dst``, its
+        uncertainty map (``outputs["uncertainty"]``, when there is one) and its sidecar: all or none."""
+        from volsr.data.io import discard_output, write_sidecar
+
+        written = self._save(outputs["image"], image, info, dst, self.dtype)
+        extra: list[Path] = []
+        try:
+            if "uncertainty" in outputs:
+                path = uncertainty_path_for(written, self.dicom)
+                extra.append(
+                    self._save(outputs["uncertainty"], image, info, path, "float32", "uncertainty", written)
+                )
+                info = info | {"Uncertainty": {"File": path.name, **UNCERTAINTY_RECORD}}
+            if self.sidecar:
                 write_sidecar(written, info, overwrite=self.overwrite, folder=self.dicom)
-            except BaseException:
-                discard_output(written)  # no output without its record
-                raise
+        except BaseException:
+            for path in [written, *extra]:
+                discard_output(path)  # no output without its map and its record
+            raise
         return written
+
+    def _save(
+        self, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path, dtype: str, label: str = "SR",
+        joins: Path | None = None,
+    ) -> Path:  # fmt: skip
+        from volsr.data.io import save_image
+
+        if not self.dicom:
+            return save_image(out, dst, dtype=dtype, overwrite=self.overwrite)
+        from volsr.data.dicom_writer import save_dicom_series
+
+        derivation = _derivation(info) if label == "SR" else f"uncertainty map of: {_derivation(info)}"
+        return save_dicom_series(
+            out, dst, reference=image, dtype=dtype, derivation=derivation, modality=self.modality,
+            overwrite=self.overwrite, label=label, series_offset=1000 if label == "SR" else 2000, joins=joins,
+        )  # fmt: skip
 
 
 class SuperResolver:
@@ -260,6 +306,7 @@ class SuperResolver:
     progress = property(lambda self: self.options.progress)
     consistency = property(lambda self: self.options.consistency)
     tta = property(lambda self: self.options.tta)
+    uncertainty = property(lambda self: self.options.uncertainty)
     adapt = property(lambda self: self.options.adapt)
 
     @classmethod
@@ -287,8 +334,9 @@ class SuperResolver:
         image: torch.Tensor | str | Path,
         spacing: float | Sequence[float | None] | None = None,
         scale: float | Sequence[float] | None = None,
-    ) -> torch.Tensor:
-        """Super-resolve a MetaTensor or a file/DICOM folder; returns a MetaTensor (float32)."""
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Super-resolve a MetaTensor or a file/DICOM folder; returns a MetaTensor (float32), or with
+        the ``uncertainty`` option ``(output, uncertainty map)``."""
         if isinstance(image, (str, Path)):
             from volsr.data.io import load_image
 
@@ -309,6 +357,7 @@ class SuperResolver:
             progress=self.progress,
             consistency=self.consistency,
             tta=self.tta,
+            uncertainty=self.uncertainty,
         )
 
     def adapted(
@@ -369,10 +418,10 @@ class SuperResolver:
         ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
-        target = OutputTarget(dtype, overwrite, sidecar, dicom, modality)
+        target = OutputTarget(dtype, overwrite, sidecar, dicom, modality, self.uncertainty)
         image, dst = target.load_checked(src, dst, series_uid, volume)
-        out, info = self.resolve_scan(src, image, spacing=spacing, scale=scale)
-        return target.write(out, image, info, dst)
+        outputs, info = self.resolve_scan(src, image, spacing=spacing, scale=scale)
+        return target.write(outputs, image, info, dst)
 
     def resolve_scan(
         self,
@@ -380,16 +429,21 @@ class SuperResolver:
         image: torch.Tensor,
         spacing: float | Sequence[float | None] | None = None,
         scale: float | Sequence[float] | None = None,
-    ) -> tuple[torch.Tensor, dict]:
-        """The output for ``image`` (read from ``src``) and its provenance (:meth:`provenance`); an
+    ) -> tuple[dict[str, torch.Tensor], dict]:
+        """The outputs for ``image`` (read from ``src``): ``{"image": output}``, with the
+        ``uncertainty`` option also ``"uncertainty"``; and their provenance (:meth:`provenance`). An
         error about the scan names ``src``."""
         try:
-            out = self(image, spacing=spacing, scale=scale)
+            result = self(image, spacing=spacing, scale=scale)
         except VolsrInputError:  # names the scan already
             raise
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
             raise ValueError(f"{src}: {e}") from e
-        return out, self.provenance(src, image, out)
+        if isinstance(result, tuple):
+            outputs = {"image": result[0], "uncertainty": result[1]}
+        else:
+            outputs = {"image": result}
+        return outputs, self.provenance(src, image, outputs["image"])
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:
         """What made ``out`` from ``image`` (read from ``src``): volsr and bundle versions, the
@@ -416,7 +470,8 @@ class SuperResolver:
                 "BundleVersion": self.info.get("bundle_version"),
                 "CheckpointStep": self.info.get("step"),
                 "Options": {
-                    "tta": self.tta,
+                    "tta": self.tta or self.uncertainty,
+                    "uncertainty": self.uncertainty,
                     "consistency": self.consistency,
                     "adapt": self.adapt,
                     "amp": self.amp,

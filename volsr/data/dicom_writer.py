@@ -157,6 +157,9 @@ def save_dicom_series(
     derivation: str = "super-resolved by volsr",
     modality: str | None = None,
     overwrite: bool = False,
+    label: str = "SR",
+    series_offset: int = 1000,
+    joins: str | os.PathLike | None = None,
 ) -> Path:
     """Write a ``(1, X, Y, Z)`` MetaTensor as a new DICOM series in ``folder``, atomically.
 
@@ -173,6 +176,10 @@ def save_dicom_series(
         modality: ``"MR"`` or ``"CT"`` (the image storage classes that carry each slice's position);
             default: the source series' modality, else ``"MR"``.
         overwrite: replace an existing series folder written by volsr.
+        label: what the series is, ending the default description (``"SR"``, ``"uncertainty"``).
+        series_offset: SeriesNumber is the source's plus this, so derived series sort after it.
+        joins: a series folder written before (e.g. the super-resolved series a map belongs to) whose
+            patient, study and frame of reference this one shares, where the source has none of its own.
 
     Returns:
         The folder.
@@ -194,9 +201,13 @@ def save_dicom_series(
     normal = np.cross(row, column)
     values, pixel_tags = _pixel_encoding(arr[0], _source_dtype(reference), dtype)
     series_tags = {**_reference_tags(reference), **pixel_tags}
+    if joins is not None:  # a source that is not DICOM: the study volsr made for the first series
+        series_tags = {**_joined_tags(joins), **series_tags}
     modality = output_modality(reference, modality)
     equipment = {key: series_tags.pop(key) for key in _SOURCE_EQUIPMENT if key in series_tags}
-    series_tags.update(_new_series_tags(series_tags, reference, description, derivation, modality))
+    series_tags.update(
+        _new_series_tags(series_tags, reference, description, derivation, modality, label, series_offset)
+    )
     links = _source_links(reference, equipment)
     direction = np.column_stack([row, column, normal])
     origin = _RAS_TO_LPS @ affine[:3, 3]
@@ -264,6 +275,17 @@ def _pixel_encoding(values: np.ndarray, source_dtype: str, dtype: str) -> tuple[
     return clipped, tags
 
 
+#: what a second derived series takes from the first when the source has no study of its own
+_JOINED_TAGS = ("0010|0010", "0010|0020", "0020|000d", "0008|0020", "0008|0030", "0020|0052")
+
+
+def _joined_tags(folder: str | os.PathLike) -> dict[str, str]:
+    from volsr.data.dicom import _tags
+
+    first = min(f for f in Path(folder).iterdir() if DICOM_FILE_PATTERN.fullmatch(f.name))
+    return _tags(str(first), *_JOINED_TAGS)
+
+
 def _reference_tags(reference: torch.Tensor) -> dict[str, str]:
     """The source series' :data:`~volsr.data.dicom.REFERENCE_TAGS`, read with it by
     :func:`volsr.data.io.load_image`."""
@@ -271,7 +293,13 @@ def _reference_tags(reference: torch.Tensor) -> dict[str, str]:
 
 
 def _new_series_tags(
-    tags: Mapping[str, str], reference: torch.Tensor, description: str | None, derivation: str, modality: str
+    tags: Mapping[str, str],
+    reference: torch.Tensor,
+    description: str | None,
+    derivation: str,
+    modality: str,
+    label: str = "SR",
+    series_offset: int = 1000,
 ) -> dict[str, str]:
     from volsr import __version__
 
@@ -283,7 +311,7 @@ def _new_series_tags(
             tags.get("0008|103e")
             or Path(str(getattr(reference, "meta", {}).get("filename_or_obj", "volume"))).name
         )
-        description = f"{stem} volsr SR"
+        description = f"{stem} volsr {label}"
     source_type = tags.get("0008|0008", "").split("\\")
     flavour = source_type[2] if len(source_type) > 2 and tags.get("0008|0060") == modality else ""
     new = {
@@ -296,7 +324,9 @@ def _new_series_tags(
         "0008|2111": derivation[:1024],  # DerivationDescription
         "0018|1020": f"volsr {__version__}",  # SoftwareVersions
         "0020|000e": new_uid(),  # SeriesInstanceUID
-        "0020|0011": str(int(source_number) + 1000) if source_number.lstrip("-").isdigit() else "1000",
+        "0020|0011": str(int(source_number) + series_offset)
+        if source_number.lstrip("-").isdigit()
+        else str(series_offset),
         "0008|103e": description[:64],
         "0008|0021": date, "0008|0031": time, "0008|0023": date, "0008|0033": time,  # series, content
     }  # fmt: skip

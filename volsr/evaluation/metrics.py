@@ -17,7 +17,15 @@ from monai.metrics.regression import compute_ssim_and_cs
 
 from volsr.data.normalization import PercentileNormalizer
 
-__all__ = ["foreground_mask", "masked_psnr", "masked_ssim", "sharpness_ratio", "compare", "FOREGROUND_LEVEL"]
+__all__ = [
+    "foreground_mask",
+    "masked_psnr",
+    "masked_ssim",
+    "sharpness_ratio",
+    "compare",
+    "error_rank_correlation",
+    "FOREGROUND_LEVEL",
+]
 
 FOREGROUND_LEVEL = 0.1
 SSIM_WINDOW = 7
@@ -83,3 +91,21 @@ def compare(pred: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
         "ssim": masked_ssim(p, r, mask),
         "sharpness": sharpness_ratio(p, r, mask),
     }
+
+
+def error_rank_correlation(uncertainty: torch.Tensor, pred: torch.Tensor, reference: torch.Tensor) -> float:
+    """Spearman's rank correlation between an uncertainty map and the absolute error of ``pred``,
+    over the reference's foreground (the voxels PSNR is scored on; the empty air around a head,
+    where both are near 0, would inflate it). 1: the map orders the voxels exactly as their errors;
+    0 for a constant map, which orders nothing (Spearman's coefficient is undefined there)."""
+    from scipy.stats import spearmanr
+
+    norm = PercentileNormalizer()
+    lo, hi = norm.fit(_plain(reference))
+    r = norm.normalize(_plain(reference), lo, hi)
+    error = (norm.normalize(_plain(pred), lo, hi) - r).abs()
+    mask = foreground_mask(r)
+    values = _plain(uncertainty)[mask]
+    if values.numel() < 2 or bool((values == values[0]).all()):
+        return 0.0
+    return float(spearmanr(values.numpy(), error[mask].numpy()).statistic)

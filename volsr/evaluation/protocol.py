@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from volsr.data.acquisition import thickness_ratios
-from volsr.evaluation.metrics import compare
+from volsr.evaluation.metrics import compare, error_rank_correlation
 from volsr.geometry.grids import grid_factors
 from volsr.geometry.interpolation import INTERPOLATION_ORDERS, resample
 from volsr.geometry.meta import new_image
@@ -73,17 +73,23 @@ def evaluate(
     With ``consistency``, every resolver's output is also scored after the exact data-consistency
     projection (method name suffixed ``+dc``).
 
+    A resolver that returns ``(output, uncertainty map)`` (a ``SuperResolver`` with the
+    ``uncertainty`` option) is also scored by how well its map ranks its actual error
+    (``"uncertainty_spearman"``, :func:`volsr.evaluation.metrics.error_rank_correlation`).
+
     Returns ``{"protocol", "shape_hr", "shape_lr", "methods": {name: {"psnr", "ssim", "sharpness",
-    "consistency"}}, "images": {name: tensor}}`` (``images`` holds ``lr``, ``reference`` and every
-    method's output, for montages; :func:`volsr.evaluation.report.write_report` drops it from
-    the JSON).
+    "consistency"[, "uncertainty_spearman"]}}, "images": {name: tensor}, "uncertainty": {name: map}}``
+    (``images`` holds ``lr``, ``reference`` and every method's output, for montages;
+    :func:`volsr.evaluation.report.write_report` drops the tensors from the JSON).
     """
     lr = degrade(hr, protocol)
     shape = tuple(hr.shape[1:])
     scale = grid_factors(lr.shape[1:], shape)
     outputs = {m: restore_baseline(lr, shape, m) for m in baselines}
+    maps = {}
     for name, sr in (resolvers or {}).items():
-        outputs[name] = sr(lr, scale=scale)
+        result = sr(lr, scale=scale)
+        outputs[name], maps[name] = result if isinstance(result, tuple) else (result, None)
         fixed = _consistent(outputs[name], lr, protocol) if consistency else None
         if fixed is not None:  # a post-process of the same output: no second network pass
             outputs[f"{name}+dc"] = new_image(fixed, outputs[name])
@@ -91,6 +97,8 @@ def evaluate(
     for name, out in outputs.items():
         scores = compare(out, hr)
         scores["consistency"] = _consistency(out, lr) if isinstance(protocol, ThickSlices) else None
+        if maps.get(name) is not None:
+            scores["uncertainty_spearman"] = error_rank_correlation(maps[name], out, hr)
         methods[name] = scores
     return {
         "protocol": protocol.to_dict(),
@@ -99,4 +107,5 @@ def evaluate(
         "shape_lr": list(lr.shape[1:]),
         "methods": methods,
         "images": {"lr": resample(lr, scale=scale, mode="nearest"), "reference": hr, **outputs},
+        "uncertainty": {name: m for name, m in maps.items() if m is not None},
     }

@@ -28,6 +28,12 @@ def _markdown(report: dict) -> str:
     for name, s in report["methods"].items():
         c = "n/a" if s.get("consistency") is None else f"{s['consistency']:.4f}"
         lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c} |")
+    ranked = {
+        n: s["uncertainty_spearman"] for n, s in report["methods"].items() if "uncertainty_spearman" in s
+    }
+    if ranked:
+        lines += ["", "Uncertainty map against the actual |error| (Spearman, foreground voxels):", ""]
+        lines += [f"- {name}: {rho:.3f}" for name, rho in ranked.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -35,7 +41,10 @@ def montage(report: dict, path: Path, axis: int | None = None) -> Path:
     """PNG of an evaluation report: LR, every method, reference, and their error maps."""
     axis = int(report["protocol"].get("axis", 2)) if axis is None else axis
     title = f"{report.get('name', '')}: {report['protocol_name']}"
-    return save_montage(report["images"], path, axis, title, report["methods"], reference="reference")
+    return save_montage(
+        report["images"], path, axis, title, report["methods"], reference="reference",
+        uncertainty=report.get("uncertainty"),
+    )  # fmt: skip
 
 
 def save_montage(
@@ -45,12 +54,15 @@ def save_montage(
     title: str,
     scores: Mapping[str, Mapping] | None = None,
     reference: str | None = None,
+    uncertainty: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Same-grid images side by side on the three central planes, voxels drawn at their physical aspect.
 
     The planes that contain ``axis`` (where thick slices show) come first. A method's column title
     carries its masked PSNR and SSIM from ``scores``. With a ``reference`` key, each image row is
     followed by the methods' absolute error against it, with a colour bar in the images' units.
+    ``uncertainty`` (method name -> map) adds a row of each method's map under its error, on a
+    colour scale of its own.
     """
     import matplotlib
 
@@ -71,7 +83,10 @@ def save_montage(
     emax = 0.25 * (vmax - vmin)
     names = [n for n in images if n != reference] + ([reference] if reference else [])
     errors = [n for n in names if reference and n not in ("lr", reference)]
-    row_kinds = [(cut, kind) for cut in cuts for kind in (("image", "error") if errors else ("image",))]
+    maps = dict(uncertainty or {})
+    kinds = ("image",) + (("error",) if errors else ()) + (("uncertainty",) if maps else ())
+    row_kinds = [(cut, kind) for cut in cuts for kind in kinds]
+    umax = max((float(np.percentile(m[0].float().numpy(), 99.5)) for m in maps.values()), default=1.0)
     # panel heights in mm, so every row is drawn at the same physical scale
     extent = [float(n * s) for n, s in zip(first.shape[1:], spacing, strict=True)]
     widths = {cut: max(extent[a] for a in range(3) if a != cut) for cut in cuts}
@@ -86,7 +101,7 @@ def save_montage(
         gridspec_kw={"height_ratios": heights},
         layout="constrained",
     )
-    error_image = None
+    error_image, map_image = None, None
     for row, (cut, kind) in enumerate(row_kinds):
         a, b = [x for x in range(3) if x != cut]
         aspect = spacing[b] / spacing[a]  # rot90: image rows step along b, columns along a
@@ -101,18 +116,26 @@ def save_montage(
                 ax.imshow(plane(images[name], cut), cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
                 if row == 0:
                     ax.set_title(_column_title(name, scores), fontsize=8)
-            elif name in errors:
+            elif kind == "error" and name in errors:
                 diff = np.abs(plane(images[name], cut) - ref_plane)
                 error_image = ax.imshow(diff, cmap="magma", vmin=0, vmax=emax, aspect=aspect)
-            else:
+            elif kind == "uncertainty" and name in maps:
+                shown_map = plane(maps[name], cut)
+                map_image = ax.imshow(shown_map, cmap="viridis", vmin=0, vmax=umax, aspect=aspect)
+            elif col != 0:
                 ax.axis("off")
             if col == 0:
-                label = f"plane {'XYZ'[a]}{'XYZ'[b]}" + ("" if kind == "image" else "\n|error|")
+                row_label = {"image": "", "error": "\n|error|", "uncertainty": "\nuncertainty"}[kind]
+                label = f"plane {'XYZ'[a]}{'XYZ'[b]}" + row_label
                 ax.set_ylabel(label, fontsize=8)
     if error_image is not None:  # every error map shares one scale: 0 to a quarter of the display range
         bar = fig.colorbar(error_image, ax=axes, shrink=0.4, aspect=30, pad=0.01)
         bar.ax.tick_params(labelsize=7)
         bar.set_label("|error| (image units)", fontsize=8)
+    if map_image is not None:
+        bar = fig.colorbar(map_image, ax=axes, shrink=0.4, aspect=30, pad=0.01)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("uncertainty (image units)", fontsize=8)
     fig.suptitle(title + f"  (spacing {' x '.join(f'{v:.2f}' for v in spacing)} mm)", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +164,7 @@ def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> d
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    serial = {k: v for k, v in report.items() if k != "images"}
+    serial = {k: v for k, v in report.items() if k not in ("images", "uncertainty")}
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png"}
     paths["json"].write_text(json.dumps(serial, indent=2) + "\n")
     paths["markdown"].write_text(_markdown(report))
@@ -150,13 +173,14 @@ def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> d
 
 
 def summary_markdown(summary: dict) -> str:
-    """One table: a row per scan and method, with the PSNR gain over cubic B-spline."""
+    """One table: a row per scan and method, with the PSNR gain over cubic B-spline and, for a method
+    with an uncertainty map, the map's Spearman correlation with the actual |error|."""
     lines = [
         f"Protocol: {summary['protocol_name']}",
         "",
         "| scan | method | masked PSNR (dB) | gain vs cubic (dB) | masked SSIM | sharpness (SR/ref) "
-        "| consistency error |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| consistency error | uncertainty vs error (Spearman) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scan, entry in summary["scans"].items():
         methods = entry["methods"]
@@ -164,6 +188,7 @@ def summary_markdown(summary: dict) -> str:
         for name, s in methods.items():
             gain = "" if cubic is None else f"{s['psnr'] - cubic:+.2f}"
             c = "n/a" if s.get("consistency") is None else f"{s['consistency']:.4f}"
-            scores = f"{s['psnr']:.2f} | {gain} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c}"
+            rho = "" if s.get("uncertainty_spearman") is None else f"{s['uncertainty_spearman']:.3f}"
+            scores = f"{s['psnr']:.2f} | {gain} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c} | {rho}"
             lines.append(f"| {scan} | {name} | {scores} |")
     return "\n".join(lines) + "\n"

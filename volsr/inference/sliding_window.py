@@ -46,6 +46,8 @@ __all__ = [
     "output_grid",
     "grid_channels",
     "volume_device",
+    "uncertainty_map",
+    "UNCERTAINTY_SIGMA",
 ]
 
 # Windows from the receptive field, not habit. By default the window is fitted to each volume: the
@@ -171,7 +173,9 @@ class _Predictor(nn.Module):
 
     ``tta``: also run the window flipped along each axis and with the in-plane axes swapped (the
     symmetries the network is trained with; the coarse axis stays last) and average the outputs
-    mapped back: 16 passes instead of 1. Hand-written because MONAI's ``TestTimeAugmentation``
+    mapped back: 16 passes instead of 1. ``spread``: the same 16 passes, returning their mean and,
+    as further channels, their standard deviation (how much the network's answer depends on the
+    view: detail the data does not pin down). Hand-written because MONAI's ``TestTimeAugmentation``
     draws random dictionary transforms for uncertainty estimates, not a fixed symmetric average.
 
     ``positions``: the whole volume's :class:`SamplePositions` (canonical order), required for a
@@ -186,14 +190,16 @@ class _Predictor(nn.Module):
         amp: bool,
         tta: bool = False,
         positions: SamplePositions | None = None,
+        spread: bool = False,
     ) -> None:
         super().__init__()
+        self.spread = spread
         if device.type == "cpu":
             network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
         self.device = device
         self.amp = amp
-        self.views = _symmetries() if tta else [((), False)]
+        self.views = _symmetries() if tta or spread else [((), False)]
         takes_grid = grid_channels(network) > 0
         if takes_grid and positions is None:
             raise ValueError("this network takes grid-encoding channels: give the volume's SamplePositions")
@@ -214,7 +220,7 @@ class _Predictor(nn.Module):
         if self.positions is not None:
             whole = [self.positions] * x.shape[0]
             windows = whole if location is None else [self.positions.cropped(loc[2:]) for loc in location]
-        total = None
+        total, squares, first = None, None, None
         for flips, swap in self.views:
             v = x.flip(flips) if flips else x
             v = v.transpose(2, 3) if swap else v
@@ -225,8 +231,17 @@ class _Predictor(nn.Module):
             y = self._run(v, views)
             y = y.transpose(2, 3) if swap else y  # undo in reverse order: swap, then flips
             y = y.flip(flips) if flips else y
+            if self.spread:  # moments about the first view: no cancellation when the views agree
+                first = y.clone() if first is None else first
+                d = y - first
+                squares = d.square() if squares is None else squares.add_(d.square())
             total = y if total is None else total.add_(y)
-        return total.div_(len(self.views)).contiguous()
+        mean = total.div_(len(self.views))
+        if not self.spread:
+            return mean.contiguous()
+        offset = mean - first
+        variance = squares.div_(len(self.views)).sub_(offset.square()).clamp_(min=0)
+        return torch.cat([mean, variance.sqrt_()], dim=1)
 
 
 def grid_channels(network: nn.Module) -> int:
@@ -258,7 +273,8 @@ def super_resolve(
     sw_batch_size: int = 1,
     consistency: bool | str = False,
     tta: bool = False,
-) -> torch.Tensor:
+    uncertainty: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Super-resolve a channel-first scan ``(C, X, Y, Z)``.
 
     Args:
@@ -286,9 +302,12 @@ def super_resolve(
             smaller matrix (:func:`volsr.inference.consistency.project_kspace_consistent`).
         tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
             window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
+        uncertainty: also return the uncertainty map (:func:`uncertainty_map`): the spread of the 16
+            views of ``tta``, whose mean is then the output (so it implies ``tta``).
 
     Returns:
-        MetaTensor on the output grid (field of view kept), float32 in the input's units.
+        MetaTensor on the output grid (field of view kept), float32 in the input's units; with
+        ``uncertainty``, ``(output, map)`` on the same grid, the map in the input's units too.
 
     Raises:
         VolsrInputError: the output grid is the input grid (an isotropic scan at its own spacing,
@@ -323,7 +342,7 @@ def super_resolve(
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
     positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
-    predictor = _Predictor(network.to(dev).eval(), dev, amp, tta, positions)
+    predictor = _Predictor(network.to(dev).eval(), dev, amp, tta, positions, spread=uncertainty)
     y = sliding_window_inference(
         x,
         roi,
@@ -338,9 +357,38 @@ def super_resolve(
     )
     del x  # the spline volume: one full-size buffer less at the peak
     y = from_canonical(y, axis)[0]  # (C, *out_shape), normalised
+    spread = None
+    if uncertainty:
+        y, spread = y.split(y.shape[0] // 2)
     if consistency == "kspace":  # a smaller acquisition matrix: keep the acquired band of k-space
         y = project_kspace_consistent(y, x_lr)
     elif consistency:  # the input grid is the low-resolution grid of the model: same field of view
         y = project_consistent(y, x_lr, thickness_ratio=thickness_ratios(image))
     y = normalizer.denormalize_(y.contiguous(), lo, hi).cpu()
-    return new_image(y, image, out_affine)
+    out = new_image(y, image, out_affine)
+    if spread is None:
+        return out
+    return out, new_image(uncertainty_map(spread, float(hi - lo)).cpu(), image, out_affine)
+
+
+#: smoothing of the views' spread, in output voxels: a single voxel's standard deviation over 16 views
+#: is a noisy estimate; its neighbourhood average ranks the actual error better (docs/fidelity.md)
+UNCERTAINTY_SIGMA = 1.0
+
+
+def uncertainty_map(spread: torch.Tensor, intensity_range: float) -> torch.Tensor:
+    """The per-voxel map ``volsr infer --uncertainty`` writes: the standard deviation of the network's
+    output over the 16 symmetric views of each window (``spread``, normalised units, ``(C, *S)``),
+    Gaussian-smoothed over :data:`UNCERTAINTY_SIGMA` voxels, in the input's intensity units.
+
+    High where the answer depends on how the network looks at the scan: detail the acquired data
+    does not determine (edges across thick slices, fine texture); near 0 where every view agrees.
+    """
+    from monai.networks.layers import separable_filtering
+    from monai.networks.layers.convutils import gaussian_1d
+
+    # MONAI's GaussianSmooth pads with zeros, which would fade the map towards the volume's faces
+    kernel = gaussian_1d(torch.tensor(UNCERTAINTY_SIGMA), truncated=4.0, approx="sampled", normalize=True)
+    kernel = kernel.to(spread.device)
+    smoothed = separable_filtering(spread.float()[None], [kernel] * 3, mode="replicate")[0]
+    return smoothed.clamp_(min=0).mul_(intensity_range)

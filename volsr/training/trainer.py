@@ -76,6 +76,8 @@ class TrainConfig:
     ``log_every``: steps between the training scalars the progress bar and TensorBoard show (means
     over those steps; reading them waits for the GPU, so not at every step). ``batch_size`` is per
     process: under ``torchrun`` the global batch is ``batch_size`` x the number of processes.
+    ``ship`` is which validated weights ``model.pt`` holds: ``"best"`` (the highest PSNR gain) or
+    ``"last"`` (the final step, so the numbers validation reports never chose it).
     """
 
     data: str | list[str]
@@ -111,10 +113,13 @@ class TrainConfig:
     init: str | None = None
     workers: int | None = None
     log_every: int = 10
+    ship: str = "best"
 
     def __post_init__(self) -> None:
         # JSON configs and stored checkpoints give the protocol as a dict: typed once, here
         self.val_protocol = as_protocol(self.val_protocol)
+        if self.ship not in ("best", "last"):
+            raise ValueError(f"ship must be 'best' or 'last', got {self.ship!r}")
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -174,6 +179,9 @@ class PixelLossTask(TrainingTask):
         if self.averaged is not None:
             self.averaged.update_parameters(self.network)
         return {"loss": loss, "lr": lr}
+
+    def keep(self, record: dict, best: dict) -> bool:
+        return self.cfg.ship == "last" or super().keep(record, best)
 
     def checkpoint(self) -> tuple[nn.Module, dict]:
         ema = self.averaged.state_dict() if self.averaged is not None else None

@@ -20,7 +20,7 @@ seeded), which take ``sigma``; only the SNR-to-sigma step is added here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -104,7 +104,8 @@ class Noise(Transform):
 
 
 class RandNoise(DrawnTransform):
-    """Noise with a random SNR, kind and seed.
+    """Noise with a random SNR, kind and seed (an image without foreground, e.g. a crop of air, is
+    returned unchanged: an SNR has nothing to refer to there).
 
     Draws ``snr ~ U(snr)``, ``kind`` uniformly from ``kinds`` and a seed uniformly from
     ``[0, 2**32)``, then applies :class:`Noise`. With probability ``1 - prob`` the image is returned
@@ -136,7 +137,11 @@ class RandNoise(DrawnTransform):
             "seed": int(self.R.randint(MAX_SEED, dtype="uint32")),
         }
 
-    def transform_for(self, img: torch.Tensor, params: dict) -> Noise:
+    def transform_for(self, img: torch.Tensor, params: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        try:
+            foreground_mean(img)
+        except ValueError:  # a training crop of empty air has no signal to set an SNR by: left as it is
+            return lambda x: x
         return Noise(params["snr"], params["kind"], params["seed"])
 
 

@@ -20,15 +20,22 @@ truncated together. Stage keys and the transform arguments they set:
 - ``noise`` (:class:`~volsr.transforms.RandNoised`): ``snr``, ``kind`` -> ``kinds``, ``prob``.
 
 Leaving a key out uses the transform's default.
+
+A list of such dicts is a mixture: each sample is degraded by one of them, drawn with the
+probabilities of their ``"weight"`` keys (1 when left out), so one network meets each acquisition
+whole (thick slices alone, a coarse matrix alone, both) rather than every stage at once::
+
+    [{"weight": 2, "slice_thickness": {"axis": [0, 1, 2], "factor": [2, 6]}},
+     {"weight": 1, "kspace": {"fraction": [0.3, 0.7], "reduce_matrix": true}}]
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from monai.transforms import Compose, CopyItemsd
+from monai.transforms import Compose, CopyItemsd, OneOf
 
 from volsr.transforms.kspace import RandKSpaceTruncationd
 from volsr.transforms.noise import RandNoised
@@ -58,10 +65,13 @@ STAGES = {
 }
 
 
-def load_degradation_config(config: Mapping | str | Path) -> dict:
-    """The pipeline dict from a mapping, or from a ``.yaml`` / ``.yml`` / ``.json`` file."""
+def load_degradation_config(config: Mapping | Sequence | str | Path) -> dict | list[dict]:
+    """The pipeline dict (or mixture list) from a mapping, a list, or a ``.yaml`` / ``.yml`` /
+    ``.json`` file."""
     if isinstance(config, Mapping):
         return dict(config)
+    if isinstance(config, Sequence) and not isinstance(config, str):
+        return [_mixture_entry(c, i) for i, c in enumerate(config)]
     path = Path(config)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
@@ -74,13 +84,26 @@ def load_degradation_config(config: Mapping | str | Path) -> dict:
         raise ValueError(f"config must be a dict or a .yaml/.yml/.json file, got {str(config)!r}")
     if loaded is None:
         return {}
+    if isinstance(loaded, list):
+        return load_degradation_config(loaded)
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
+        raise ValueError(
+            f"config file {str(path)!r} must hold a mapping or a list, got {type(loaded).__name__}"
+        )
     return dict(loaded)
 
 
+def _mixture_entry(entry, index: int) -> dict:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"mixture entry {index} must be a mapping, got {entry!r}")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+        raise ValueError(f"mixture entry {index}: weight must be a positive number, got {weight!r}")
+    return dict(entry)
+
+
 def build_degradation(
-    config: Mapping | str | Path, hr_key: str = "hr", lr_key: str = "lr", seed: int | None = None
+    config: Mapping | Sequence | str | Path, hr_key: str = "hr", lr_key: str = "lr", seed: int | None = None
 ) -> Compose:
     """A MONAI ``Compose`` that copies ``data[hr_key]`` to ``data[lr_key]`` and degrades the copy.
 
@@ -89,7 +112,7 @@ def build_degradation(
     drawn (a stage skipped by its ``prob`` leaves no record). See the module doc for the format.
 
     Args:
-        config: the pipeline dict, or the path of a YAML / JSON file holding it.
+        config: the pipeline dict, a mixture list of them, or the path of a YAML / JSON file.
         hr_key: key of the high-resolution image (channel-first MetaTensor).
         lr_key: key the degraded copy is written to (must not exist yet).
         seed: seeds every stage through ``Compose.set_random_state``; ``None`` leaves them unseeded.
@@ -103,6 +126,20 @@ def build_degradation(
         >>> out = degrade({"hr": hr})  # out["lr"], out["lr"].meta["degradation"]
     """
     cfg = load_degradation_config(config)
+    if isinstance(cfg, list):
+        if not cfg:
+            raise ValueError("a degradation mixture needs at least one entry")
+        branches = [_stages({k: v for k, v in c.items() if k != "weight"}, hr_key, lr_key) for c in cfg]
+        pipeline = Compose([OneOf(branches, weights=[float(c.get("weight", 1.0)) for c in cfg])])
+    else:
+        pipeline = _stages(cfg, hr_key, lr_key)
+    if seed is not None:
+        pipeline.set_random_state(seed=seed)
+    return pipeline
+
+
+def _stages(cfg: Mapping, hr_key: str, lr_key: str) -> Compose:
+    """One pipeline dict -> ``Compose([CopyItemsd, stage, ...])``."""
     unknown = [k for k in cfg if k not in STAGES]
     if unknown:
         raise ValueError(f"unknown degradation stage {unknown[0]!r}; allowed: {list(STAGES)}")
@@ -120,7 +157,4 @@ def build_degradation(
             )
         kwargs = {arguments[k]: v for k, v in options.items()}
         transforms.append(cls(keys=lr_key, **kwargs))
-    pipeline = Compose(transforms)
-    if seed is not None:
-        pipeline.set_random_state(seed=seed)
-    return pipeline
+    return Compose(transforms)

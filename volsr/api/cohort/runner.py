@@ -185,7 +185,7 @@ class _Runner:
         from volsr.api import OutputTarget
 
         r = self.request
-        return OutputTarget(r.dtype, overwrite, r.sidecar, r.dicom, r.modality)
+        return OutputTarget(r.dtype, overwrite, r.sidecar, r.dicom, r.modality, self.sr.uncertainty)
 
     def read(self, job: Job, overwrite: bool):
         """Load the scan and check its output, before the work."""
@@ -198,11 +198,11 @@ class _Runner:
     def run(self, job: Job, image):
         return self.sr.resolve_scan(job.src, image, spacing=self.request.spacing, scale=self.request.scale)
 
-    def write(self, job: Job, dst: Path, image, out, info: dict, overwrite: bool, seconds: float) -> None:
-        """Write the output and its sidecar; record the outcome."""
+    def write(self, job: Job, dst: Path, image, outputs, info: dict, overwrite: bool, seconds: float) -> None:
+        """Write the outputs and the sidecar; record the outcome."""
         start = time.perf_counter()
         try:
-            written = self.target(overwrite).write(out, image, info, dst)
+            written = self.target(overwrite).write(outputs, image, info, dst)
         except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the cohort
             self.fail(job, exc, seconds + time.perf_counter() - start)
             return
