@@ -126,3 +126,16 @@ def test_shards_split_the_cohort_and_their_manifest_parts_read_as_one(tiny_bundl
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")) == OUTPUTS
     bad = _infer(cohort, "-o", out, "--bundle", tiny_bundle, "--shard", "2/2")
     assert bad.exit_code == 2 and "0 <= I < N" in bad.stderr
+
+
+def test_a_cohort_with_uncertainty_writes_each_map_beside_its_output(tiny_bundle, cohort, tmp_path):
+    sr = SuperResolver.from_bundle(tiny_bundle, device="cpu", uncertainty=True)
+    scans = [cohort / "a.nii.gz", cohort / "site2" / "d.nii.gz"]
+    jobs = [Job(s, tmp_path / "out" / f"{s.name[:-7]}_sr.nii.gz") for s in scans]
+    assert run_jobs(sr, jobs, CohortRequest(), echo=lambda line: None, prefetch=2)["done"] == 2
+    for job in jobs:
+        umap = job.dst.with_name(job.dst.name[:-7] + "_uncertainty.nii.gz")
+        assert nib.load(umap).shape == nib.load(job.dst).shape
+        np.testing.assert_array_equal(nib.load(umap).affine, nib.load(job.dst).affine)
+        sidecar = json.loads(job.dst.with_name(job.dst.name[:-7] + ".json").read_text())
+        assert sidecar["Uncertainty"]["File"] == umap.name

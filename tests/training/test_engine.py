@@ -204,3 +204,18 @@ def test_a_run_without_validation_ships_its_last_weights(tmp_path, writers):
     assert best == {"psnr_gain": -math.inf}
     shipped = torch.load(tmp_path / "out" / "model.pt", weights_only=False)
     assert shipped["step"] == 3 and float(shipped["model"]["out.bias"][0]) == pytest.approx(3.0)
+
+
+def test_progress_shows_only_the_scalars_a_stretch_of_steps_has():
+    # while only the discriminator trains there is no generator loss to show
+    from volsr.training.engine import _log_scalars
+
+    class Bar:
+        postfix = None
+
+        def set_postfix(self, values, refresh):
+            self.postfix = values
+
+    bar = Bar()
+    _log_scalars({"d_loss": 0.25, "d_lr": 1e-4}, 10, None, bar, ["g_loss", "d_loss", "d_lr"])
+    assert bar.postfix == {"d_loss": "0.2500", "d_lr": "1.0e-04"}

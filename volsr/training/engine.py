@@ -359,8 +359,10 @@ def _log_scalars(scalars: dict[str, float], step: int, writer, bar, progress_key
         for key, value in scalars.items():
             writer.add_scalar(f"train/{key}", value, step)
     if bar is not None:
-        shown = {k: f"{scalars[k]:.1e}" if k.endswith("lr") else f"{scalars[k]:.4f}" for k in progress_keys}
-        bar.set_postfix({k: v for k, v in shown.items() if k in scalars}, refresh=False)
+        # a key can be missing from a stretch of steps (no generator loss while only the discriminator trains)
+        shown = [k for k in progress_keys if k in scalars]
+        bar.set_postfix({k: f"{scalars[k]:.1e}" if k.endswith("lr") else f"{scalars[k]:.4f}" for k in shown},
+                        refresh=False)  # fmt: skip
     logger.debug("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
 
 
