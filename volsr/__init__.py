@@ -5,7 +5,7 @@
 >>> out = sr("scan.nii.gz")  # MetaTensor, isotropic at the finest input spacing
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 __all__ = ["SuperResolver", "load_image", "save_image", "save_dicom_series", "super_resolve", "__version__"]
 

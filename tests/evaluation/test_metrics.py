@@ -62,3 +62,14 @@ def test_error_rank_correlation_is_one_for_a_map_that_orders_the_errors_and_igno
     unrelated = torch.rand(ref.shape, generator=g)
     assert abs(error_rank_correlation(unrelated, pred, ref)) < 0.1
     assert error_rank_correlation(torch.full_like(ref, 3.0), pred, ref) == 0.0  # orders nothing
+
+
+def test_high_frequency_power_ratio_of_a_known_sum_of_cosines():
+    from volsr.evaluation.metrics import high_frequency_power_ratio
+
+    z = torch.arange(32, dtype=torch.float64)
+    low, high = torch.cos(2 * math.pi * 2 * z / 32), torch.cos(2 * math.pi * 12 * z / 32)  # 1/16, 3/8 cycle
+    ref = (10.0 + low + high).expand(1, 4, 4, 32).float()
+    half = (10.0 + low + 0.5 * high).expand(1, 4, 4, 32).float()  # half the amplitude: a quarter the power
+    assert math.isclose(high_frequency_power_ratio(ref, ref, axis=2, cutoff=0.125), 1.0, rel_tol=1e-9)
+    assert math.isclose(high_frequency_power_ratio(half, ref, axis=2, cutoff=0.125), 0.25, rel_tol=1e-4)

@@ -24,6 +24,7 @@ __all__ = [
     "sharpness_ratio",
     "compare",
     "error_rank_correlation",
+    "high_frequency_power_ratio",
     "FOREGROUND_LEVEL",
 ]
 
@@ -109,3 +110,21 @@ def error_rank_correlation(uncertainty: torch.Tensor, pred: torch.Tensor, refere
     if values.numel() < 2 or bool((values == values[0]).all()):
         return 0.0
     return float(spearmanr(values.numpy(), error[mask].numpy()).statistic)
+
+
+def high_frequency_power_ratio(
+    pred: torch.Tensor, reference: torch.Tensor, axis: int, cutoff: float
+) -> float:
+    """Power of ``pred`` along spatial ``axis`` above ``cutoff`` (cycles per voxel), over the
+    reference's, both on the reference's percentile scale: how much of the detail beyond what thick
+    slices keep (``cutoff`` = 1 / (2 x factor)) an output restores. 1: as much as the reference;
+    a spline is far below 1, an over-sharpened or noisy output above."""
+    norm = PercentileNormalizer()
+    lo, hi = norm.fit(_plain(reference))
+
+    def power(x: torch.Tensor) -> float:
+        spectrum = torch.fft.rfft(norm.normalize(_plain(x), lo, hi).double(), dim=axis).abs().square()
+        frequencies = torch.fft.rfftfreq(x.shape[-3:][axis], dtype=torch.float64)
+        return float(spectrum.movedim(axis, -1)[..., frequencies > cutoff].sum())
+
+    return power(pred) / power(reference)
