@@ -12,6 +12,8 @@ machine, from the repository root::
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl
     PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.gpu --data .gpu/data --out "$OUT"
 
+and, to train the default bundle in calls of a few minutes each, ``scripts/gpu_train.py``.
+
 Usage: ``python scripts/pack_for_gpu.py [--budget-mib 64] [--no-wheels]``.
 """
 
