@@ -79,6 +79,7 @@ ALL_SERIES = "all"
 
 
 class ConsistencyModel(str, Enum):
+    auto = "auto"
     slices = "slices"
     kspace = "kspace"
 
@@ -354,8 +355,11 @@ def infer(
     ] = False,
     consistency_model: Annotated[
         ConsistencyModel,
-        typer.Option(help="What --consistency assumes: thick slices, or a smaller k-space matrix."),
-    ] = ConsistencyModel.slices,
+        typer.Option(
+            help="What --consistency assumes: thick slices, a smaller k-space matrix, or auto: k-space "
+            "for a 3D acquisition (MRAcquisitionType in the DICOM header or dcm2niix sidecar), else slices."
+        ),
+    ] = ConsistencyModel.auto,
     tta: Annotated[
         bool, typer.Option("--tta", help="Average 16 flipped/swapped passes (16x the network time).")
     ] = False,
@@ -422,7 +426,7 @@ def infer(
         raise ValueError("--spacing and --scale are mutually exclusive; give one")
     from volsr.api import CohortRequest, infer_cohort
 
-    consistency = consistency and consistency_model.value  # "slices" or "kspace"; False: off
+    consistency = consistency and consistency_model.value  # "auto", "slices" or "kspace"; False: off
     resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
                     uncertainty=uncertainty, adapt=adapt)  # fmt: skip
     request = CohortRequest(spacing, scale, dtype, volume, sidecar, dicom, modality, overwrite, skip_existing)

@@ -167,3 +167,21 @@ def test_evaluate_with_gaps_scores_consistency_under_the_gap_model():
     assert methods["cubic"]["consistency"] > 1e-3
     # the reference itself is consistent with its own degradation: the gap model is the right one
     assert consistency_error(hr, lr, thickness_ratio=thickness_ratios(lr)) < 1e-5
+
+
+def test_a_3d_acquisition_points_consistency_to_k_space_and_2d_or_nothing_to_slices(tmp_path):
+    import nibabel as nib
+
+    from volsr.data.acquisition import consistency_model
+    from volsr.data.io import load_image
+
+    for name, sidecar, expected in (
+        ("mprage", {"MRAcquisitionType": "3D"}, "kspace"),
+        ("tse", {"MRAcquisitionType": "2D", "SliceThickness": 4}, "slices"),
+        ("bare", None, "slices"),
+    ):
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones((6, 6, 4), np.float32), np.diag([1.0, 1.0, 4.0, 1.0])), path)
+        if sidecar is not None:
+            (tmp_path / f"{name}.json").write_text(json.dumps(sidecar))
+        assert consistency_model(load_image(path)) == expected, name

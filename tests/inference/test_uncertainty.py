@@ -71,3 +71,20 @@ def test_super_resolve_returns_output_and_map_on_the_same_world_grid():
     # a network whose views agree leaves nothing uncertain
     _, flat = super_resolve(image, Scale(), device="cpu", amp=False, uncertainty=True, roi=(12, 10, 15))
     assert float(flat.abs().max()) < 1e-3 * float(image.max())
+
+
+def test_auto_consistency_follows_the_acquisition_the_header_states():
+    aff = oblique_affine((1.0, 1.0, 2.0))
+    image = MetaTensor(torch.as_tensor(smooth_volume((12, 10, 6)))[None] * 300.0, affine=torch.as_tensor(aff))
+    kwargs = dict(device="cpu", amp=False, roi=(12, 10, 12))
+    for stated, model in (("3D", "kspace"), (None, "slices")):
+        image.meta.pop("acquisition_type", None)
+        if stated:
+            image.meta["acquisition_type"] = stated
+        auto = super_resolve(image, Scale(), consistency="auto", **kwargs)
+        explicit = super_resolve(image, Scale(), consistency=model, **kwargs)
+        other = super_resolve(
+            image, Scale(), consistency={"kspace": "slices", "slices": "kspace"}[model], **kwargs
+        )
+        torch.testing.assert_close(auto.as_tensor(), explicit.as_tensor())
+        assert not torch.allclose(auto.as_tensor(), other.as_tensor(), atol=1e-3)

@@ -147,7 +147,8 @@ class ResolverOptions:
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
             model (:func:`volsr.inference.consistency.project_consistent`); ``"kspace"``: under a
             smaller acquisition matrix instead, keeping the acquired band of k-space
-            (:func:`volsr.inference.consistency.project_kspace_consistent`).
+            (:func:`volsr.inference.consistency.project_kspace_consistent`); ``"auto"``: the one the
+            scan's header points to (:func:`volsr.data.acquisition.consistency_model`).
         tta: average the network over 16 flips and in-plane swaps of each window.
         uncertainty: also make the uncertainty map (:func:`volsr.inference.sliding_window.uncertainty_map`):
             the spread of those 16 views, whose mean is then the output (so it implies ``tta``); the

@@ -132,3 +132,11 @@ def thickness_ratios(image: torch.Tensor) -> tuple[float, float, float]:
     if (acquisition := slice_acquisition(image)) is not None and not acquisition.contiguous:
         ratios[acquisition.axis] = acquisition.thickness_ratio
     return tuple(ratios)
+
+
+def consistency_model(image: torch.Tensor) -> str:
+    """The data-consistency model the scan's header points to: ``"kspace"`` for a 3D acquisition
+    (MRAcquisitionType 3D, from DICOM or a dcm2niix sidecar), whose resolution on every axis is set by
+    the k-space matrix; ``"slices"`` otherwise (2D slices, or nothing stated)."""
+    meta = getattr(image, "meta", None) or {}
+    return "kspace" if meta.get("acquisition_type") == "3D" else "slices"

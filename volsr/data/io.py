@@ -210,8 +210,11 @@ def load_image(
         raise VolsrInputError(path, f"cannot be read as {fmt}: {_one_line(exc)}") from None
     if p.is_dir():
         thickness = extra.pop("slice_thickness_mm", None)
+        acquisition_type = (extra.get("dicom_tags") or {}).get("0018|0023")  # MRAcquisitionType
     else:  # a dcm2niix / BIDS sidecar beside the file
-        thickness = parse_thickness(read_sidecar(p).get("SliceThickness"))
+        sidecar = read_sidecar(p)
+        thickness = parse_thickness(sidecar.get("SliceThickness"))
+        acquisition_type = sidecar.get("MRAcquisitionType")
     _check_affine(path, affine)
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad:
@@ -227,6 +230,8 @@ def load_image(
     }
     if (record := acquisition_record(thickness, affine)) is not None:
         meta["slice_acquisition"] = record  # volsr.data.acquisition: what the header says of the slices
+    if str(acquisition_type or "").strip().upper() in ("2D", "3D"):
+        meta["acquisition_type"] = str(acquisition_type).strip().upper()
     if volume is not None:
         meta["volume"] = int(volume)
     return MetaTensor(

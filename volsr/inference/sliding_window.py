@@ -22,7 +22,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from volsr.data.acquisition import thickness_ratios
+from volsr.data.acquisition import consistency_model, thickness_ratios
 from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError
 from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
@@ -299,7 +299,8 @@ def super_resolve(
             contiguous unless the header stated the slice thickness
             (:func:`volsr.data.acquisition.slice_acquisition`). ``"slices"`` is the same as True;
             ``"kspace"`` instead keeps the acquired band of k-space exactly, for a scan acquired with a
-            smaller matrix (:func:`volsr.inference.consistency.project_kspace_consistent`).
+            smaller matrix (:func:`volsr.inference.consistency.project_kspace_consistent`); ``"auto"``
+            picks one of the two from the header (:func:`volsr.data.acquisition.consistency_model`).
         tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
             window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
         uncertainty: also return the uncertainty map (:func:`uncertainty_map`): the spread of the 16
@@ -314,8 +315,12 @@ def super_resolve(
             or factors of 1): there is nothing to super-resolve, and the network would only change
             the voxels.
     """
-    if consistency not in (False, True, "slices", "kspace"):
-        raise ValueError(f"consistency must be True, False, 'slices' or 'kspace', got {consistency!r}")
+    if consistency not in (False, True, "slices", "kspace", "auto"):
+        raise ValueError(
+            f"consistency must be True, False, 'slices', 'kspace' or 'auto', got {consistency!r}"
+        )
+    if consistency == "auto":  # what the header says of the acquisition
+        consistency = consistency_model(image)
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
     out_affine, out_shape, effective = output_grid(image, scale, spacing)
