@@ -186,6 +186,10 @@ def uncertainty_path_for(output: str | Path, dicom: bool = False) -> Path:
     return p.with_name(f"{p.name[: len(p.name) - len(ending)]}_uncertainty{ending}")
 
 
+#: how each output of a resolver is stored as a DICOM series: the label ending its description, the
+#: SeriesNumber offset from the source's, and what its DerivationDescription starts with
+_DICOM_SERIES = {"image": ("SR", 1000, ""), "uncertainty": ("uncertainty", 2000, "uncertainty map of: ")}
+
 #: what the sidecar says of the map
 UNCERTAINTY_RECORD = {
     "Method": "standard deviation of the network over its 16 symmetric views, Gaussian-smoothed (1 voxel)",
@@ -240,13 +244,13 @@ class OutputTarget:
         uncertainty map (``outputs["uncertainty"]``, when there is one) and its sidecar: all or none."""
         from volsr.data.io import discard_output, write_sidecar
 
-        written = self._save(outputs["image"], image, info, dst, self.dtype)
+        written = self._save("image", outputs["image"], image, info, dst, self.dtype)
         extra: list[Path] = []
         try:
             if "uncertainty" in outputs:
                 path = uncertainty_path_for(written, self.dicom)
                 extra.append(
-                    self._save(outputs["uncertainty"], image, info, path, "float32", "uncertainty", written)
+                    self._save("uncertainty", outputs["uncertainty"], image, info, path, "float32", written)
                 )
                 info = info | {"Uncertainty": {"File": path.name, **UNCERTAINTY_RECORD}}
             if self.sidecar:
@@ -258,19 +262,20 @@ class OutputTarget:
         return written
 
     def _save(
-        self, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path, dtype: str, label: str = "SR",
+        self, kind: str, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path, dtype: str,
         joins: Path | None = None,
     ) -> Path:  # fmt: skip
+        """Write one output (``kind``: a key of :data:`_DICOM_SERIES`) as NIfTI or as a DICOM series."""
         from volsr.data.io import save_image
 
         if not self.dicom:
             return save_image(out, dst, dtype=dtype, overwrite=self.overwrite)
         from volsr.data.dicom_writer import save_dicom_series
 
-        derivation = _derivation(info) if label == "SR" else f"uncertainty map of: {_derivation(info)}"
+        label, offset, derived = _DICOM_SERIES[kind]
         return save_dicom_series(
-            out, dst, reference=image, dtype=dtype, derivation=derivation, modality=self.modality,
-            overwrite=self.overwrite, label=label, series_offset=1000 if label == "SR" else 2000, joins=joins,
+            out, dst, reference=image, dtype=dtype, derivation=derived + _derivation(info),
+            modality=self.modality, overwrite=self.overwrite, label=label, series_offset=offset, joins=joins,
         )  # fmt: skip
 
 

@@ -230,8 +230,8 @@ def load_image(
     }
     if (record := acquisition_record(thickness, affine)) is not None:
         meta["slice_acquisition"] = record  # volsr.data.acquisition: what the header says of the slices
-    if str(acquisition_type or "").strip().upper() in ("2D", "3D"):
-        meta["acquisition_type"] = str(acquisition_type).strip().upper()
+    if (acquisition_type := str(acquisition_type or "").strip().upper()) in ("2D", "3D"):
+        meta["acquisition_type"] = acquisition_type
     if volume is not None:
         meta["volume"] = int(volume)
     return MetaTensor(

@@ -11,6 +11,7 @@ averages the SSIM map over the mask.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
@@ -23,6 +24,7 @@ __all__ = [
     "masked_ssim",
     "sharpness_ratio",
     "compare",
+    "reference_scale",
     "error_rank_correlation",
     "high_frequency_power_ratio",
     "FOREGROUND_LEVEL",
@@ -76,16 +78,22 @@ def sharpness_ratio(pred: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -
     return float(mean_gradient(pred) / mean_gradient(ref))
 
 
+def reference_scale(reference: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map of any image on the grid of ``reference`` onto the reference's percentile scale (the
+    one every score here is computed on)."""
+    norm = PercentileNormalizer()
+    lo, hi = norm.fit(_plain(reference))
+    return lambda x: norm.normalize(_plain(x), lo, hi)
+
+
 def compare(pred: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     """Masked PSNR, SSIM and sharpness ratio of ``pred`` against ``reference`` (same grid, scanner units)."""
     if tuple(pred.shape[-3:]) != tuple(reference.shape[-3:]):
         raise ValueError(
             f"prediction {tuple(pred.shape)} and reference {tuple(reference.shape)} differ in shape"
         )
-    norm = PercentileNormalizer()
-    lo, hi = norm.fit(_plain(reference))
-    r = norm.normalize(_plain(reference), lo, hi)
-    p = norm.normalize(_plain(pred), lo, hi)
+    scaled = reference_scale(reference)
+    r, p = scaled(reference), scaled(pred)
     mask = foreground_mask(r)
     return {
         "psnr": masked_psnr(p, r, mask),
@@ -101,10 +109,9 @@ def error_rank_correlation(uncertainty: torch.Tensor, pred: torch.Tensor, refere
     0 for a constant map, which orders nothing (Spearman's coefficient is undefined there)."""
     from scipy.stats import spearmanr
 
-    norm = PercentileNormalizer()
-    lo, hi = norm.fit(_plain(reference))
-    r = norm.normalize(_plain(reference), lo, hi)
-    error = (norm.normalize(_plain(pred), lo, hi) - r).abs()
+    scaled = reference_scale(reference)
+    r = scaled(reference)
+    error = (scaled(pred) - r).abs()
     mask = foreground_mask(r)
     values = _plain(uncertainty)[mask]
     if values.numel() < 2 or bool((values == values[0]).all()):
@@ -119,11 +126,10 @@ def high_frequency_power_ratio(
     reference's, both on the reference's percentile scale: how much of the detail beyond what thick
     slices keep (``cutoff`` = 1 / (2 x factor)) an output restores. 1: as much as the reference;
     a spline is far below 1, an over-sharpened or noisy output above."""
-    norm = PercentileNormalizer()
-    lo, hi = norm.fit(_plain(reference))
+    scaled = reference_scale(reference)
 
     def power(x: torch.Tensor) -> float:
-        spectrum = torch.fft.rfft(norm.normalize(_plain(x), lo, hi).double(), dim=axis).abs().square()
+        spectrum = torch.fft.rfft(scaled(x).double(), dim=axis).abs().square()
         frequencies = torch.fft.rfftfreq(x.shape[-3:][axis], dtype=torch.float64)
         return float(spectrum.movedim(axis, -1)[..., frequencies > cutoff].sum())
 
