@@ -18,8 +18,8 @@ from pathlib import Path
 
 from volsr.api import SuperResolver
 from volsr.data.io import load_image, scan_stem
+from volsr.evaluation.comparison import degrade, restore_baseline
 from volsr.evaluation.metrics import compare
-from volsr.evaluation.protocol import degrade, restore_baseline
 from volsr.geometry.grids import grid_factors
 from volsr.inference.sliding_window import super_resolve
 from volsr.training.adaptation import adapt

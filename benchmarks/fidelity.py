@@ -17,8 +17,8 @@ import json
 
 from volsr.api import SuperResolver
 from volsr.data.io import load_image, scan_stem
+from volsr.evaluation.comparison import degrade, restore_baseline
 from volsr.evaluation.metrics import compare, high_frequency_power_ratio
-from volsr.evaluation.protocol import degrade, restore_baseline
 from volsr.geometry.grids import grid_factors
 from volsr.transforms.protocol import ThickSlices
 

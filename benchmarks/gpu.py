@@ -29,21 +29,19 @@ import torch
 
 from benchmarks.common import DATA, ROOT, hardware, hardware_line, now, write_section
 
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BUNDLES = ("volsr_cnn3d", "volsr_gan3d")
 
 
 @contextlib.contextmanager
-def forced_precision(dtype: torch.dtype | None):
-    """Every autocast in volsr uses ``dtype`` (``None``: float32) inside the block."""
-    from volsr.inference import devices
-
-    chosen = devices.autocast_dtype
-    devices.autocast_dtype = lambda device, amp: dtype if amp else None
+def forced_precision(sr, dtype: torch.dtype):
+    """The resolver ``sr`` runs its network in ``dtype`` inside the block, whatever it decided."""
+    chosen = sr.precision
+    sr.precision = dtype
     try:
         yield
     finally:
-        devices.autocast_dtype = chosen
+        sr.precision = chosen
 
 
 def sync(device: torch.device) -> None:
@@ -54,8 +52,8 @@ def sync(device: torch.device) -> None:
 def precision_rows(device: str, volumes: list[Path], quick: bool) -> list[dict]:
     from volsr.api import SuperResolver
     from volsr.data.io import load_image
+    from volsr.evaluation.comparison import degrade
     from volsr.evaluation.metrics import compare
-    from volsr.evaluation.protocol import degrade
     from volsr.geometry.grids import grid_factors
     from volsr.transforms.protocol import ThickSlices
 
@@ -71,7 +69,7 @@ def precision_rows(device: str, volumes: list[Path], quick: bool) -> list[dict]:
             for name, dtype in DTYPES.items():
                 if quick and name == "float16" and sr.device.type == "cpu":
                     continue  # CPU float16 convolutions are reference code: minutes for a crop
-                with forced_precision(dtype):
+                with forced_precision(sr, dtype):
                     sr(lr, scale=scale)  # warm-up: kernels chosen, memory pooled
                     sync(sr.device)
                     t0 = time.perf_counter()
@@ -87,7 +85,8 @@ def precision_rows(device: str, volumes: list[Path], quick: bool) -> list[dict]:
 
 
 def training_rows(device: str, data: list[Path], steps: int) -> list[dict]:
-    from volsr.training.trainer import TrainConfig, train
+    from volsr.networks.checkpoint import load_weights
+    from volsr.training.trainer import TrainConfig, train_cnn
 
     base = json.loads((ROOT / "bundles" / "volsr_cnn3d" / "configs" / "train.json").read_text())["config"]
     rows = []
@@ -100,10 +99,10 @@ def training_rows(device: str, data: list[Path], steps: int) -> list[dict]:
                 checkpoint_every=10**9, device=device, progress=False, workers=workers,
             )  # fmt: skip
             t0 = time.perf_counter()
-            train(cfg)
+            train_cnn(cfg)
             seconds = time.perf_counter() - t0
-            state = torch.load(Path(out) / "model.pt", map_location="cpu", weights_only=False)
-            finite = all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+            state = load_weights(Path(out) / "model.pt")
+            finite = all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
         rows.append({"batch": batch, "workers": "default" if workers is None else workers, "steps": steps,
                      "steps_per_s": round(steps / seconds, 2), "weights_finite": bool(finite)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)

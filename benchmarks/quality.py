@@ -5,7 +5,7 @@ Every volume in ``--data`` (default ``../shared/data/val``) is degraded by each 
 with gaps; k-space truncation keeping 1/2 and 1/3 of the matrix on all axes), restored by nearest,
 linear, cubic B-spline and zero-filled k-space (fourier) interpolation and by every bundle of
 ``bundles/`` that has ``models/model.pt`` (with and without data consistency), and scored against
-the original with :func:`volsr.evaluation.protocol.evaluate`.
+the original with :func:`volsr.evaluation.comparison.evaluate`.
 
 Writes ``<out>/quality.json``, ``<out>/psnr_gain.png`` (PSNR gain over cubic) and the section
 between ``<!-- quality:begin -->`` and ``<!-- quality:end -->`` of ``<out>.md``.
@@ -29,7 +29,7 @@ import torch
 
 from volsr.data.io import VOLUME_SUFFIXES, scan_stem
 from volsr.errors import VolsrInputWarning
-from volsr.evaluation.protocol import evaluate
+from volsr.evaluation.comparison import evaluate
 from volsr.transforms.protocol import KSpace, Protocol, ThickSlices
 
 # imported as ``benchmarks.<script>`` (tests) or run as ``python benchmarks/<script>.py``
@@ -227,7 +227,7 @@ def section(result: Mapping, png: Path | None, json_path: Path, markdown: Path) 
         "",
         "Masked PSNR (dB) / masked 3-D SSIM against the original (foreground of the reference, "
         "intensities on its 0.5-99.5 percentile scale; `volsr.evaluation.metrics`). Degradations by "
-        "`volsr.evaluation.protocol.degrade`; best PSNR per row in bold. `+dc` is the same output after "
+        "`volsr.evaluation.comparison.degrade`; best PSNR per row in bold. `+dc` is the same output after "
         "the exact data-consistency projection of the protocol's forward model: boxcar thick slices "
         "(with the `spacing x1.33333` gaps, the 3-voxel slabs the degraded scan states, "
         "`volsr.data.acquisition`), or the acquired band of k-space for the k-space rows.",

@@ -2,7 +2,7 @@
 
 The patches are the default bundle's (``configs/train.json``: 48^3, x2-6 boxcar thick slices on any
 axis, zoom 1-2, contrast remapping half the time, grid encoding), drawn from training volumes as
-:func:`volsr.training.trainer.train` draws them (:func:`volsr.training.data.patch_batches`). Each
+:func:`volsr.training.trainer.train_cnn` draws them (:func:`volsr.training.data.patch_batches`). Each
 worker count is timed over the same number of batches after one warm-up batch (the workers' start-up
 excluded); ratios are against the in-process sampler (0 workers) timed in the same run.
 

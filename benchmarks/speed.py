@@ -49,7 +49,7 @@ from volsr.data.normalization import PercentileNormalizer
 from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
 from volsr.geometry.interpolation import resample_array
 from volsr.geometry.orientation import coarse_axis, to_canonical
-from volsr.inference.devices import cpu_has_native_bf16, cpu_prefers_bf16
+from volsr.inference.devices import cpu_has_native_bf16, cpu_prefers_bf16, decide_precision
 from volsr.inference.sliding_window import (
     DEFAULT_OVERLAP,
     DEFAULT_ROI,
@@ -267,11 +267,12 @@ def cases(
     plain = copy.deepcopy(network).to(
         memory_format=torch.contiguous_format
     )  # (d): as loaded, not as _Predictor leaves it
-    predictor = _Predictor(network, device, amp, positions=positions)
+    predictor = _Predictor(network, device, decide_precision(device, amp), positions=positions)
     x_dev = x.to(device)
 
     def resolve() -> object:
-        return super_resolve(image, network, normalizer, device=device, amp=amp)
+        precision = None if amp else torch.float32  # None: decided per call, so other_precision's applies
+        return super_resolve(image, network, normalizer, device=device, precision=precision)
 
     def other_precision() -> object:
         with cpu_bf16(not cpu_prefers_bf16()):
@@ -333,7 +334,7 @@ def speed(image, network, normalizer, device: torch.device, reps: int, peak: dic
             "gflops": gflops,
             "fraction_of_peak": gflops / peak_best,
         }
-    budget = window_budget(voxels, network, device, amp=True)  # as super_resolve does
+    budget = window_budget(voxels, network, device, decide_precision(device, True))  # as super_resolve does
     roi, overlaps = plan_windows(x.shape[2:], budget, margin=window_margin(network))
     n_c, frac_c = window_count(x.shape[2:], roi, overlaps)
     n_d, frac_d = window_count(x.shape[2:], MONAI_ROI, MONAI_OVERLAP, pad=True)
@@ -391,25 +392,24 @@ def amp_accuracy(
     """Masked PSNR of ``super_resolve`` with and without autocast (x4 thick slices of a held-out
     volume, scored against the original); ``None`` when the volume is not there."""
     from volsr.api import SuperResolver
-    from volsr.evaluation.protocol import evaluate
-    from volsr.inference.devices import autocast_dtype
+    from volsr.evaluation.comparison import evaluate
 
     if not Path(path).exists():
         return None
     hr = common.load_volume(path)
     if crop_to:
         hr = common.crop(hr, tuple(crop_to))
-    resolvers = {amp: SuperResolver(network, normalizer, device=device, amp=amp) for amp in (False, True)}
     # bfloat16 wherever it is native, even where the measured choice is float32: its accuracy is the point
     forced = cpu_bf16(True) if device.type == "cpu" and cpu_has_native_bf16() else contextlib.nullcontext()
-    with forced:
+    with forced:  # a resolver decides its precision when it is made
+        resolvers = {amp: SuperResolver(network, normalizer, device=device, amp=amp) for amp in (False, True)}
         methods = evaluate(hr, ACCURACY_PROTOCOL, resolvers, baselines=())["methods"]
-        dtype = autocast_dtype(device, True)
+        dtype = resolvers[True].precision
     psnr = {amp: methods[amp]["psnr"] for amp in (False, True)}
     return {
         "volume": Path(path).name + (" centre crop" if crop_to else ""),
         "protocol": ACCURACY_PROTOCOL.to_dict(),
-        "autocast": str(dtype).replace("torch.", "") if dtype else "none (float32 only)",
+        "autocast": str(dtype).replace("torch.", "") if dtype != torch.float32 else "none (float32 only)",
         "psnr_float32": psnr[False],
         "psnr_autocast": psnr[True],
         "change_db": psnr[True] - psnr[False],
@@ -452,7 +452,7 @@ def memory_case(case: str, shape: Sequence[int], scale: Sequence[float], bundle,
         y = monai_default(network, device, positions)(x)
     elif case == "b_whole_forward":
         x, _, positions = prepare(image, normalizer, scale)
-        y = _Predictor(network, device, True, positions=positions)(x)
+        y = _Predictor(network, device, decide_precision(device, True), positions=positions)(x)
     else:
         raise ValueError(f"unknown memory case {case!r}")
     seconds = time.perf_counter() - t0

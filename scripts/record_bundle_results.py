@@ -122,10 +122,10 @@ def main() -> None:
     text = readme.read_text()
     log = args.bundle / "models" / "validation.jsonl"
     if log.exists() and "<!-- validation-log:begin -->" in text:  # the GAN README has none
-        import torch
+        from volsr.networks.checkpoint import read_checkpoint
 
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        shipped = torch.load(args.bundle / "models" / "model.pt", map_location="cpu", weights_only=False)
+        shipped = read_checkpoint(args.bundle / "models" / "model.pt")  # its step: models/model_meta.json
         table = validation_log_table(records, args.every, shipped.get("step"))
         text = replace_block(text, "validation-log", table)
     if args.evaluation:

@@ -67,11 +67,11 @@ def make_tiny_bundle(root: Path, step: int = 1) -> Path:
 
     from volsr.data.normalization import PercentileNormalizer
     from volsr.networks import ResidualSR3D
-    from volsr.networks.checkpoint import save_checkpoint
+    from volsr.networks.checkpoint import save_model
 
     shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
     network = ResidualSR3D(features=4, num_blocks=1)
-    save_checkpoint(root / "models" / "model.pt", network, PercentileNormalizer(), step=step)
+    save_model(root / "models" / "model.pt", network, PercentileNormalizer(), step=step)
     return root
 
 

@@ -192,15 +192,15 @@ def test_speed_targets_give_each_verdict():
 
 
 def test_cpu_bf16_forces_the_precision_and_restores_the_environment(monkeypatch):
-    from volsr.inference.devices import autocast_dtype
+    from volsr.inference.devices import decide_precision
 
     monkeypatch.setenv("VOLSR_CPU_BF16", "0")
     with speed.cpu_bf16(True):
-        assert autocast_dtype(torch.device("cpu"), True) == torch.bfloat16
+        assert decide_precision(torch.device("cpu"), True) == torch.bfloat16
     assert os.environ["VOLSR_CPU_BF16"] == "0"
     monkeypatch.delenv("VOLSR_CPU_BF16")
     with speed.cpu_bf16(False):
-        assert autocast_dtype(torch.device("cpu"), True) is None
+        assert decide_precision(torch.device("cpu"), True) is torch.float32
     assert "VOLSR_CPU_BF16" not in os.environ
 
 

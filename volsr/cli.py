@@ -28,12 +28,44 @@ from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from volsr.errors import VolsrInputError, VolsrInputWarning, one_line
 
+try:  # typer vendors click from 0.2x on; older releases use click itself
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_errors
+
 __all__ = ["app", "main"]
+#: click's "no command given": shown as the help, not as an error (click >= 8.2)
+_NO_ARGS = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """The command group with click's usage errors (a bad option value, a missing argument) as one
+    ``volsr: error: ...`` line and exit status 2, instead of typer's framed usage box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS as exc:  # plain `volsr`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
+            print(f"volsr: error: {one_line(Exception(exc.format_message()))}{hint}", file=sys.stderr)
+            sys.exit(2 if isinstance(exc, _click_errors.UsageError) else exc.exit_code)
+        except typer.Abort:
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # the exit status typer.Exit carried, else 0
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="volsr",
     help="3D super-resolution of medical volumes (MONAI).",
     no_args_is_help=True,
@@ -74,8 +106,6 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 Series = Annotated[
     str | None, typer.Option("--series", help="SeriesInstanceUID, for a folder of several series.")
 ]
-#: ``volsr infer --series all``: every series of a DICOM folder, each to its own output
-ALL_SERIES = "all"
 
 
 class ConsistencyModel(str, Enum):
@@ -94,20 +124,32 @@ class PixelLoss(str, Enum):  # volsr.training.trainer.PIXEL_LOSSES, named here t
     mse = "mse"
 
 
+class OutputDtype(str, Enum):
+    """``--dtype``: the input's own type, or a NIfTI integer/float type (volsr.data.io.OUTPUT_DTYPES)."""
+
+    input = "input"
+    float32 = "float32"
+    float64 = "float64"
+    int8 = "int8"
+    uint8 = "uint8"
+    int16 = "int16"
+    uint16 = "uint16"
+    int32 = "int32"
+    uint32 = "uint32"
+    int64 = "int64"
+    uint64 = "uint64"
+
+
 class Window(str, Enum):
     none = "none"
     hamming = "hamming"
     tukey = "tukey"
 
 
-def _error_line(exc: BaseException) -> str:
-    return one_line(exc)
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Input warnings as one ``volsr: warning: ...`` line; any other warning as Python shows it."""
     if issubclass(category, VolsrInputWarning):
-        print(f"volsr: warning: {_error_line(message)}", file=sys.stderr)
+        print(f"volsr: warning: {one_line(message)}", file=sys.stderr)
     else:
         _PYTHON_SHOW_WARNING(message, category, filename, lineno, file, line)
 
@@ -122,12 +164,12 @@ def _input_errors(command: _F) -> _F:
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
         except _INPUT_ERRORS as exc:
-            typer.echo(f"volsr: error: {_error_line(exc)}", err=True)
+            typer.echo(f"volsr: error: {one_line(exc)}", err=True)
             raise typer.Exit(2) from None
         except RuntimeError as exc:
             if (cause := _wrapped_input_error(exc)) is None:
                 raise
-            typer.echo(f"volsr: error: {_error_line(cause)}", err=True)
+            typer.echo(f"volsr: error: {one_line(cause)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -281,7 +323,12 @@ def degrade(
     reduce_matrix: Annotated[
         bool, typer.Option("--reduce-matrix", help="Write the smaller k-space grid (same field of view).")
     ] = False,
-    dtype: Annotated[str, typer.Option(help="float32, input (the scan's type) or a numpy type.")] = "float32",
+    dtype: Annotated[
+        OutputDtype,
+        typer.Option(
+            help="Stored type: input (the scan's), or a type whose range holds the output's values."
+        ),
+    ] = OutputDtype.float32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     volume: Volume = None,
     series: Series = None,
@@ -298,7 +345,7 @@ def degrade(
     from volsr.api import degrade_file
 
     result = degrade_file(
-        scan, output, protocol, dtype=dtype, overwrite=overwrite, series_uid=series, volume=volume
+        scan, output, protocol, dtype=dtype.value, overwrite=overwrite, series_uid=series, volume=volume
     )
     shape = " x ".join(str(n) for n in result.shape)
     spacing_mm = " x ".join(f"{s:.4g}" for s in result.spacing_mm)
@@ -379,7 +426,20 @@ def infer(
             min=0,
         ),
     ] = 0,
-    dtype: Annotated[str, typer.Option(help="input (the scan's type) or float32.")] = "input",
+    dtype: Annotated[
+        OutputDtype,
+        typer.Option(
+            help="Stored type: input (the scan's, clipped to its range), float32 (full precision), or a "
+            "type whose range holds the output's values; --dicom takes input or float32."
+        ),
+    ] = OutputDtype.input,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse a scan whose run would need more memory than this (e.g. 8G, 500M) "
+            "[default: the memory available now]."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     sidecar: Annotated[
         bool, typer.Option(help="Write OUTPUT_STEM.json: the volsr and bundle versions and options used.")
@@ -429,7 +489,13 @@ def infer(
     consistency = consistency and consistency_model.value  # "auto", "slices" or "kspace"; False: off
     resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
                     uncertainty=uncertainty, adapt=adapt)  # fmt: skip
-    request = CohortRequest(spacing, scale, dtype, volume, sidecar, dicom, modality, overwrite, skip_existing)
+    if max_memory is not None:
+        from volsr.inference.memory import parse_size
+
+        resolver["max_memory"] = parse_size(max_memory, "--max-memory")
+    request = CohortRequest(
+        spacing, scale, dtype.value, volume, sidecar, dicom, modality, overwrite, skip_existing
+    )
     result = infer_cohort(scans, output, bundle, device, resolver, request, series, shard)
     failed, counts = result.counts["failed"], result.counts
     if result.jobs > 1 or result.manifest is not None:
@@ -575,7 +641,7 @@ def demo(
 
 
 def _exit_with(exc: BaseException) -> NoReturn:
-    print(f"volsr: error: {_error_line(exc)}", file=sys.stderr)
+    print(f"volsr: error: {one_line(exc)}", file=sys.stderr)
     sys.exit(2)
 
 

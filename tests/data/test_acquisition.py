@@ -19,7 +19,7 @@ from volsr.data.acquisition import SliceAcquisition, slice_acquisition, thicknes
 from volsr.data.io import load_image
 from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputWarning
-from volsr.evaluation.protocol import degrade, evaluate
+from volsr.evaluation.comparison import degrade, evaluate
 from volsr.geometry.interpolation import resample
 from volsr.inference.consistency import consistency_error, project_consistent
 from volsr.inference.sliding_window import super_resolve

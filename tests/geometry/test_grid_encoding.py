@@ -154,7 +154,9 @@ def test_windows_see_the_positions_of_the_whole_grid(roi):
     voxel, however the volume is cut into windows (MONAI's window slices are honoured)."""
     image = _scan()
     lo, hi = PercentileNormalizer().fit(image.as_tensor())
-    sr = super_resolve(image, _PointwiseGridNet(6), scale=(1, 1, 4), roi=roi, device="cpu", amp=False)
+    sr = super_resolve(
+        image, _PointwiseGridNet(6), scale=(1, 1, 4), roi=roi, device="cpu", precision=torch.float32
+    )
     a_out, out_shape = scaled_grid(np.asarray(image.affine), image.shape[1:], (1, 1, 4))
     c = _input_index(np.asarray(image.affine), a_out, 2, out_shape[2])
     expected = torch.cos(2 * math.pi * torch.as_tensor(c, dtype=torch.float32)).expand(out_shape)
@@ -168,18 +170,20 @@ def test_tta_views_get_positions_in_their_own_orientation():
     positions = SamplePositions.of_grids((6, 6, 5), (6, 6, 20))
     cpu = torch.device("cpu")
     cos_net, sin_net = _PointwiseGridNet(6), _PointwiseGridNet(7)
-    plain = _Predictor(cos_net, cpu, amp=False, positions=positions)(x)
+    plain = _Predictor(cos_net, cpu, precision=torch.float32, positions=positions)(x)
     assert torch.allclose(
-        _Predictor(cos_net, cpu, amp=False, tta=True, positions=positions)(x), plain, atol=1e-6
+        _Predictor(cos_net, cpu, precision=torch.float32, tta=True, positions=positions)(x), plain, atol=1e-6
     )
-    assert not torch.allclose(_Predictor(sin_net, cpu, amp=False, positions=positions)(x), torch.zeros(1))
-    tta_sin = _Predictor(sin_net, cpu, amp=False, tta=True, positions=positions)(x)
+    assert not torch.allclose(
+        _Predictor(sin_net, cpu, precision=torch.float32, positions=positions)(x), torch.zeros(1)
+    )
+    tta_sin = _Predictor(sin_net, cpu, precision=torch.float32, tta=True, positions=positions)(x)
     assert torch.allclose(tta_sin, torch.zeros_like(tta_sin), atol=1e-6)
 
 
 def test_a_grid_network_needs_positions():
     with pytest.raises(ValueError, match="grid-encoding"):
-        _Predictor(_PointwiseGridNet(0), torch.device("cpu"), amp=False)
+        _Predictor(_PointwiseGridNet(0), torch.device("cpu"), precision=torch.float32)
 
 
 def _trained_looking(**arguments) -> ResidualSR3D:

@@ -4,7 +4,7 @@ import torch
 from conftest import make_image, oblique_affine, smooth_volume
 
 from volsr.api import SuperResolver
-from volsr.evaluation.protocol import degrade
+from volsr.evaluation.comparison import degrade
 from volsr.geometry.interpolation import resample
 from volsr.inference.consistency import consistency_error, degrade_separable, project_consistent
 from volsr.inference.sliding_window import super_resolve

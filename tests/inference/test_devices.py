@@ -43,29 +43,29 @@ def _fake_timings(monkeypatch, seconds: dict):
 
 @pytest.mark.parametrize(
     ("seconds", "expected"),
-    [({None: 2.0, torch.bfloat16: 1.0}, torch.bfloat16), ({None: 1.0, torch.bfloat16: 2.0}, None)],
+    [({None: 2.0, torch.bfloat16: 1.0}, torch.bfloat16), ({None: 1.0, torch.bfloat16: 2.0}, torch.float32)],
 )
 def test_cpu_autocast_follows_the_measurement(monkeypatch, seconds, expected):
     calls = _fake_timings(monkeypatch, seconds)
     cpu = torch.device("cpu")
-    assert devices.autocast_dtype(cpu, True) is expected
-    assert devices.autocast_dtype(cpu, True) is expected
+    assert devices.decide_precision(cpu, True) is expected
+    assert devices.decide_precision(cpu, True) is expected
     assert calls == [None, torch.bfloat16]  # measured once per process, not per call
-    assert devices.autocast_dtype(cpu, False) is None
+    assert devices.decide_precision(cpu, False) is torch.float32
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", torch.bfloat16), ("0", None)])
+@pytest.mark.parametrize(("value", "expected"), [("1", torch.bfloat16), ("0", torch.float32)])
 def test_environment_overrides_the_measurement(monkeypatch, value, expected):
     calls = _fake_timings(monkeypatch, {None: 1.0, torch.bfloat16: 1.0} if value == "1" else {})
     monkeypatch.setenv("VOLSR_CPU_BF16", value)
-    assert devices.autocast_dtype(torch.device("cpu"), True) is expected
+    assert devices.decide_precision(torch.device("cpu"), True) is expected
     assert calls == []
 
 
 def test_no_bf16_without_the_instructions(monkeypatch):
     calls = _fake_timings(monkeypatch, {None: 10.0, torch.bfloat16: 1.0})
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    assert devices.autocast_dtype(torch.device("cpu"), True) is None
+    assert devices.decide_precision(torch.device("cpu"), True) is torch.float32
     assert calls == []
 
 
@@ -73,27 +73,30 @@ def test_the_real_timing_is_a_positive_duration():
     assert 0 < devices._time_conv3d(None, repeats=1) < 60
 
 
-@pytest.mark.parametrize(("bf16", "expected"), [(True, torch.bfloat16), (False, None)])
+@pytest.mark.parametrize(("bf16", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
 def test_cuda_autocasts_in_bfloat16_where_supported_else_float32(monkeypatch, bf16, expected):
     monkeypatch.setattr(devices, "cuda_supports_bf16", lambda device: bf16)
     cuda = torch.device("cuda")
-    assert devices.autocast_dtype(cuda, True) is expected  # never float16: it overflows in the networks
-    assert devices.autocast_dtype(cuda, False) is None
-    assert devices.precision_name(cuda, True) == ("bfloat16" if bf16 else "float32")
+    assert devices.decide_precision(cuda, True) is expected  # never float16: it overflows in the networks
+    assert devices.decide_precision(cuda, False) is torch.float32
+    assert devices.precision_name(devices.decide_precision(cuda, True)) == ("bfloat16" if bf16 else "float32")
 
 
 def test_cpu_measurement_is_made_once_per_machine_and_read_back(monkeypatch, tmp_path):
     calls = _fake_timings(monkeypatch, {None: 2.0, torch.bfloat16: 1.0})
     cpu = torch.device("cpu")
-    assert devices.autocast_dtype(cpu, True) is torch.bfloat16
+    assert devices.decide_precision(cpu, True) is torch.bfloat16
     assert len(calls) == 2
     cached = json.loads(devices.precision_cache_file().read_text())
     assert list(cached.values()) == [True]
     devices.measured_cpu_prefers_bf16.cache_clear()  # as a new process would start
     _fake_timings(monkeypatch, {None: 1.0, torch.bfloat16: 2.0})  # the load changed: timings now disagree
-    assert devices.autocast_dtype(cpu, True) is torch.bfloat16  # the machine's choice stands
+    assert devices.decide_precision(cpu, True) is torch.bfloat16  # the machine's choice stands
     assert len(calls) == 2
-    assert devices.precision_name(cpu, True) == "bfloat16" and devices.precision_name(cpu, False) == "float32"
+    assert (
+        devices.precision_name(torch.bfloat16) == "bfloat16"
+        and devices.precision_name(torch.float32) == "float32"
+    )
 
 
 def test_cpu_without_a_writable_cache_stays_in_float32(monkeypatch, tmp_path):
@@ -101,20 +104,53 @@ def test_cpu_without_a_writable_cache_stays_in_float32(monkeypatch, tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    assert devices.autocast_dtype(torch.device("cpu"), True) is None  # a per-process timing could flip
+    assert (
+        devices.decide_precision(torch.device("cpu"), True) is torch.float32
+    )  # a per-process timing could flip
     assert len(calls) == 2
 
 
 def _possible_dtypes(monkeypatch) -> set:
-    """Every autocast dtype the rule can return on any device (float32 as None)."""
+    """Every dtype the rule can return on any device."""
     found = set()
     for cuda_bf16 in (True, False):
         monkeypatch.setattr(devices, "cuda_supports_bf16", lambda device, v=cuda_bf16: v)
-        found.add(devices.autocast_dtype(torch.device("cuda"), True))
+        found.add(devices.decide_precision(torch.device("cuda"), True))
     for cpu_bf16 in ("0", "1"):
         monkeypatch.setenv("VOLSR_CPU_BF16", cpu_bf16)
-        found.add(devices.autocast_dtype(torch.device("cpu"), True))
+        found.add(devices.decide_precision(torch.device("cpu"), True))
+    monkeypatch.delenv("VOLSR_CPU_BF16")
     return found
+
+
+def test_autocast_runs_in_the_precision_it_is_given():
+    cpu, x = torch.device("cpu"), torch.ones(2, 2)
+    with devices.autocast(cpu, torch.bfloat16):
+        assert (x @ x).dtype == torch.bfloat16
+    with devices.autocast(cpu, torch.float32):
+        assert (x @ x).dtype == torch.float32
+
+
+def test_a_resolver_decides_its_precision_once_and_its_sidecar_names_that_one(monkeypatch, thick_image):
+    """The precision travels as a value: a resolver made while bfloat16 was the machine's choice runs
+    and records bfloat16 even after the choice changed, and its output is the bfloat16 output."""
+    from volsr.api import SuperResolver
+    from volsr.networks import ResidualSR3D
+
+    torch.manual_seed(0)
+    network = ResidualSR3D(features=4, num_blocks=1)
+    with torch.no_grad():
+        network.out.weight.normal_(0.0, 0.5)  # a residual that autocast's rounding shows in
+    monkeypatch.setenv("VOLSR_CPU_BF16", "1")
+    sr = SuperResolver(network, device="cpu", amp=True, roi=(16, 16, 16))
+    assert sr.precision is torch.bfloat16
+    monkeypatch.setenv("VOLSR_CPU_BF16", "0")  # the machine's choice changes after the resolver is made
+    assert devices.decide_precision(torch.device("cpu"), True) is torch.float32
+    out = sr(thick_image, scale=(1, 1, 4))
+    assert sr.provenance("in.nii.gz", thick_image, out)["GeneratedBy"]["Options"]["precision"] == "bfloat16"
+    float32 = SuperResolver(network, device="cpu", amp=True, roi=(16, 16, 16))(thick_image, scale=(1, 1, 4))
+    assert not torch.equal(out.as_tensor(), float32.as_tensor())
+    assert torch.allclose(out.as_tensor(), float32.as_tensor(), rtol=0.05, atol=0.05 * float(out.abs().max()))
 
 
 def test_squeeze_excitation_pools_without_float16_overflow():
@@ -134,7 +170,7 @@ def test_squeeze_excitation_pools_without_float16_overflow():
 def _thick_crop(shared_data):
     """The 64 x 64 in-plane crop of T2w.nii.gz, thickened x4 along the slice axis, and its truth."""
     from volsr.data.io import load_image
-    from volsr.evaluation.protocol import degrade
+    from volsr.evaluation.comparison import degrade
     from volsr.transforms.protocol import ThickSlices
 
     hr = load_image(shared_data / "val" / "T2w.nii.gz")[:, 80:144, 80:144, :]
@@ -153,17 +189,18 @@ def test_shipped_networks_are_correct_in_every_precision_volsr_chooses(monkeypat
     from volsr.api import SuperResolver
 
     lr, hr = _thick_crop(shared_data)
-    sr = SuperResolver.from_bundle(bundle, device="cpu", amp=True)
     dtypes = _possible_dtypes(monkeypatch)
-    assert dtypes == {None, torch.bfloat16}
+    assert dtypes == {torch.float32, torch.bfloat16}
     psnr = {}
     for dtype in dtypes:
-        monkeypatch.setattr(devices, "autocast_dtype", lambda device, amp, d=dtype: d)
+        monkeypatch.setenv("VOLSR_CPU_BF16", "1" if dtype == torch.bfloat16 else "0")
+        sr = SuperResolver.from_bundle(bundle, device="cpu", amp=True)  # decides its precision once
+        assert sr.precision == dtype
         out = sr(lr, scale=[a / b for a, b in zip(hr.shape[1:], lr.shape[1:], strict=True)]).as_tensor()
         assert torch.isfinite(out).all(), dtype
         psnr[dtype] = _psnr(out, hr.as_tensor())
-    assert psnr[None] > _psnr(hr.new_zeros(hr.shape), hr.as_tensor()) + 10  # a real restoration
-    assert abs(psnr[torch.bfloat16] - psnr[None]) < 0.05, psnr
+    assert psnr[torch.float32] > _psnr(hr.new_zeros(hr.shape), hr.as_tensor()) + 10  # a real restoration
+    assert abs(psnr[torch.bfloat16] - psnr[torch.float32]) < 0.05, psnr
 
 
 @pytest.mark.integration
@@ -176,12 +213,12 @@ def test_training_steps_in_the_cuda_precision_stay_finite(monkeypatch, shared_da
     from volsr.training.trainer import TrainConfig, loss_function, optimisation_setup, optimisation_step
 
     monkeypatch.setattr(devices, "cuda_supports_bf16", lambda device: True)
-    cuda_dtype = devices.autocast_dtype(torch.device("cuda"), True)
-    monkeypatch.setattr(devices, "autocast_dtype", lambda device, amp: cuda_dtype if amp else None)
+    cuda_dtype = devices.decide_precision(torch.device("cuda"), True)
+    assert cuda_dtype == torch.bfloat16
     network, _, _ = load_checkpoint(_bundle_weights("volsr_cnn3d"))
     cfg = TrainConfig(data=[], output_dir="", lr=1e-3, warmup=0, amp=True)
     cpu = torch.device("cpu")
-    network, optimizer, scaler = optimisation_setup(network.train(), cfg, cpu)
+    network, optimizer = optimisation_setup(network.train(), cfg, cpu)
     lr, hr = _thick_crop(shared_data)
     lo, hi = float(hr.min()), float(hr.max())
     x = resample_array((lr.as_tensor().float() - lo) / (hi - lo), hr.shape[1:], "cubic")[None]
@@ -190,7 +227,7 @@ def test_training_steps_in_the_cuda_precision_stay_finite(monkeypatch, shared_da
     crops = [(slice(0, 24), slice(0, 24), slice(0, 24)), (slice(30, 54), slice(20, 44), slice(30, 54))]
     xb = torch.cat([x[(..., *c)] for c in crops])
     yb = torch.cat([y[(..., *c)] for c in crops])
-    losses = [float(optimisation_step(network, optimizer, scaler, loss_function(cfg), xb, yb, cfg, cpu))
+    losses = [float(optimisation_step(network, optimizer, loss_function(cfg), xb, yb, cfg, cpu, cuda_dtype))
               for _ in range(3)]  # fmt: skip
     assert all(math.isfinite(v) for v in losses), losses
     assert all(torch.isfinite(p).all() for p in network.parameters())

@@ -96,13 +96,13 @@ def test_tta_averages_the_symmetric_views_of_a_shift():
     from volsr.inference.sliding_window import _Predictor
 
     x = torch.randn(1, 1, 9, 8, 7)
-    y = _Predictor(_shift_net(), torch.device("cpu"), amp=False, tta=True)(x)
+    y = _Predictor(_shift_net(), torch.device("cpu"), precision=torch.float32, tta=True)(x)
     # 16 views: a shift by +-1 along dim 2 (flipped or not), or, with the in-plane axes swapped,
     # along dim 3: the average is the in-plane 4-neighbour mean (checked away from the zero padding)
     x0 = x[0, 0]
     expected = (x0[2:, 1:-1] + x0[:-2, 1:-1] + x0[1:-1, 2:] + x0[1:-1, :-2]) / 4
     assert torch.allclose(y[0, 0, 1:-1, 1:-1], expected, atol=1e-6)
-    plain = _Predictor(_shift_net(), torch.device("cpu"), amp=False)(x)
+    plain = _Predictor(_shift_net(), torch.device("cpu"), precision=torch.float32)(x)
     assert torch.allclose(plain[0, 0, :-1], x0[1:], atol=1e-6)
 
 
@@ -121,21 +121,19 @@ def test_windows_of_a_deep_network_overlap_by_half_its_receptive_field():
     assert all(r < 300 and o * r >= 27.5 for r, o in zip(roi, overlap, strict=True))
 
 
-def test_window_budget_shrinks_only_where_a_large_volume_needs_the_memory(monkeypatch):
-    from volsr.inference import sliding_window
-
+def test_window_budget_shrinks_only_where_a_large_volume_needs_the_memory():
     net = ResidualSR3D(features=32, num_blocks=4)
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(sliding_window, "autocast_dtype", lambda device, amp: None)  # float32 activations
-    assert window_budget(8_000_000, net, cpu, amp=True) == WINDOW_BUDGET  # a head scan: as before
+    cpu, f32 = torch.device("cpu"), torch.float32
+    assert window_budget(8_000_000, net, cpu, f32) == WINDOW_BUDGET  # a head scan: as before
     # 512 x 512 x 480: 3.25 GiB - 0.5 GiB runtime - 16 B x 126 M voxels, over 5 x 32 float32 per voxel
     voxels = 512 * 512 * 480
     expected = (int(3.25 * 2**30) - 2**29 - 16 * voxels) // (5 * 32 * 4)
-    assert window_budget(voxels, net, cpu, amp=True) == expected < WINDOW_BUDGET
-    assert window_budget(10**9, net, cpu, amp=True) == MIN_WINDOW_BUDGET  # never below a usable window
-    monkeypatch.setattr(sliding_window, "autocast_dtype", lambda device, amp: torch.bfloat16)
-    assert window_budget(voxels, net, cpu, amp=True) == min(WINDOW_BUDGET, 2 * expected)  # half the bytes
-    assert window_budget(voxels, net, torch.device("cuda"), amp=True) == WINDOW_BUDGET  # its own memory
+    assert window_budget(voxels, net, cpu, f32) == expected < WINDOW_BUDGET
+    assert window_budget(10**9, net, cpu, f32) == MIN_WINDOW_BUDGET  # never below a usable window
+    assert window_budget(voxels, net, cpu, torch.bfloat16) == min(
+        WINDOW_BUDGET, 2 * expected
+    )  # half the bytes
+    assert window_budget(voxels, net, torch.device("cuda"), torch.bfloat16) == WINDOW_BUDGET  # its own memory
 
 
 def test_the_whole_volume_stays_on_a_gpu_only_when_it_fits():

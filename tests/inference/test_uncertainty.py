@@ -28,7 +28,7 @@ def test_spread_of_a_shift_is_the_spread_of_the_four_neighbours():
     # mapped back, a view that flips axis 0 shifts the other way, and one that swaps the in-plane
     # axes shifts along axis 1: the 16 views give each of the 4 in-plane neighbours 4 times
     x = torch.rand(1, 1, 6, 6, 5, dtype=torch.float32)
-    out = _Predictor(Shift(), torch.device("cpu"), amp=False, spread=True)(x)
+    out = _Predictor(Shift(), torch.device("cpu"), precision=torch.float32, spread=True)(x)
     neighbours = torch.stack([torch.roll(x, s, dims=d) for s in (-1, 1) for d in (2, 3)])
     assert out.shape == (1, 2, 6, 6, 5)
     torch.testing.assert_close(out[:, :1], neighbours.mean(0), atol=1e-6, rtol=0)
@@ -37,8 +37,8 @@ def test_spread_of_a_shift_is_the_spread_of_the_four_neighbours():
 
 def test_views_that_agree_have_no_spread_and_the_mean_is_the_tta_output():
     x = torch.rand(1, 1, 6, 6, 5)
-    spread = _Predictor(Scale(), torch.device("cpu"), amp=False, spread=True)(x)
-    tta = _Predictor(Scale(), torch.device("cpu"), amp=False, tta=True)(x)
+    spread = _Predictor(Scale(), torch.device("cpu"), precision=torch.float32, spread=True)(x)
+    tta = _Predictor(Scale(), torch.device("cpu"), precision=torch.float32, tta=True)(x)
     torch.testing.assert_close(spread[:, :1], tta)
     assert float(spread[:, 1:].abs().max()) == 0.0
 
@@ -62,21 +62,25 @@ def test_map_smooths_a_single_voxel_into_a_normalised_gaussian():
 def test_super_resolve_returns_output_and_map_on_the_same_world_grid():
     aff = oblique_affine((1.0, 1.0, 3.0))
     image = MetaTensor(torch.as_tensor(smooth_volume((12, 10, 5)))[None] * 300.0, affine=torch.as_tensor(aff))
-    out, umap = super_resolve(image, Shift(), device="cpu", amp=False, uncertainty=True, roi=(12, 10, 15))
-    tta = super_resolve(image, Shift(), device="cpu", amp=False, tta=True, roi=(12, 10, 15))
+    out, umap = super_resolve(
+        image, Shift(), device="cpu", precision=torch.float32, uncertainty=True, roi=(12, 10, 15)
+    )
+    tta = super_resolve(image, Shift(), device="cpu", precision=torch.float32, tta=True, roi=(12, 10, 15))
     assert out.shape == umap.shape == (1, 12, 10, 15)
     np.testing.assert_allclose(affine_of(umap), affine_of(out))
     torch.testing.assert_close(out.as_tensor(), tta.as_tensor())  # the output is the views' mean
     assert float(umap.min()) >= 0 and float(umap.max()) > 0
     # a network whose views agree leaves nothing uncertain
-    _, flat = super_resolve(image, Scale(), device="cpu", amp=False, uncertainty=True, roi=(12, 10, 15))
+    _, flat = super_resolve(
+        image, Scale(), device="cpu", precision=torch.float32, uncertainty=True, roi=(12, 10, 15)
+    )
     assert float(flat.abs().max()) < 1e-3 * float(image.max())
 
 
 def test_auto_consistency_follows_the_acquisition_the_header_states():
     aff = oblique_affine((1.0, 1.0, 2.0))
     image = MetaTensor(torch.as_tensor(smooth_volume((12, 10, 6)))[None] * 300.0, affine=torch.as_tensor(aff))
-    kwargs = dict(device="cpu", amp=False, roi=(12, 10, 12))
+    kwargs = dict(device="cpu", precision=torch.float32, roi=(12, 10, 12))
     for stated, model in (("3D", "kspace"), (None, "slices")):
         image.meta.pop("acquisition_type", None)
         if stated:

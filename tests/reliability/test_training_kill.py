@@ -16,7 +16,7 @@ import torch
 from conftest import REPO, smooth_volume
 
 from volsr.networks.checkpoint import load_checkpoint
-from volsr.training.trainer import TrainConfig, train
+from volsr.training.trainer import TrainConfig, train_cnn
 
 TINY = dict(
     batch_size=1, patch_size=12, warmup=1, checkpoint_every=1, device="cpu", progress=False, ema=0,
@@ -24,8 +24,8 @@ TINY = dict(
     degradation={"slice_thickness": {"axis": [2], "factor": [2.0, 3.0]}},
 )  # fmt: skip
 RUN = (
-    "import json, sys; from volsr.training.trainer import TrainConfig, train; "
-    "train(TrainConfig(**json.loads(sys.argv[1])))"
+    "import json, sys; from volsr.training.trainer import TrainConfig, train_cnn; "
+    "train_cnn(TrainConfig(**json.loads(sys.argv[1])))"
 )
 
 
@@ -62,6 +62,6 @@ def test_a_kill_mid_save_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_pa
                 load_checkpoint(out / name)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     target = state["step"] + 2
-    train(TrainConfig(**dict(settings, steps=target)), resume=True)
+    train_cnn(TrainConfig(**dict(settings, steps=target)), resume=True)
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == target
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "stray temporaries survived"

@@ -126,7 +126,7 @@ def test_real_t2w_at_x4_adapts_on_its_2mm_reference_grid(shared_data):
     """T2w is 1 x 1 x 2 mm; x4 thick slices make 8 mm; restoring to its own grid means 2 mm output
     spacing, so the 1 mm in-plane detail is box-averaged to 2 mm and thickened to 8 mm in-plane."""
     from volsr.data.io import load_image
-    from volsr.evaluation.protocol import degrade
+    from volsr.evaluation.comparison import degrade
     from volsr.geometry.grids import voxel_spacing
     from volsr.transforms.protocol import ThickSlices
 

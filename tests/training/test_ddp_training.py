@@ -16,7 +16,7 @@ import volsr.training.engine as engine
 import volsr.training.trainer as trainer
 from volsr.data.normalization import PercentileNormalizer
 from volsr.networks.checkpoint import build_network, save_checkpoint
-from volsr.training.trainer import TrainConfig, train
+from volsr.training.trainer import TrainConfig, train_cnn
 
 GLOBAL_BATCH = 4
 NETWORK = {"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1}}
@@ -89,14 +89,15 @@ def rank_main(rank: int, world: int, ports: list[int], tmp_path: Path) -> None:
     os.environ["LOCAL_WORLD_SIZE"] = str(world)
     trainer.patch_batches = fixed_batches
     saved = []
-    real_save = engine.save_checkpoint
+    real_save, real_save_model = engine.save_checkpoint, engine.save_model
     engine.save_checkpoint = lambda path, *a, **k: saved.append(Path(path).name) or real_save(path, *a, **k)
+    engine.save_model = lambda path, *a, **k: saved.append(Path(path).name) or real_save_model(path, *a, **k)
     cfg = tiny_config(tmp_path, "ddp", GLOBAL_BATCH // world, steps=2)
     os.environ["MASTER_PORT"] = str(ports[0])
-    train(cfg)
+    train_cnn(cfg)
     cfg.steps = 3
     os.environ["MASTER_PORT"] = str(ports[1])
-    best = train(cfg, resume=True)
+    best = train_cnn(cfg, resume=True)
     (tmp_path / f"rank{rank}.json").write_text(json.dumps({"saved": saved, "best": best}))
 
 
@@ -110,9 +111,9 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(tmp_p
 
     monkeypatch.setattr(trainer, "patch_batches", fixed_batches)
     cfg = tiny_config(tmp_path, "one", GLOBAL_BATCH, steps=2)
-    train(cfg)
+    train_cnn(cfg)
     cfg.steps = 3  # the cosine schedule ends at cfg.steps: the same resume as the ranks'
-    reference = train(cfg, resume=True)
+    reference = train_cnn(cfg, resume=True)
 
     one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
     ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import shutil
@@ -13,7 +14,7 @@ from conftest import REPO, make_image, oblique_affine, smooth_volume
 from volsr.api import SuperResolver
 from volsr.data.normalization import PercentileNormalizer
 from volsr.networks import PatchDiscriminator3D, ResidualSR3D
-from volsr.networks.checkpoint import build_network, load_checkpoint, save_checkpoint
+from volsr.networks.checkpoint import build_network, load_checkpoint, read_checkpoint, save_checkpoint
 from volsr.training.gan import (
     GanConfig,
     GanParts,
@@ -22,7 +23,7 @@ from volsr.training.gan import (
     gan_step,
     train_gan,
 )
-from volsr.training.trainer import TrainConfig
+from volsr.training.trainer import TrainConfig, TrainingRunConfig
 from volsr.transforms import RandSliceThicknessd
 
 BUNDLE = REPO / "bundles" / "volsr_gan3d"
@@ -87,9 +88,14 @@ def snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.named_parameters()}
 
 
-def test_config_extends_train_config_and_validates():
+def test_config_shares_the_run_fields_holds_no_ignored_ones_and_validates():
     cfg = GanConfig(data="x", output_dir="y")
-    assert isinstance(cfg, TrainConfig)
+    assert isinstance(cfg, TrainingRunConfig) and not isinstance(cfg, TrainConfig)
+    gan_fields = {f.name for f in dataclasses.fields(GanConfig)}
+    assert not gan_fields & {"lr", "min_lr", "ema", "init", "ship"}  # the CNN's, which the GAN would ignore
+    assert {f.name for f in dataclasses.fields(TrainingRunConfig)} <= gan_fields
+    with pytest.raises(TypeError, match="lr"):
+        GanConfig(data="x", output_dir="y", lr=1e-3)
     assert cfg.adversarial == "least_squares" and cfg.discriminator["name"] == "patch_discriminator"
     for bad in ({"adversarial": "wasserstein"}, {"adv_weight": -1.0}, {"d_warmup": -1}, {"g_lr": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -141,7 +147,7 @@ def test_warm_start_loads_the_generator_exactly(tmp_path, volumes, cnn_checkpoin
     )
     train_gan(cfg, degradation=degradation(), loader=volumes.__getitem__)
     cnn = torch.load(cnn_checkpoint, weights_only=False)
-    out = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    out = read_checkpoint(tmp_path / "run" / "model.pt")
     assert out["network"] == cnn["network"]
     assert out["normalization"] == {"name": "percentile", "lower": 1.0, "upper": 99.0}
     assert out["model"].keys() == cnn["model"].keys()
@@ -201,6 +207,28 @@ def test_checkpoint_and_resume_restore_both_optimisers_and_the_step(
     assert isinstance(d, PatchDiscriminator3D)
 
 
+def test_a_checkpoint_with_loss_scaler_states_still_resumes(tmp_path, volumes, cnn_checkpoint):
+    """Checkpoints once held both networks' float16 loss-scaler states and the CNN fields GanConfig
+    carried; resuming passes over them and writes neither again."""
+    train_gan(tiny_config(tmp_path, volumes, cnn_checkpoint, steps=2, d_warmup=1),
+              degradation=degradation(), loader=volumes.__getitem__)  # fmt: skip
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    assert "g_scaler" not in state and "d_scaler" not in state
+    scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+              "_growth_tracker": 0}  # fmt: skip
+    state.update(g_scaler=scaler, d_scaler=dict(scaler))
+    state["config"].update(lr=1e-3, min_lr=2e-5, ema=0.999, init=None, ship="best")
+    torch.save(state, path)
+
+    cfg = tiny_config(tmp_path, volumes, cnn_checkpoint, steps=3, d_warmup=1)
+    train_gan(cfg, resume=True, degradation=degradation(1), loader=volumes.__getitem__)
+    resumed = torch.load(path, weights_only=False)
+    assert resumed["step"] == 3 and "g_scaler" not in resumed and "d_scaler" not in resumed
+    assert _adam_steps(resumed["optimizer"]) == {2} and _adam_steps(resumed["d_optimizer"]) == {3}
+    assert "lr" not in resumed["config"] and "ema" not in resumed["config"]
+
+
 def _write_nifti(path: Path, shape, seed: int, spacing=(1.0, 1.0, 1.0)) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(
@@ -248,7 +276,7 @@ def test_bundle_train_config_smoke_run(tmp_path, cnn_checkpoint):
     assert [r["step"] for r in records] == [0, 2, 3]  # the warm start, then after the warm-up only
     # model.pt: the latest validation within psnr_tolerance (1 dB) of the warm start's PSNR gain
     admissible = [r for r in records if r["psnr_gain"] >= records[0]["psnr_gain"] - 1.0]
-    shipped = torch.load(models / "model.pt", weights_only=False)
+    shipped = read_checkpoint(models / "model.pt")
     assert shipped["validation"]["step"] == shipped["step"] == admissible[-1]["step"]
     assert any((tmp_path / "bundle" / "runs").iterdir())  # TensorBoard events
     state = torch.load(models / "checkpoint.pt", weights_only=False)
@@ -267,8 +295,8 @@ def test_bundle_metadata_verifies_offline():
     verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA))
     meta = json.loads(meta_file.read_text())
     assert meta["version"] in meta["changelog"]
-    assert not (BUNDLE / "models" / "model.pt").exists() or "validation" in torch.load(
-        BUNDLE / "models" / "model.pt", weights_only=False
+    assert not (BUNDLE / "models" / "model.pt").exists() or "validation" in read_checkpoint(
+        BUNDLE / "models" / "model.pt"
     )  # no untrained weights shipped
 
 
@@ -344,23 +372,24 @@ def test_gan_steps_in_the_cuda_precision_stay_finite_and_track_float32(monkeypat
     from volsr.inference import devices
 
     monkeypatch.setattr(devices, "cuda_supports_bf16", lambda device: True)
-    cuda_dtype = devices.autocast_dtype(torch.device("cuda"), True)
+    cuda_dtype = devices.decide_precision(torch.device("cuda"), True)
     assert cuda_dtype == torch.bfloat16
     losses = {}
-    for dtype in (cuda_dtype, None):
-        monkeypatch.setattr(devices, "autocast_dtype", lambda device, amp, d=dtype: d if amp else None)
+    for dtype in (cuda_dtype, torch.float32):
         torch.manual_seed(0)
         cfg = GanConfig(data="x", output_dir="y", d_warmup=0)
         parts = GanParts.create(tiny_generator(), PatchDiscriminator3D(), cfg)
         x = torch.rand(2, 1, patch, patch, patch)
         y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
         for _ in range(8):
-            stats = gan_step(parts, x, y, cfg, torch.nn.L1Loss(), adversarial_loss_for(cfg), amp=True)
+            stats = gan_step(parts, x, y, cfg, torch.nn.L1Loss(), adversarial_loss_for(cfg), precision=dtype)
         networks = (parts.generator, parts.discriminator)
         assert all(torch.isfinite(p).all() for n in networks for p in n.parameters()), dtype
         losses[dtype] = {k: float(v) for k, v in stats.items()}
     assert all(math.isfinite(v) for v in losses[cuda_dtype].values()), losses
-    assert losses[cuda_dtype]["g_content"] == pytest.approx(losses[None]["g_content"], rel=0.05), losses
+    assert losses[cuda_dtype]["g_content"] == pytest.approx(losses[torch.float32]["g_content"], rel=0.05), (
+        losses
+    )
 
 
 def test_spectral_normalisation_keeps_torchs_state_dict():

@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 
 from volsr.networks.checkpoint import load_checkpoint
 from volsr.training.data import CONTRAST_KNOTS, PatchPairSampler, list_volumes, random_contrast
-from volsr.training.trainer import TrainConfig, learning_rate, loss_function, train
+from volsr.training.trainer import TrainConfig, learning_rate, loss_function, train_cnn
 from volsr.transforms import build_degradation
 
 
@@ -80,12 +80,12 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
     assert [it["hr"] for it in list_volumes(data)] == [str(data / "v0.nii.gz"), str(data / "v1.nii.gz")]
     cfg = _tiny_config(data, tmp_path / "out", steps=3, val_data=[str(val)], val_every=3)
-    best = train(cfg)
+    best = train_cnn(cfg)
     assert "psnr_gain" in best and best["step"] == 3
     net, _, ckpt = load_checkpoint(tmp_path / "out" / "model.pt")
     assert ckpt["step"] == 3 and ckpt["validation"]["step"] == 3
     cfg.steps = 5
-    train(cfg, resume=True)
+    train_cnn(cfg, resume=True)
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 5
     assert (tmp_path / "out" / "validation.jsonl").read_text().count("\n") == 2
@@ -93,7 +93,7 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     del state["optimizer"]
     torch.save(state, tmp_path / "out" / "checkpoint.pt")
     cfg.steps = 6
-    train(cfg, resume=True)
+    train_cnn(cfg, resume=True)
     assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)["step"] == 6
 
 
@@ -119,11 +119,11 @@ def test_model_pt_holds_the_moving_average_across_a_resume(tmp_path):
     _write(data / "v0.nii.gz", (28, 28, 28), 0)
     cfg = _tiny_config(data, tmp_path / "out", steps=1, batch_size=1, ema=0.5)
     out = tmp_path / "out"
-    train(cfg)
+    train_cnn(cfg)
     w1 = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(w1[k], v) for k, v in load_checkpoint(out / "model.pt")[2]["model"].items())
     cfg.steps = 2
-    train(cfg, resume=True)  # the average carries over: after step 2 it is (w1 + w2) / 2
+    train_cnn(cfg, resume=True)  # the average carries over: after step 2 it is (w1 + w2) / 2
     w2 = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
     shipped = load_checkpoint(out / "model.pt")[2]["model"]
     assert not torch.equal(w1["out.weight"], w2["out.weight"])
@@ -166,17 +166,17 @@ def test_grid_network_fine_tuned_from_an_image_only_checkpoint(tmp_path):
     data.mkdir()
     _write(data / "v0.nii.gz", (28, 28, 28), 0)
     val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
-    train(_tiny_config(data, tmp_path / "old", steps=2))
+    train_cnn(_tiny_config(data, tmp_path / "old", steps=2))
     old, _, _ = load_checkpoint(tmp_path / "old" / "model.pt")
     grid_net = {"name": "residual_sr", "arguments": {"features": 4, "num_blocks": 1, "grid_channels": 9}}
     init = str(tmp_path / "old" / "model.pt")
     cfg = _tiny_config(data, tmp_path / "new", steps=0, network=grid_net, init=init, ema=0)
-    train(cfg)
+    train_cnn(cfg)
     new, _, _ = load_checkpoint(tmp_path / "new" / "model.pt")
     x = torch.randn(1, 1, 12, 12, 12)
     with torch.no_grad():
         assert torch.allclose(new(torch.cat([x, torch.randn(1, 9, 12, 12, 12)], 1)), old(x), atol=1e-6)
-    best = train(
+    best = train_cnn(
         _tiny_config(data, tmp_path / "run", steps=2, network=grid_net, init=init, val_data=[str(val)])
     )
     assert best["step"] == 2 and math.isfinite(best["psnr_gain"])
@@ -216,9 +216,9 @@ def test_training_with_worker_processes_checkpoints_and_resumes(tmp_path):
     data.mkdir()
     _write(data / "v0.nii.gz", (28, 28, 28), 0)
     cfg = _tiny_config(data, tmp_path / "out", steps=2, workers=2)
-    train(cfg)
+    train_cnn(cfg)
     cfg.steps = 3
-    train(cfg, resume=True)
+    train_cnn(cfg, resume=True)
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 3 and state["config"]["workers"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
@@ -230,7 +230,7 @@ def test_ship_last_keeps_the_final_step_whatever_validation_says(tmp_path):
     _write(data / "v0.nii.gz", (28, 28, 28), 0)
     val = _write(tmp_path / "val.nii.gz", (24, 24, 24), 5)
     cfg = _tiny_config(data, tmp_path / "out", steps=3, val_data=[str(val)], val_every=1, ship="last")
-    train(cfg)
+    train_cnn(cfg)
     records = [json.loads(line) for line in (tmp_path / "out" / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert load_checkpoint(tmp_path / "out" / "model.pt")[2]["step"] == 3  # not chosen on these numbers

@@ -14,7 +14,7 @@ from monai.inferers import Inferer
 from torch import nn
 
 from volsr.api.resolver import SuperResolver, output_path_for
-from volsr.api.training import TrainConfig, train
+from volsr.api.training import TrainingRunConfig, train
 
 __all__ = ["scan_dataset", "training_dataset", "SuperResolutionInferer", "FileInference", "StepTrainer"]
 
@@ -86,7 +86,7 @@ class StepTrainer:
     """A training run of ``config`` (:func:`volsr.api.train`). volsr trains in optimisation steps,
     not epochs: ``max_epochs`` (the MONAI property) is the number of steps, ``config.steps``."""
 
-    def __init__(self, config: TrainConfig, max_epochs: int, resume: bool = False) -> None:
+    def __init__(self, config: TrainingRunConfig, max_epochs: int, resume: bool = False) -> None:
         if max_epochs != config.steps:
             raise ValueError(
                 f"max_epochs ({max_epochs}) is the number of steps, config.steps ({config.steps})"

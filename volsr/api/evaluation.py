@@ -62,7 +62,7 @@ def evaluate_files(
     :class:`~volsr.transforms.protocol.KSpace`, or its dict form. Returns the summary dict.
     """
     from volsr.data.io import load_image, scan_stem
-    from volsr.evaluation.protocol import evaluate
+    from volsr.evaluation.comparison import evaluate
     from volsr.evaluation.report import summary_markdown, write_report
 
     protocol = as_protocol(protocol)

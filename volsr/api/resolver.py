@@ -24,7 +24,7 @@ from torch import nn
 from volsr.data.acquisition import slice_acquisition
 from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError, VolsrInputWarning
-from volsr.inference.devices import precision_name, resolve_device
+from volsr.inference.devices import decide_precision, precision_name, resolve_device
 from volsr.inference.sliding_window import super_resolve
 from volsr.networks.checkpoint import load_checkpoint
 
@@ -142,7 +142,7 @@ class ResolverOptions:
             (:func:`volsr.inference.sliding_window.plan_windows`).
         overlap: window overlap fraction with an explicit ``roi``.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        amp: bfloat16 autocast where it is native and fast (:func:`volsr.inference.devices.autocast_dtype`).
+        amp: bfloat16 autocast where it is native and fast (:func:`volsr.inference.devices.decide_precision`).
         progress: progress bar over windows.
         consistency: make every output reproduce its input exactly under the boxcar thick-slice
             model (:func:`volsr.inference.consistency.project_consistent`); ``"kspace"``: under a
@@ -301,6 +301,7 @@ class SuperResolver:
     ) -> None:
         options = dataclasses.replace(options or ResolverOptions(), **changes)
         self.options = dataclasses.replace(options, device=resolve_device(options.device))
+        self.precision = decide_precision(self.device, self.amp)  # once: every window and the sidecar
         self.network = network.eval().to(self.device)
         self.normalizer = normalizer or PercentileNormalizer()
         self.info: dict = {}
@@ -359,7 +360,7 @@ class SuperResolver:
             roi=self.roi,
             overlap=self.overlap,
             device=self.device,
-            amp=self.amp,
+            precision=self.precision,
             progress=self.progress,
             consistency=self.consistency,
             tta=self.tta,
@@ -481,7 +482,7 @@ class SuperResolver:
                     "consistency": self.consistency,
                     "adapt": self.adapt,
                     "amp": self.amp,
-                    "precision": precision_name(self.device, self.amp),
+                    "precision": precision_name(self.precision),
                     "device": str(self.device),
                     "roi": None if self.roi is None else list(self.roi),
                 },

@@ -19,20 +19,20 @@ from pathlib import Path
 
 from volsr.api.resolver import find_bundle_root
 from volsr.training.gan import GanConfig, train_gan
-from volsr.training.trainer import TrainConfig
-from volsr.training.trainer import train as train_network
+from volsr.training.trainer import TrainConfig, TrainingRunConfig, train_cnn
 
-__all__ = ["TrainConfig", "GanConfig", "train", "train_bundle", "stored_config"]
+__all__ = ["TrainingRunConfig", "TrainConfig", "GanConfig", "train", "train_bundle", "stored_config"]
 
 #: what a resumed run keeps from its checkpoint unless the caller gives a value
 RESUMED_FIELDS = ("lr", "warmup", "pixel_loss")
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Train ``config``'s network (the GAN for a :class:`GanConfig`); returns the best validation record."""
+def train(config: TrainingRunConfig, resume: bool = False) -> dict:
+    """Train ``config``'s network: the CNN for a :class:`TrainConfig`, the GAN for a :class:`GanConfig`;
+    returns the best validation record."""
     if isinstance(config, GanConfig):
         return train_gan(config, resume=resume)
-    return train_network(config, resume=resume)
+    return train_cnn(config, resume=resume)
 
 
 def stored_config(checkpoint: str | Path) -> dict:

@@ -1,30 +1,34 @@
-"""SimpleITK readers: NRRD / MetaImage files and DICOM series, as arrays with RAS+ affines.
+"""Readers of NRRD / MetaImage files (SimpleITK) and DICOM series (pydicom), as arrays with RAS+ affines.
 
 ITK's frame is LPS+; volsr's is RAS+, so every affine is ``diag(-1, -1, 1) @ [direction * spacing |
-origin]``. A DICOM series under gantry tilt gets its slice axis from the first and last
-ImagePositionPatient (a sheared affine), which ITK alone would straighten. Used by
-:func:`volsr.data.io.load_image`; each reader returns ``(array, affine or None, dtype name, extra meta)``.
-A series also keeps its :data:`REFERENCE_TAGS` (``meta["dicom_tags"]``), which a derived series
-written by :mod:`volsr.data.dicom_writer` copies, so it is read from the header once, with the rest.
+origin]``. A DICOM series is placed as dcm2niix places it: :mod:`volsr.data.dicom_files` finds its
+files, :mod:`volsr.data.dicom_frames` reads each image's place from its header,
+:mod:`volsr.data.dicom_geometry` sorts them into slices and volumes and makes the affine (sheared
+under gantry tilt), and :mod:`volsr.data.dicom_pixels` decodes one volume when it is asked for. Used
+by :func:`volsr.data.io.load_image`; each reader returns ``(array, affine or None, dtype name, extra
+meta)``. A series also keeps its :data:`REFERENCE_TAGS` (``meta["dicom_tags"]``), which a derived
+series written by :mod:`volsr.data.dicom_writer` copies, so it is read from the header once.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from volsr.data.acquisition import parse_thickness
-from volsr.errors import VolsrInputError
+from volsr.data.dicom_files import DicomFile, FolderContents, quiet, scan_folder, tag_text
+from volsr.data.dicom_frames import Frame, frames_of
+from volsr.data.dicom_geometry import series_grid
+from volsr.data.dicom_pixels import SeriesVolumes, value_dtype
+from volsr.errors import VolsrInputError, VolsrInputWarning
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
 __all__ = ["REFERENCE_TAGS", "from_sitk", "read_itk", "read_dicom_folder", "list_series", "series_info"]
-
-#: slice positions further than this fraction of the typical slice step from an even grid are a gap
-SLICE_STEP_TOLERANCE = 0.01
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 #: what a series derived from this one shares with it: patient, study and frame of reference, the
@@ -74,18 +78,23 @@ def read_itk(path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     return from_sitk(_sitk().ReadImage(str(path)))
 
 
-def series_info(folder: Path, uid: str) -> dict:
-    """``{"uid", "description", "number", "files"}`` of one series in ``folder`` (SeriesDescription
-    and SeriesNumber from its first file; ``""`` / ``None`` where absent)."""
-    files = _sitk().ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-    tags = _tags(files[0], "0008|103e", "0020|0011")
-    number = tags.get("0020|0011", "")
+def _info(uid: str, files: list[DicomFile]) -> dict:
+    number = tag_text(files[0].header, "0020|0011") or ""
     return {
         "uid": uid,
-        "description": tags.get("0008|103e", ""),
+        "description": tag_text(files[0].header, "0008|103e") or "",
         "number": int(number) if number.lstrip("-").isdigit() else None,
         "files": len(files),
     }
+
+
+def series_info(folder: Path, uid: str) -> dict:
+    """``{"uid", "description", "number", "files"}`` of one series in ``folder`` (SeriesDescription
+    and SeriesNumber from its first file; ``""`` / ``None`` where absent; ``files`` counts its images)."""
+    files = scan_folder(Path(folder)).series.get(uid)
+    if not files:
+        raise VolsrInputError(folder, f"has no DICOM series {uid}")
+    return _info(uid, files)
 
 
 def _tags(file: str, *keys: str) -> dict[str, str]:
@@ -96,128 +105,118 @@ def _tags(file: str, *keys: str) -> dict[str, str]:
     return {key: reader.GetMetaData(key).strip() for key in keys if reader.HasMetaDataKey(key)}
 
 
-def list_series(folder: str | Path) -> list[dict]:
-    """Every DICOM series in ``folder`` (:func:`series_info`), by SeriesNumber, then UID."""
-    uids = _sitk().ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    found = [series_info(Path(folder), uid) for uid in uids]
+def _listed(contents: FolderContents) -> list[dict]:
+    found = [_info(uid, files) for uid, files in contents.series.items()]
     return sorted(found, key=lambda s: (s["number"] is None, s["number"] or 0, s["uid"]))
 
 
-def _series_summary(folder: Path, uid: str) -> str:
-    info = series_info(folder, uid)
-    return f"{uid} ({info['description']!r}, {info['files']} files)"
+def list_series(folder: str | Path) -> list[dict]:
+    """Every DICOM series in ``folder`` (:func:`series_info`), by SeriesNumber, then UID."""
+    return _listed(scan_folder(Path(folder)))
 
 
-def _position(file: str) -> np.ndarray | None:
-    """ImagePositionPatient of one DICOM file, in RAS+ mm (None when absent)."""
-    position = _tags(file, "0020|0032").get("0020|0032")
-    if position is None:
-        return None
-    return _LPS_TO_RAS @ np.array([float(v) for v in position.split("\\")])
+def _listing(contents: FolderContents) -> str:
+    return "; ".join(f"{s['uid']} ({s['description']!r}, {s['files']} files)" for s in _listed(contents))
 
 
-def _with_tilt(affine: np.ndarray, files: list[str], n_slices: int) -> np.ndarray:
-    """The slice axis from the first and last ImagePositionPatient (as dcm2niix does).
-
-    ITK stacks the slices along the normal of their rows and columns; under gantry tilt the true slice
-    axis leans away from it, and only these positions give the sheared affine.
-    """
-    if len(files) != n_slices or n_slices < 2:
-        return affine
-    first, last = _position(files[0]), _position(files[-1])
-    if first is None or last is None:
-        return affine
-    step = (last - first) / (n_slices - 1)
-    if np.allclose(step, affine[:3, 2], atol=1e-4) and np.allclose(first, affine[:3, 3], atol=1e-4):
-        return affine
-    out = affine.copy()
-    out[:3, 2], out[:3, 3] = step, first
-    return out
-
-
-def _unread_dicom_files(folder: Path, read: set[str]) -> list[Path]:
-    """Files in ``folder`` that look like DICOM (a ``.dcm`` name or the ``DICM`` preamble) yet belong
-    to no series GDCM could read: truncated or corrupt slices, which GDCM drops without a word."""
-    suspects = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or str(path) in read:
-            continue
-        with open(path, "rb") as f:
-            magic = f.read(132)[128:]
-        if path.suffix.lower() == ".dcm" or magic == b"DICM":
-            suspects.append(path)
-    return suspects
-
-
-def _check_slice_positions(folder: Path, files: list[str], affine: np.ndarray) -> None:
-    """Refuse a series whose slices are not evenly spaced (a missing or duplicated slice): stacked
-    as they are they would be placed on a wrong, even grid."""
-    positions = [_position(f) for f in files]
-    if len(files) < 3 or any(p is None for p in positions):
-        return
-    normal = np.cross(affine[:3, 0], affine[:3, 1])
-    normal /= np.linalg.norm(normal)
-    steps = np.diff([float(p @ normal) for p in positions])
-    typical = float(np.median(np.abs(steps)))
-    off = np.abs(np.abs(steps) - typical) > SLICE_STEP_TOLERANCE * max(typical, 1e-6)
-    if typical == 0 or off.any():
-        i = int(np.flatnonzero(off)[0]) if off.any() else 0
-        a, b = Path(files[i]).name, Path(files[i + 1]).name
-        raise VolsrInputError(
-            folder,
-            f"slices are not evenly spaced: {a} and {b} lie {abs(steps[i]):.4g} mm apart where the others "
-            f"lie {typical:.4g} mm apart (a missing or repeated slice); volsr reads complete series only",
-        )
-
-
-def read_dicom_folder(
-    folder: Path, series_uid: str | None
-) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    """The series ``series_uid`` (or the only one) in ``folder``.
-
-    Raises:
-        VolsrInputError: no series, several without a choice, an unknown UID, a DICOM file no series
-            could read (corrupt or truncated), or slices that are not evenly spaced.
-    """
-    sitk = _sitk()
-    uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    series_files = {u: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), u)) for u in uids}
-    unread = _unread_dicom_files(folder, {f for files in series_files.values() for f in files})
-    if unread:
-        raise VolsrInputError(
-            unread[0],
-            "cannot be read as DICOM (truncated or corrupt); remove or replace it to read the series",
-        )
+def _pick_series(folder: Path, contents: FolderContents, series_uid: str | None) -> str:
+    uids = list(contents.series)
     if not uids:
+        held = contents.non_image
+        only = (
+            f" (it holds only {len(held)} DICOM object(s) without pixels, e.g. {held[0][1]})" if held else ""
+        )
         raise VolsrInputError(
-            folder, "is a folder without a DICOM series; give an image file or a DICOM folder"
+            folder, f"is a folder without a DICOM series{only}; give an image file or a DICOM folder"
         )
     if series_uid is None and len(uids) > 1:
-        listing = "; ".join(_series_summary(folder, u) for u in uids)
         raise VolsrInputError(
-            folder, f"holds {len(uids)} DICOM series; pick one with series_uid= (--series): {listing}"
+            folder,
+            f"holds {len(uids)} DICOM series; pick one with series_uid= (--series): {_listing(contents)}",
         )
     if series_uid is not None and series_uid not in uids:
-        listing = "; ".join(_series_summary(folder, u) for u in uids)
-        raise VolsrInputError(folder, f"has no DICOM series {series_uid}; it holds: {listing}")
-    uid = series_uid or uids[0]
-    files = series_files[uid]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    arr, affine, dtype, extra = from_sitk(reader.Execute())
-    if affine is not None and arr.ndim == 3:
-        _check_slice_positions(folder, files, affine)
-        affine = _with_tilt(affine, files, arr.shape[2])
-    header = _tags(files[0], "0018|0050", *REFERENCE_TAGS)
+        raise VolsrInputError(folder, f"has no DICOM series {series_uid}; it holds: {_listing(contents)}")
+    return series_uid or uids[0]
+
+
+def _skipped_note(folder: Path, contents: FolderContents) -> str | None:
+    """The note on the objects without pixels the folder holds: they are not part of any volume."""
+    if not contents.non_image:
+        return None
+    kinds = sorted({what for _, what in contents.non_image})
     return (
-        arr,
-        affine,
-        dtype,
+        f"{folder}: skipped {len(contents.non_image)} DICOM object(s) without pixels ({', '.join(kinds)}; "
+        f"e.g. {contents.non_image[0][0].name})"
+    )
+
+
+def _originals(folder: Path, frames: list[Frame]) -> tuple[list[Frame], str | None]:
+    """The acquired images of a series that also holds derived ones (a diffusion trace or ADC image
+    mixed in), and the note that names those set aside: they are not a volume of the acquisition. A
+    series of derived images only (a reformat, a volsr output) is read as it is."""
+    derived = [f for f in frames if f.derived]
+    if not derived or len(derived) == len(frames):
+        return frames, None
+    kinds = sorted({f.image_type for f in derived})
+    note = (
+        f"{folder}: skipped {len(derived)} derived image(s) mixed into the series (ImageType "
+        f"{', '.join(kinds)}; e.g. {derived[0].file.name}); reading its {len(frames) - len(derived)} "
+        "acquired images"
+    )
+    return [f for f in frames if not f.derived], note
+
+
+def _thickness(header) -> str | None:
+    """SliceThickness: the file's own, else an enhanced file's shared pixel measures."""
+    stated = tag_text(header, "0018|0050")
+    if stated is None and "SharedFunctionalGroupsSequence" in header:
+        shared = header.SharedFunctionalGroupsSequence[0]
+        if "PixelMeasuresSequence" in shared and "SliceThickness" in shared.PixelMeasuresSequence[0]:
+            stated = str(shared.PixelMeasuresSequence[0].SliceThickness)
+    return stated
+
+
+def read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[SeriesVolumes, np.ndarray, str, dict]:
+    """The series ``series_uid`` (or the only one) in ``folder``, placed as dcm2niix places it.
+
+    Returns:
+        ``(array, affine, dtype name, extra meta)``: ``array`` is ``(X, Y, Z)``, or ``(X, Y, Z,
+        volumes)`` for a 4-D series (decoded a volume at a time when indexed, :class:`SeriesVolumes`);
+        ``extra`` holds ``dicom_series_uid``, ``dicom_files``, ``dicom_volumes``, ``dicom_tags``
+        (:data:`REFERENCE_TAGS`) and ``slice_thickness_mm``.
+
+    Raises:
+        VolsrInputError: no series, several without a choice, an unknown UID, a DICOM file that
+            cannot be read, a header that does not place its images (:mod:`volsr.data.dicom_frames`),
+            images that form no even grid (:mod:`volsr.data.dicom_geometry`).
+    """
+    folder = Path(folder)
+    with quiet():  # pydicom's complaints about a header are refused or noted here in one line
+        contents = scan_folder(folder)
+        uid = _pick_series(folder, contents, series_uid)
+        files = contents.series[uid]
+        frames, derived_note = _originals(
+            folder, [f for file in files for f in frames_of(file.path, file.header)]
+        )
+        headers = {file.path: file.header for file in files}
+        first = headers[frames[0].file]
+        thickness = parse_thickness(_thickness(first))
+        grid = series_grid(frames, folder, thickness)
+        dtype = value_dtype(first, {(f.slope, f.intercept) for f in frames})
+        tags = {key: tag_text(headers[grid.volumes[0][0].file], key) for key in REFERENCE_TAGS}
+    for note in (_skipped_note(folder, contents), derived_note):
+        if note:
+            warnings.warn(note, VolsrInputWarning, stacklevel=2)
+    volumes = SeriesVolumes(grid.volumes, grid.shape, dtype)
+    return (
+        volumes,
+        grid.affine,
+        dtype.name,
         {
-            **extra,
             "dicom_series_uid": uid,
-            "dicom_files": len(files),
-            "dicom_tags": {key: header[key] for key in REFERENCE_TAGS if header.get(key)},
-            "slice_thickness_mm": parse_thickness(header.get("0018|0050")),  # SliceThickness, mm
+            "dicom_files": len({f.file for f in frames}),
+            "dicom_volumes": len(grid.volumes),
+            "dicom_tags": {key: value for key, value in tags.items() if value},
+            "slice_thickness_mm": thickness,  # SliceThickness, mm
         },
     )

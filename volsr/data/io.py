@@ -84,7 +84,9 @@ def _ending(path: Path, endings) -> str | None:
     return next((e for e in endings if name.endswith(e)), None)
 
 
-def _one_line(exc: BaseException) -> str:
+def _reader_error(exc: BaseException) -> str:
+    """A reading library's exception as its type and its last non-empty line, for the one-line error
+    that names the file."""
     lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
@@ -207,7 +209,7 @@ def load_image(
     except (VolsrInputError, MemoryError):
         raise
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
-        raise VolsrInputError(path, f"cannot be read as {fmt}: {_one_line(exc)}") from None
+        raise VolsrInputError(path, f"cannot be read as {fmt}: {_reader_error(exc)}") from None
     if p.is_dir():
         thickness = extra.pop("slice_thickness_mm", None)
         acquisition_type = (extra.get("dicom_tags") or {}).get("0018|0023")  # MRAcquisitionType

@@ -1,6 +1,6 @@
 """Reports of an evaluation: per-scan ``.json`` / ``.md`` / ``.png`` montage, and the summary table.
 
-:func:`volsr.evaluation.protocol.evaluate` makes the report dict these write;
+:func:`volsr.evaluation.comparison.evaluate` makes the report dict these write;
 :func:`volsr.api.evaluate_files` runs both over files and bundles.
 """
 

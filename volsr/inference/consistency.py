@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -47,7 +48,13 @@ from volsr.geometry.interpolation import apply_along_axis
 from volsr.geometry.meta import new_image
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
-__all__ = ["degradation_matrices", "degrade_separable", "project_consistent", "consistency_error"]
+__all__ = [
+    "degradation_matrices",
+    "degrade_separable",
+    "project_consistent",
+    "project_kspace_consistent",
+    "consistency_error",
+]
 
 Profile = str | Sequence[float]
 Ratios = float | Sequence[float]
@@ -157,9 +164,9 @@ def project_consistent(
 
 @lru_cache(maxsize=64)
 def _fourier_operators(n_hr: int, n_lr: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(D, D^+)`` of one axis: ``D`` (``n_lr x n_hr``) keeps the central ``n_lr`` lines of k-space on
-    the field-of-view-keeping grid (:func:`~volsr.transforms.kspace.fourier_resample` of each unit
-    impulse), ``D^+`` its pseudo-inverse."""
+    """``(D, D^+)`` of one axis: ``D`` (``n_lr x n_hr``) is :func:`~volsr.transforms.kspace.fourier_resample`
+    of each unit impulse, ``D^+`` its pseudo-inverse: the least-squares fit where the input is the finer
+    grid on an axis (``n_lr > n_hr``)."""
     from volsr.transforms.kspace import fourier_resample
 
     impulses = torch.eye(n_hr, dtype=torch.float64)[:, :, None, None]  # (n_hr impulses, n_hr, 1, 1)
@@ -167,14 +174,55 @@ def _fourier_operators(n_hr: int, n_lr: int) -> tuple[np.ndarray, np.ndarray]:
     return d, np.linalg.pinv(d)
 
 
-def project_kspace_consistent(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-    """The volume closest to ``sr`` (L2) whose central k-space equals ``lr``'s: the exact projection for
-    a scan acquired with a smaller matrix (:class:`~volsr.transforms.kspace.KSpaceTruncation` with
-    ``reduce_matrix=True`` and no window).
+@lru_cache(maxsize=64)
+def _reduction_operators(n_hr: int, n_lr: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(E, P)`` of one reduced axis: ``E`` the complex acquisition matrix
+    (:func:`~volsr.transforms.kspace.reduction_matrix`), ``P`` the projector removing the Nyquist line of
+    an even ``n_lr`` (``I - v v^T / n_lr``, ``v_j = (-1)^j``), ``None`` for an odd ``n_lr`` (identity)."""
+    from volsr.transforms.kspace import reduction_matrix
 
-    ``D`` keeps the central ``lr.shape`` lines of k-space (separable: one small matrix per axis, see
-    :func:`_fourier_operators`), so ``sr + D^+ (lr - D sr)`` reproduces the acquired band exactly and
-    keeps the network's fill everywhere else.
+    e = reduction_matrix(n_hr, n_lr)
+    if n_lr % 2:
+        return e, None
+    v = (-1.0) ** np.arange(n_lr)
+    return e, np.eye(n_lr) - np.outer(v, v) / n_lr
+
+
+def _complex(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
+
+def _project_reduced(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The projection onto ``{y : Re(E y) = lr}`` for a reduced matrix on every changed axis.
+
+    ``E = E_0 (x) E_1 (x) E_2`` has ``E E^H = c I`` (``c = prod n_lr / n_hr``) and ``E E^T = c G`` with
+    ``G = P_0 (x) P_1 (x) P_2`` (the band without its Nyquist lines is the band mirrored: a scanner's even
+    band has ``-n/2`` and not ``+n/2``). So ``D = Re(E)`` has ``D D^T = (c / 2)(I + G)`` and, ``G`` being a
+    projector, ``(D D^T)^-1 = (2 I - G) / c``: ``D^+ r = Re(E^H (2 r - G r)) / c``, exact, separable
+    matrices only. An axis whose size did not change is the identity (skipped).
+    """
+    n_hr, n_lr = x.shape[-3:], target.shape[-3:]
+    ops = [None if m == n else _reduction_operators(n, m) for n, m in zip(n_hr, n_lr, strict=True)]
+    forward = [None if op is None else torch.as_tensor(op[0]) for op in ops]
+    backward = [None if op is None else torch.as_tensor(op[0].conj().T.copy()) for op in ops]
+    c = math.prod(m / n for n, m in zip(n_hr, n_lr, strict=True))
+    residual = target.to(x.dtype) - _apply(_complex(x), forward).real.to(x.dtype)  # (C, *S_lr)
+    nyquist = [None if op is None or op[1] is None else torch.as_tensor(op[1]) for op in ops]
+    removed = _apply(residual, nyquist) if any(p is not None for p in nyquist) else residual
+    weighted = (2.0 * residual - removed) / c
+    return x + _apply(_complex(weighted), backward).real.to(x.dtype)  # (C, *S_hr)
+
+
+def project_kspace_consistent(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """The volume closest to ``sr`` (L2) whose acquisition with ``lr``'s smaller matrix is ``lr``: the
+    exact projection for a scan acquired with a smaller matrix
+    (:class:`~volsr.transforms.kspace.KSpaceTruncation` with ``reduce_matrix=True`` and no window, which
+    is what a scanner reconstructs: ``tests/inference/test_kspace_scanner.py``).
+
+    It reproduces the acquired band exactly and keeps the network's fill everywhere else: the band's
+    lines come out as zero-filled Fourier interpolation has them, the unacquired ones as ``sr`` has them
+    (see :func:`_project_reduced`). Where ``lr`` is the finer grid on an axis, the separable
+    least-squares fit of :func:`_fourier_operators` is used instead.
 
     Args:
         sr: ``(C, X, Y, Z)`` super-resolved volume (a MetaTensor keeps its metadata and affine).
@@ -185,12 +233,13 @@ def project_kspace_consistent(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tenso
     """
     _check_pair(sr, lr)
     x, target = _plain(sr), _plain(lr).to(device=sr.device)
-    ops = [
-        None if m == n else _fourier_operators(n, m)
-        for n, m in zip(x.shape[-3:], target.shape[-3:], strict=True)
-    ]
-    residual = target.to(x.dtype) - _apply(x, [None if op is None else op[0] for op in ops])  # (C, *S_lr)
-    out = x + _apply(residual, [None if op is None else op[1] for op in ops])  # (C, *S_hr)
+    pairs = list(zip(x.shape[-3:], target.shape[-3:], strict=True))
+    if all(m <= n for n, m in pairs):
+        out = _project_reduced(x, target)
+    else:
+        ops = [None if m == n else _fourier_operators(n, m) for n, m in pairs]
+        residual = target.to(x.dtype) - _apply(x, [None if op is None else op[0] for op in ops])
+        out = x + _apply(residual, [None if op is None else op[1] for op in ops])
     return new_image(out, sr) if isinstance(sr, MetaTensor) else out
 
 

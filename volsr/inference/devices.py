@@ -1,6 +1,6 @@
 """Where computation runs and in which precision: one place for CPU/CUDA choices.
 
-The precision rule (:func:`autocast_dtype`), with ``amp`` on:
+The precision rule (:func:`decide_precision`), with ``amp`` on:
 
 * CUDA: bfloat16 where the GPU supports it natively (Ampere and newer), else float32. float16 is
   never chosen: its 65,504 ceiling is too low for sums over a window's voxels, and the networks are
@@ -10,7 +10,10 @@ The precision rule (:func:`autocast_dtype`), with ``amp`` on:
   choice (and with it the output's last bits) is the same in every run on that machine.
   ``VOLSR_CPU_BF16=0`` / ``1`` overrides it (e.g. for outputs identical across machines).
 
-:func:`precision_name` says which precision a run used; outputs record it in their JSON sidecar.
+:func:`decide_precision` is called once where a run starts (a :class:`volsr.api.SuperResolver`, a
+training run, :func:`volsr.inference.sliding_window.super_resolve` when it is not given one); the
+dtype it returns travels down to :func:`autocast` and the window budget, so every part of the run
+uses the same precision, and :func:`precision_name` names it in the outputs' JSON sidecars.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ __all__ = [
     "cpu_prefers_bf16",
     "measured_cpu_prefers_bf16",
     "bf16_wins",
-    "autocast_dtype",
+    "decide_precision",
     "autocast",
     "precision_name",
     "cuda_supports_bf16",
@@ -150,26 +153,26 @@ def cuda_supports_bf16(device: torch.device) -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast dtype for ``device`` (``None``: full float32); the rule is in the module docstring."""
+def decide_precision(device: torch.device, amp: bool) -> torch.dtype:
+    """The dtype the networks run in on ``device``: ``torch.bfloat16`` or ``torch.float32`` (always
+    without ``amp``); the rule is in the module docstring."""
     if not amp:
-        return None
+        return torch.float32
     if device.type == "cuda":
-        return torch.bfloat16 if cuda_supports_bf16(device) else None
+        return torch.bfloat16 if cuda_supports_bf16(device) else torch.float32
     if device.type == "cpu" and cpu_prefers_bf16():
         return torch.bfloat16
-    return None
+    return torch.float32
 
 
-def precision_name(device: torch.device, amp: bool) -> str:
-    """``"bfloat16"`` or ``"float32"``: the precision the networks run in, for sidecars and logs."""
-    dtype = autocast_dtype(device, amp)
-    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+def precision_name(precision: torch.dtype) -> str:
+    """``"bfloat16"`` or ``"float32"``: a :func:`decide_precision` dtype by name, for sidecars and logs."""
+    return str(precision).removeprefix("torch.")
 
 
-def autocast(device: torch.device, amp: bool):
-    """The autocast context for ``device`` (a null context when mixed precision does not apply)."""
-    dtype = autocast_dtype(device, amp)
-    if dtype is None:
+def autocast(device: torch.device, precision: torch.dtype):
+    """The autocast context that runs ``device``'s operations in ``precision`` (a
+    :func:`decide_precision` dtype); a null context for float32, which needs none."""
+    if precision == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=precision)

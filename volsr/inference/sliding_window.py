@@ -31,7 +31,7 @@ from volsr.geometry.interpolation import resample_array
 from volsr.geometry.meta import affine_of, new_image
 from volsr.geometry.orientation import coarse_axis, from_canonical, to_canonical
 from volsr.inference.consistency import project_consistent, project_kspace_consistent
-from volsr.inference.devices import autocast, autocast_dtype, resolve_device
+from volsr.inference.devices import autocast, decide_precision, resolve_device
 
 __all__ = [
     "super_resolve",
@@ -99,14 +99,14 @@ def plan_windows(
     return roi, overlap
 
 
-def window_budget(out_voxels: int, network: nn.Module, device: torch.device, amp: bool) -> int:
-    """Window voxels that keep a CPU run's peak memory under :data:`MEMORY_TARGET` (see above),
-    between :data:`MIN_WINDOW_BUDGET` and :data:`WINDOW_BUDGET`; on a GPU the windows have its
-    memory to themselves and the budget is :data:`WINDOW_BUDGET`."""
+def window_budget(out_voxels: int, network: nn.Module, device: torch.device, precision: torch.dtype) -> int:
+    """Window voxels that keep a CPU run's peak memory under :data:`MEMORY_TARGET` (see above) with
+    activations in ``precision``, between :data:`MIN_WINDOW_BUDGET` and :data:`WINDOW_BUDGET`; on a
+    GPU the windows have its memory to themselves and the budget is :data:`WINDOW_BUDGET`."""
     if device.type != "cpu":
         return WINDOW_BUDGET
     features = int(getattr(getattr(network, "config", None), "features", 32))
-    element = 2 if autocast_dtype(device, amp) == torch.bfloat16 else 4
+    element = precision.itemsize
     free = MEMORY_TARGET - _RUNTIME_BYTES - _VOLUME_BYTES_PER_VOXEL * out_voxels
     return int(min(WINDOW_BUDGET, max(MIN_WINDOW_BUDGET, free // (_LIVE_ACTIVATIONS * features * element))))
 
@@ -167,9 +167,9 @@ class _Predictor(nn.Module):
     """The network as the inferer calls it.
 
     CPU: input *and* weights channels-last-3d (oneDNN's fast conv3d layout; the input alone leaves the
-    weights reordered on every call). With ``amp``, autocast in the precision of
-    :func:`volsr.inference.devices.autocast_dtype` (bfloat16 on GPUs that have it and on CPUs where it
-    is faster; the spline input and the residual sum stay float32). Returns float32, contiguous.
+    weights reordered on every call). The network runs in ``precision`` (a
+    :func:`volsr.inference.devices.decide_precision` dtype: bfloat16 autocast, or float32; the spline
+    input and the residual sum stay float32). Returns float32, contiguous.
 
     ``tta``: also run the window flipped along each axis and with the in-plane axes swapped (the
     symmetries the network is trained with; the coarse axis stays last) and average the outputs
@@ -187,7 +187,7 @@ class _Predictor(nn.Module):
         self,
         network: nn.Module,
         device: torch.device,
-        amp: bool,
+        precision: torch.dtype,
         tta: bool = False,
         positions: SamplePositions | None = None,
         spread: bool = False,
@@ -198,7 +198,7 @@ class _Predictor(nn.Module):
             network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
         self.device = device
-        self.amp = amp
+        self.precision = precision
         self.views = _symmetries() if tta or spread else [((), False)]
         takes_grid = grid_channels(network) > 0
         if takes_grid and positions is None:
@@ -210,7 +210,7 @@ class _Predictor(nn.Module):
             x = with_grid_channels(x, positions)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(self.device, self.amp):
+        with autocast(self.device, self.precision):
             return self.network(x).float()
 
     def forward(self, x: torch.Tensor, location: Sequence[Sequence[slice]] | None = None) -> torch.Tensor:
@@ -268,7 +268,7 @@ def super_resolve(
     roi: Sequence[int] | None = None,
     overlap: float | None = None,
     device: str | torch.device = "auto",
-    amp: bool = True,
+    precision: torch.dtype | None = None,
     progress: bool = False,
     sw_batch_size: int = 1,
     consistency: bool | str = False,
@@ -288,8 +288,9 @@ def super_resolve(
             default: fitted to the volume by :func:`plan_windows`, within :func:`window_budget`.
         overlap: window overlap fraction with an explicit ``roi`` (default 0.15); gaussian blending.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where windows run; the volume stays on the CPU.
-        amp: bfloat16 autocast on GPUs that support it and on CPUs where it is faster (measured once
-            per machine); float32 elsewhere (:func:`volsr.inference.devices.autocast_dtype`).
+        precision: the dtype the network runs in (``torch.float32`` or ``torch.bfloat16``); ``None``:
+            :func:`volsr.inference.devices.decide_precision` with ``amp`` on, i.e. bfloat16 on GPUs
+            that support it and on CPUs where it is faster (measured once per machine), else float32.
         progress: show a progress bar over windows.
         sw_batch_size: windows per network call.
         consistency: project the output onto the volumes whose boxcar thick-slice degradation onto
@@ -323,6 +324,7 @@ def super_resolve(
         consistency = consistency_model(image)
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
+    precision = decide_precision(dev, amp=True) if precision is None else precision
     out_affine, out_shape, effective = output_grid(image, scale, spacing)
     if all(f == 1 for f in effective):  # never hand back silently changed voxels for "nothing to do"
         mm = " x ".join(f"{s:.4g}" for s in voxel_spacing(affine_of(image)))
@@ -341,13 +343,13 @@ def super_resolve(
     axis = coarse_axis(effective)
     x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last
     if roi is None:
-        budget = window_budget(math.prod(out_shape), network, dev, amp)
+        budget = window_budget(math.prod(out_shape), network, dev, precision)
         roi, overlap = plan_windows(x.shape[2:], budget, margin=window_margin(network))
     else:
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
     positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
-    predictor = _Predictor(network.to(dev).eval(), dev, amp, tta, positions, spread=uncertainty)
+    predictor = _Predictor(network.to(dev).eval(), dev, precision, tta, positions, spread=uncertainty)
     y = sliding_window_inference(
         x,
         roi,

@@ -19,7 +19,7 @@ Receptive field: ``2 * (2 N + 3) + 1`` voxels per axis (2 N + 3 convolutions of 
 Cost: about ``2 * 27 * F * F * (2 N + 1)`` FLOPs per output voxel (multiply-adds counted as two),
 plus ``2 * 27 * (2F)^2 * 2 B / 8`` for the branch; see :func:`flops_per_voxel`, which measures it
 with ``torch.utils.flop_counter``. The shipped ``volsr_cnn3d`` (F 32, N 6, B 6, grid encoding):
-1.75 M parameters, 1078 kFLOP per output voxel, receptive field 81 voxels (0.4.x, N 4 and B 4:
+1.75 M parameters, 1078 kFLOP per output voxel, receptive field 81 voxels (with N 4 and B 4:
 1.19 M, 746 kFLOP, 57 voxels).
 
 Presets (:data:`PRESETS`), measured with :func:`flops_per_voxel` and ``count_parameters``:

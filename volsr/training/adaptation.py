@@ -30,7 +30,7 @@ from volsr.geometry.grids import scaled_grid, voxel_spacing
 from volsr.geometry.interpolation import resample_array
 from volsr.geometry.meta import affine_of
 from volsr.geometry.orientation import coarse_axis
-from volsr.inference.devices import resolve_device
+from volsr.inference.devices import decide_precision, resolve_device
 from volsr.inference.sliding_window import grid_channels, output_grid
 from volsr.training.data import PatchPairSampler, patch_batches
 from volsr.training.engine import Distributed, fit
@@ -46,7 +46,7 @@ from volsr.transforms.slice_thickness import SliceThickness
 
 __all__ = ["DEFAULT_ADAPT_STEPS", "adaptation_volume", "adaptation_sampler", "adapt"]
 
-#: about 7 min on 2 CPU cores for volsr_cnn3d 0.4.x; more steps still gain a little (benchmarks/adaptation.py)
+#: about 7 min on 2 CPU cores for volsr_cnn3d; more steps still gain a little (benchmarks/adaptation.py)
 DEFAULT_ADAPT_STEPS = 500
 #: in-plane voxels up to this much coarser than the output spacing are used as they are
 _SPACING_TOLERANCE = 1.1
@@ -162,8 +162,9 @@ def adapt(
         seed=seed,
         progress=progress,
     )
-    tuned, optimizer, scaler = optimisation_setup(copy.deepcopy(network).train(), cfg, dev)
+    tuned, optimizer = optimisation_setup(copy.deepcopy(network).train(), cfg, dev)
     averaged = moving_average(tuned, cfg.ema, None)
-    task = PixelLossTask(tuned, optimizer, scaler, loss_function(cfg), cfg, Distributed(dev), averaged)
+    precision = decide_precision(dev, amp)
+    task = PixelLossTask(tuned, optimizer, loss_function(cfg), cfg, Distributed(dev), averaged, precision)
     fit(task, cfg, patch_batches(sampler, batch_size, seed), Distributed(dev), desc="adapt")
     return task.shipped.eval()

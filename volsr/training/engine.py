@@ -12,13 +12,12 @@ A run plugs in a :class:`TrainingTask`: its optimisation step and its rule for w
         every val_every steps:        validate task.shipped (rank 0) -> one log line, validation.jsonl,
                                       TensorBoard; model.pt when task.keep(record, best); checkpoint.pt
 
-Distributed data parallel: under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the
-environment), :func:`distributed` joins the process group (NCCL on CUDA, each rank on
-``cuda:LOCAL_RANK``; gloo on the CPU) and :meth:`Distributed.replicate` wraps what is trained in
-``torch.nn.parallel.DistributedDataParallel``, which averages the gradients, so every rank keeps the
-same weights. Each rank draws its own patches (``batch_size`` per rank: the global batch is
-``batch_size`` x world size). Rank 0 alone writes checkpoints, validates, logs and shows the progress
-bar; the others wait at a barrier. Without torchrun, one process trains alone, as ever.
+Distributed data parallel: under ``torchrun``, :func:`distributed` joins the process group (device,
+backend and timeout: :mod:`volsr.inference.distributed`) and :meth:`Distributed.replicate` wraps what
+is trained in ``torch.nn.parallel.DistributedDataParallel``, which averages the gradients, so every
+rank keeps the same weights. Each rank draws its own patches (``batch_size`` per rank: the global
+batch is ``batch_size`` x world size). Rank 0 alone writes checkpoints, validates, logs and shows the
+progress bar; the others wait at a barrier. Without torchrun, one process trains alone.
 
 Logging goes through :mod:`logging` (loggers ``volsr.training.*``): a bundle's ``configs/logging.conf``
 or :func:`console_logging` decides where it ends up.
@@ -35,17 +34,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as torch_dist
 from torch import nn
 
 from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError
+from volsr.inference import distributed as rank_setup
 from volsr.inference.devices import resolve_device
-from volsr.networks.checkpoint import remove_stray_temporaries, save_checkpoint
+from volsr.networks.checkpoint import remove_stray_temporaries, save_checkpoint, save_model
 
 __all__ = [
     "TrainingTask",
@@ -66,8 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: file names in ``cfg.output_dir``: the full training state (``--resume``) and the weights that ship
 CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
-#: rank 0 validates while the others wait at a barrier: generous, validation volumes can be large
-_BARRIER_TIMEOUT = timedelta(hours=1)
 
 
 # --- the plug-in ---------------------------------------------------------------------------------
@@ -140,17 +136,12 @@ class Distributed:
 
     def barrier(self) -> None:
         if self.active:
-            torch_dist.barrier()
-
-
-def torchrun_environment() -> bool:
-    """True when torchrun (or another launcher setting its variables) started this process."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+            rank_setup.barrier(self.device)
 
 
 def require_torchrun() -> None:
     """Raise unless torchrun started this process (the bundles' ``multi_gpu_train.json`` calls it)."""
-    if not torchrun_environment():
+    if not rank_setup.torchrun_environment():
         raise RuntimeError(
             "multi_gpu_train.json runs under torchrun: torchrun --nproc_per_node N -m monai.bundle run "
             "--config_file \"['configs/train.json','configs/multi_gpu_train.json']\" ..."
@@ -161,25 +152,17 @@ def require_torchrun() -> None:
 def distributed(device: str | torch.device = "auto") -> Iterator[Distributed]:
     """This process's :class:`Distributed`; under torchrun, inside the process group.
 
-    Joins the group from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, and
-    ``MASTER_ADDR`` / ``MASTER_PORT``): NCCL with each rank on ``cuda:LOCAL_RANK`` where ``device``
-    resolves to CUDA, gloo on the CPU. A group that already exists is used and left open; one made
-    here is closed on the way out. Ranks other than 0 log warnings and errors only.
+    Joins the group from torchrun's environment by the rules of :mod:`volsr.inference.distributed`
+    (each rank on ``cuda:LOCAL_RANK`` where ``device`` resolves to CUDA, else the CPU). A group that
+    already exists is used and left open; one made here is closed on the way out. Ranks other than 0
+    log warnings and errors only.
     """
-    resolved = resolve_device(device)
-    if not torchrun_environment():
-        yield Distributed(resolved)
+    if not rank_setup.torchrun_environment():
+        yield Distributed(resolve_device(device))
         return
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if resolved.type == "cuda":
-        resolved = torch.device("cuda", local_rank)
-        torch.cuda.set_device(resolved)
-    owned = not torch_dist.is_initialized()
-    if owned:
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
-        kwargs = {"device_id": resolved} if resolved.type == "cuda" else {}
-        torch_dist.init_process_group(backend, timeout=_BARRIER_TIMEOUT, **kwargs)
+    rank, world, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), rank_setup.local_rank()
+    resolved = rank_setup.rank_device(device, local_rank)
+    owned = rank_setup.join_process_group(resolved)
     package_logger = logging.getLogger("volsr")
     level = package_logger.level
     if rank != 0:
@@ -189,7 +172,7 @@ def distributed(device: str | torch.device = "auto") -> Iterator[Distributed]:
     finally:
         package_logger.setLevel(level)
         if owned:
-            torch_dist.destroy_process_group()
+            rank_setup.leave_process_group()
 
 
 # --- optimiser parameters ------------------------------------------------------------------------
@@ -207,8 +190,9 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, module: nn.Module) -> None:
-    """Load ``saved`` into ``optimizer``, also when it was written with one group over
-    ``module.parameters()`` (checkpoints from before the groups of :func:`parameter_groups`)."""
+    """Load ``saved`` into ``optimizer``, also when it holds a single group over ``module.parameters()``
+    in their order (an optimiser made without the groups of :func:`parameter_groups`): its state is
+    mapped parameter by parameter onto the groups."""
     groups = optimizer.state_dict()["param_groups"]
     if len(saved["param_groups"]) == len(groups):
         optimizer.load_state_dict(saved)
@@ -289,9 +273,10 @@ def fit(
     best: dict | None = None,
     desc: str = "train",
 ) -> dict:
-    """Run ``task`` from ``step`` to ``cfg.steps`` (a :class:`volsr.training.trainer.TrainConfig`).
+    """Run ``task`` from ``step`` to ``cfg.steps`` (a :class:`volsr.training.trainer.TrainingRunConfig`).
 
-    Writes ``checkpoint.pt``, ``model.pt`` and ``validation.jsonl`` to ``cfg.output_dir`` (nothing
+    Writes ``checkpoint.pt``, ``model.pt`` with ``model_meta.json`` (the model zoo's form:
+    :func:`~volsr.networks.checkpoint.save_model`) and ``validation.jsonl`` to ``cfg.output_dir`` (nothing
     where it is empty), TensorBoard events to ``cfg.log_dir``; ``validator`` (``(network, normalizer,
     device) -> record``) scores ``task.shipped``. Returns the record of the weights in ``model.pt``
     (on every rank: the others read rank 0's from ``checkpoint.pt``).
@@ -319,7 +304,7 @@ def fit(
             if task.keep(record, best):
                 best = record
                 if out_dir is not None:
-                    save_checkpoint(out_dir / MODEL, task.shipped, normalizer, step, validation=record)
+                    save_model(out_dir / MODEL, task.shipped, normalizer, step, validation=record)
         dist.barrier()
 
     with contextlib.ExitStack() as stack:  # the bar and the writer are closed however the loop ends
@@ -345,7 +330,7 @@ def fit(
                     save_state()
         if validator is None and out_dir is not None:
             if dist.main:
-                save_checkpoint(out_dir / MODEL, task.shipped, normalizer, step)
+                save_model(out_dir / MODEL, task.shipped, normalizer, step)
             dist.barrier()
     if not dist.main and out_dir is not None and (out_dir / CHECKPOINT).exists():
         # rank 0's record, from the file rather than a broadcast: a gloo group closed right after a

@@ -27,7 +27,7 @@ every ``val_every`` steps; the *latest* validation whose PSNR gain over cubic st
 select the least adversarial weights (PSNR rewards the blur the GAN removes), and "just the last" can
 ship a generator that has drifted or collapsed; the tolerance bounds the fidelity the GAN may trade for
 sharpness, and among the admissible weights the most trained ones win. ``checkpoint.pt`` holds the
-full state (both networks, both optimisers, gradient scalers, step) for ``resume=True``.
+full state (both networks, both optimisers, step) for ``resume=True``.
 
 Papers: Ledig et al., "Photo-Realistic Single Image Super-Resolution Using a GAN" (SRGAN, CVPR 2017);
 Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with Conditional GANs"
@@ -47,11 +47,11 @@ from monai.losses import PatchAdversarialLoss
 from torch import nn
 
 from volsr.data.normalization import PercentileNormalizer
-from volsr.inference.devices import autocast, autocast_dtype
+from volsr.inference.devices import autocast, decide_precision
 from volsr.networks.checkpoint import build_network, load_checkpoint, network_name
 from volsr.training import engine
-from volsr.training.trainer import TrainConfig, loss_function, training_batches, training_data
-from volsr.transforms.validation import check_positive, check_probability, parse_choices
+from volsr.training.trainer import TrainingRunConfig, loss_function, training_batches, training_data
+from volsr.transforms.arguments import check_positive, check_probability, parse_choices
 
 __all__ = ["GanConfig", "GanParts", "GanTask", "gan_learning_rates", "gan_step", "train_gan", "ADVERSARIAL"]
 
@@ -62,12 +62,14 @@ _BETAS = (0.5, 0.999)  # pix2pix / pix2pixHD
 
 
 @dataclass
-class GanConfig(TrainConfig):
-    """A :class:`TrainConfig` plus the GAN's own fields; stored in every checkpoint.
+class GanConfig(TrainingRunConfig):
+    """A GAN training run (:func:`train_gan`): a :class:`~volsr.training.trainer.TrainingRunConfig`
+    plus the GAN's own fields; stored in every checkpoint.
 
-    ``lr``, ``min_lr`` and ``ema`` of :class:`TrainConfig` are not used (see :func:`gan_learning_rates`);
-    ``warmup`` is the generator's learning-rate ramp after ``d_warmup``; ``pixel_loss`` and ``ssim_weight``
-    make the content loss as in the CNN trainer; ``network`` is only used without ``init_generator``.
+    The learning rates are the GAN's own (``g_lr``, ``d_lr``: :func:`gan_learning_rates`) and the
+    generator itself ships, without a moving average; ``warmup`` is the generator's learning-rate ramp
+    after ``d_warmup``; ``pixel_loss`` and ``ssim_weight`` make the content loss as in the CNN trainer;
+    ``network`` is only used without ``init_generator``.
 
     Attributes:
         init_generator: volsr checkpoint (a bundle's ``models/model.pt`` or a ``checkpoint.pt``) whose
@@ -139,7 +141,7 @@ def gan_learning_rates(step: int, cfg: GanConfig) -> tuple[float, float]:
 
 @dataclass
 class GanParts:
-    """Both networks with their optimisers and gradient scalers (the scalers are no-ops off CUDA).
+    """Both networks with their optimisers.
 
     ``g_replica`` / ``d_replica``: what the optimisation passes run through, the networks themselves
     or, in distributed training, their DistributedDataParallel wrappers (:meth:`replicate`).
@@ -149,29 +151,18 @@ class GanParts:
     discriminator: nn.Module
     g_optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer
-    g_scaler: torch.amp.GradScaler
-    d_scaler: torch.amp.GradScaler
     g_replica: nn.Module | None = None
     d_replica: nn.Module | None = None
 
     @classmethod
-    def create(
-        cls, generator: nn.Module, discriminator: nn.Module, cfg: GanConfig, amp: bool = False
-    ) -> GanParts:
+    def create(cls, generator: nn.Module, discriminator: nn.Module, cfg: GanConfig) -> GanParts:
         """AdamW for the generator (``weight_decay``, none on biases and norm parameters), Adam for the
         discriminator."""
         g_opt = torch.optim.AdamW(
             engine.parameter_groups(generator, cfg.weight_decay), lr=cfg.g_lr, betas=_BETAS
         )
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=_BETAS)
-        return cls(
-            generator,
-            discriminator,
-            g_opt,
-            d_opt,
-            torch.amp.GradScaler("cuda", enabled=amp),
-            torch.amp.GradScaler("cuda", enabled=amp),
-        )
+        return cls(generator, discriminator, g_opt, d_opt)
 
     def replicate(self, dist: engine.Distributed) -> None:
         """Run the optimisation passes through ``dist``'s DistributedDataParallel wrappers."""
@@ -192,29 +183,23 @@ class GanParts:
                 "network": {"name": network_name(d), "arguments": d.arguments()},
             },
             "d_optimizer": self.d_optimizer.state_dict(),
-            "g_scaler": self.g_scaler.state_dict(),
-            "d_scaler": self.d_scaler.state_dict(),
         }
 
     def load_training_state(self, state: dict) -> None:
-        """Restore from a ``checkpoint.pt`` dict written with :meth:`training_state`."""
+        """Restore from a ``checkpoint.pt`` dict written with :meth:`training_state`. Loss-scaler states
+        (``g_scaler``, ``d_scaler``) in a checkpoint are passed over: volsr trains in float32 or
+        bfloat16, which need no loss scaling."""
         self.generator.load_state_dict(state["model"])
         self.discriminator.load_state_dict(state["discriminator"]["model"])
         engine.load_optimizer_state(self.g_optimizer, state["optimizer"], self.generator)
         self.d_optimizer.load_state_dict(state["d_optimizer"])
-        if state.get("g_scaler"):
-            self.g_scaler.load_state_dict(state["g_scaler"])
-        if state.get("d_scaler"):
-            self.d_scaler.load_state_dict(state["d_scaler"])
 
 
-def _optimizer_step(loss: torch.Tensor, optimizer, scaler, params, clip: float) -> None:
+def _optimizer_step(loss: torch.Tensor, optimizer, params, clip: float) -> None:
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
+    loss.backward()
     nn.utils.clip_grad_norm_(params, clip)
-    scaler.step(optimizer)
-    scaler.update()
+    optimizer.step()
 
 
 def gan_step(
@@ -225,19 +210,19 @@ def gan_step(
     content_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     adversarial_loss: PatchAdversarialLoss,
     update_generator: bool = True,
-    amp: bool = False,
+    precision: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """One discriminator step and (unless ``update_generator`` is False) one generator step.
 
     Args:
-        parts: networks, optimisers and scalers (learning rates already set).
+        parts: networks and optimisers (learning rates already set).
         x: spline-interpolated input patches (B, C, P, P, P), normalised, coarse axis last.
         y: high-resolution target patches (B, C, P, P, P).
         cfg: the weights of the loss terms and ``grad_clip``.
         content_loss: ``(pred, target) -> loss``, e.g. L1.
         adversarial_loss: MONAI ``PatchAdversarialLoss``.
         update_generator: False during the discriminator warm-up.
-        amp: mixed precision in :func:`volsr.inference.devices.autocast_dtype`'s choice (bfloat16 or float32).
+        precision: the dtype the networks run in (:func:`volsr.inference.devices.decide_precision`).
 
     Returns:
         Scalars for logging, as 0-d tensors on the device (reading them waits for it): ``d_loss``,
@@ -249,8 +234,8 @@ def gan_step(
     # frozen discriminator of the generator step is the plain module, so DDP expects none of its gradients
     g_train, d_train = parts.g_replica or g, parts.d_replica or d
 
-    def ctx():  # float16 on CUDA, bfloat16 on CPUs where it is faster, else float32
-        return autocast(x.device, amp)
+    def ctx():
+        return autocast(x.device, precision)
 
     # 1. generator forward (the graph is kept for the generator step)
     with torch.set_grad_enabled(update_generator), ctx():
@@ -266,7 +251,7 @@ def gan_step(
         adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
         + adversarial_loss(fake_logits, target_is_real=False, for_discriminator=True)
     )
-    _optimizer_step(d_loss, parts.d_optimizer, parts.d_scaler, d.parameters(), cfg.grad_clip)
+    _optimizer_step(d_loss, parts.d_optimizer, d.parameters(), cfg.grad_clip)
     stats = {
         "d_loss": d_loss.detach(),
         "d_real": real_logits.mean().detach(),
@@ -287,7 +272,7 @@ def gan_step(
         [(f.float() - r.float()).abs().mean() for f, r in zip(fake_features, real_features, strict=True)]
     ).mean()
     g_loss = cfg.content_weight * g_content + cfg.adv_weight * g_adv + cfg.fm_weight * g_fm
-    _optimizer_step(g_loss, parts.g_optimizer, parts.g_scaler, g.parameters(), cfg.grad_clip)
+    _optimizer_step(g_loss, parts.g_optimizer, g.parameters(), cfg.grad_clip)
     d.requires_grad_(True)
     stats.update(g_loss=g_loss, g_content=g_content, g_adv=g_adv, g_fm=g_fm)
     return {k: v.detach() for k, v in stats.items()}
@@ -328,8 +313,9 @@ class GanTask(engine.TrainingTask):
         adversarial_loss: PatchAdversarialLoss,
         device: torch.device,
         start: dict | None = None,
+        precision: torch.dtype = torch.float32,
     ) -> None:
-        self.parts, self.cfg, self.device, self.start = parts, cfg, device, start
+        self.parts, self.cfg, self.device, self.start, self.precision = parts, cfg, device, start, precision
         self.content_loss, self.adversarial_loss = content_loss, adversarial_loss
 
     @property
@@ -352,7 +338,7 @@ class GanTask(engine.TrainingTask):
             self.content_loss,
             self.adversarial_loss,
             update_generator,
-            self.cfg.amp,
+            self.precision,
         )
         return {**stats, "g_lr": g_lr, "d_lr": d_lr}
 
@@ -406,9 +392,7 @@ def train_gan(
         if device.type == "cpu":  # ~1.7x faster conv3d on CPU
             generator = generator.to(memory_format=torch.channels_last_3d)
             discriminator = discriminator.to(memory_format=torch.channels_last_3d)
-        parts = GanParts.create(
-            generator, discriminator, cfg, amp=autocast_dtype(device, cfg.amp) == torch.float16
-        )
+        parts = GanParts.create(generator, discriminator, cfg)
         step, best, start = 0, None, None
         if state is not None:
             parts.load_training_state(state)
@@ -418,7 +402,8 @@ def train_gan(
         content_loss, adversarial_loss = loss_function(cfg), adversarial_loss_for(cfg)  # fail before loading
         sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
         batches = training_batches(sampler, cfg, step, dist)
-        task = GanTask(parts, cfg, content_loss, adversarial_loss, device, start)
+        precision = decide_precision(device, cfg.amp)
+        task = GanTask(parts, cfg, content_loss, adversarial_loss, device, start, precision)
         return engine.fit(
             task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best
         )

@@ -1,7 +1,7 @@
 """Patch training of an SR generator with on-the-fly degradation; reads top to bottom.
 
 One step: sample a batch of (spline input, HR target) patches -> forward (bfloat16 autocast where
-:func:`volsr.inference.devices.autocast_dtype` chooses it) ->
+:func:`volsr.inference.devices.decide_precision` chooses it, once per run) ->
 L1 or MSE (+ optional SSIM) loss -> backward -> clip -> AdamW step with a warm-up + cosine learning rate
 -> update of an exponential moving average (EMA) of the weights.
 Every ``checkpoint_every`` steps the full state is saved (``--resume`` continues from it); every
@@ -29,8 +29,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from volsr.data.normalization import PercentileNormalizer
-from volsr.inference.devices import autocast, autocast_dtype
-from volsr.networks.checkpoint import build_network, load_grown_weights
+from volsr.inference.devices import autocast, decide_precision
+from volsr.networks.checkpoint import build_network, load_grown_weights, load_weights
 from volsr.training.data import PatchPairSampler, list_volumes, load_normalized, patch_batches
 from volsr.training.engine import (
     Distributed,
@@ -46,9 +46,10 @@ from volsr.training.validation import Validator
 from volsr.transforms.protocol import QUALITY_BAR, Protocol, as_protocol
 
 __all__ = [
+    "TrainingRunConfig",
     "TrainConfig",
     "PixelLossTask",
-    "train",
+    "train_cnn",
     "learning_rate",
     "optimisation_setup",
     "optimisation_step",
@@ -61,23 +62,21 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; stored in every checkpoint.
+class TrainingRunConfig:
+    """What every training run uses, the CNN's (:class:`TrainConfig`) and the GAN's
+    (:class:`volsr.training.gan.GanConfig`): data, patches, loss, the loop's timing, device, logging.
+    Stored in every checkpoint.
 
-    ``ema`` is the decay of the moving average of the weights that validation scores and ``model.pt``
-    holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights. ``contrast_prob`` is the
-    share of crops whose tissue contrast is redrawn (:func:`volsr.training.data.random_contrast`).
-    ``workers`` is how many DataLoader processes draw the patches (:func:`data_workers`; ``None``: 0 on a
-    CPU, on a GPU every core but one up to 16). ``init`` is a checkpoint whose weights start a fresh
-    run (fine-tuning; a network with more input channels or features is grown from it by
-    :func:`volsr.networks.checkpoint.load_grown_weights`, so it starts as the checkpoint's network).
-    ``pixel_loss`` is ``"l1"`` or ``"mse"`` (:func:`loss_function`). ``val_protocol`` is the
-    validation's degradation (:mod:`volsr.transforms.protocol`; its dict form is accepted).
-    ``log_every``: steps between the training scalars the progress bar and TensorBoard show (means
-    over those steps; reading them waits for the GPU, so not at every step). ``batch_size`` is per
-    process: under ``torchrun`` the global batch is ``batch_size`` x the number of processes.
-    ``ship`` is which validated weights ``model.pt`` holds: ``"best"`` (the highest PSNR gain) or
-    ``"last"`` (the final step, so the numbers validation reports never chose it).
+    ``contrast_prob`` is the share of crops whose tissue contrast is redrawn
+    (:func:`volsr.training.data.random_contrast`). ``workers`` is how many DataLoader processes draw
+    the patches (:func:`data_workers`; ``None``: 0 on a CPU, on a GPU every core but one up to 16).
+    ``warmup`` is the steps of the learning-rate ramp. ``pixel_loss`` is ``"l1"`` or ``"mse"``
+    (:func:`loss_function`). ``val_protocol`` is the validation's degradation
+    (:mod:`volsr.transforms.protocol`; its dict form is accepted). ``log_every``: steps between the
+    training scalars the progress bar and TensorBoard show (means over those steps; reading them waits
+    for the GPU, so not at every step). ``batch_size`` is per process: under ``torchrun`` the global
+    batch is ``batch_size`` x the number of processes. ``amp``: bfloat16 autocast where
+    :func:`volsr.inference.devices.decide_precision` chooses it.
     """
 
     data: str | list[str]
@@ -95,12 +94,9 @@ class TrainConfig:
     contrast_prob: float = 0.0
     batch_size: int = 4
     steps: int = 20000
-    lr: float = 1e-3
-    min_lr: float = 2e-5
     warmup: int = 200
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    ema: float = 0.999
     ssim_weight: float = 0.0
     pixel_loss: str = "l1"
     checkpoint_every: int = 100
@@ -110,14 +106,37 @@ class TrainConfig:
     amp: bool = True
     log_dir: str | None = None
     progress: bool = True
-    init: str | None = None
     workers: int | None = None
     log_every: int = 10
-    ship: str = "best"
 
     def __post_init__(self) -> None:
         # JSON configs and stored checkpoints give the protocol as a dict: typed once, here
         self.val_protocol = as_protocol(self.val_protocol)
+
+
+@dataclass
+class TrainConfig(TrainingRunConfig):
+    """A CNN training run (:func:`train_cnn`): a :class:`TrainingRunConfig` plus the CNN's schedule,
+    moving average, start and choice of the weights that ship; stored in every checkpoint.
+
+    ``lr`` is the peak learning rate after ``warmup``, decaying by a cosine to ``min_lr`` at ``steps``
+    (:func:`learning_rate`). ``ema`` is the decay of the moving average of the weights that validation
+    scores and ``model.pt`` holds (0.999: about the last 1,000 steps); ``0`` ships the raw weights.
+    ``init`` is a checkpoint whose weights start a fresh run (fine-tuning; a network with more input
+    channels or features is grown from it by :func:`volsr.networks.checkpoint.load_grown_weights`, so
+    it starts as the checkpoint's network). ``ship`` is which validated weights ``model.pt`` holds:
+    ``"best"`` (the highest PSNR gain) or ``"last"`` (the final step, so the numbers validation
+    reports never chose it).
+    """
+
+    lr: float = 1e-3
+    min_lr: float = 2e-5
+    ema: float = 0.999
+    init: str | None = None
+    ship: str = "best"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.ship not in ("best", "last"):
             raise ValueError(f"ship must be 'best' or 'last', got {self.ship!r}")
 
@@ -133,7 +152,7 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 PIXEL_LOSSES: dict[str, Callable[[], nn.Module]] = {"l1": nn.L1Loss, "mse": nn.MSELoss}
 
 
-def loss_function(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(cfg: TrainingRunConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``pixel_loss`` (+ ``ssim_weight`` x SSIM). L1 is robust early on; MSE is the loss whose
     minimiser (the conditional mean) maximises PSNR, for fine-tuning towards the PSNR report."""
     if cfg.pixel_loss not in PIXEL_LOSSES:
@@ -155,14 +174,14 @@ class PixelLossTask(TrainingTask):
         self,
         network: nn.Module,
         optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         cfg: TrainConfig,
         dist: Distributed,
         averaged: AveragedModel | None,
+        precision: torch.dtype,
     ) -> None:
-        self.network, self.optimizer, self.scaler, self.loss_fn = network, optimizer, scaler, loss_fn
-        self.cfg, self.device, self.averaged = cfg, dist.device, averaged
+        self.network, self.optimizer, self.loss_fn = network, optimizer, loss_fn
+        self.cfg, self.device, self.averaged, self.precision = cfg, dist.device, averaged, precision
         self.replica = dist.replicate(network)  # what the step runs: DDP averages its gradients
 
     @property
@@ -174,7 +193,7 @@ class PixelLossTask(TrainingTask):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = optimisation_step(
-            self.replica, self.optimizer, self.scaler, self.loss_fn, x, y, self.cfg, self.device
+            self.replica, self.optimizer, self.loss_fn, x, y, self.cfg, self.device, self.precision
         )
         if self.averaged is not None:
             self.averaged.update_parameters(self.network)
@@ -188,7 +207,7 @@ class PixelLossTask(TrainingTask):
         return self.network, {"optimizer": self.optimizer.state_dict(), "ema": ema}
 
 
-def train(
+def train_cnn(
     cfg: TrainConfig,
     resume: bool = False,
     degradation: Callable[[dict], dict] | None = None,
@@ -205,7 +224,7 @@ def train(
     with distributed(cfg.device) as dist:
         device = dist.device
         torch.manual_seed(cfg.seed)
-        network, optimizer, scaler = optimisation_setup(build_network(cfg.network), cfg, device)
+        network, optimizer = optimisation_setup(build_network(cfg.network), cfg, device)
         normalizer = PercentileNormalizer()
         step, best = 0, None
         state = load_state(cfg.output_dir, resume, device, cfg.steps)
@@ -217,20 +236,20 @@ def train(
                 logger.info("the checkpoint holds no optimiser state: AdamW's moments start afresh")
             step, best = state["step"], state.get("best")
         elif cfg.init:
-            init = torch.load(cfg.init, map_location=device, weights_only=False)
-            load_grown_weights(network, init["model"])
+            load_grown_weights(network, load_weights(cfg.init, map_location=device))
             logger.info("initialised from %s", cfg.init)
         averaged = moving_average(network, cfg.ema, state)
 
         loss_fn = loss_function(cfg)  # before the volumes load: a bad pixel_loss fails at once
         sampler, validator = training_data(cfg, normalizer, step, degradation, loader)
         batches = training_batches(sampler, cfg, step, dist)
-        task = PixelLossTask(network, optimizer, scaler, loss_fn, cfg, dist, averaged)
+        precision = decide_precision(device, cfg.amp)
+        task = PixelLossTask(network, optimizer, loss_fn, cfg, dist, averaged, precision)
         return fit(task, cfg, batches, dist, normalizer=normalizer, validator=validator, step=step, best=best)
 
 
 def training_batches(
-    sampler: PatchPairSampler, cfg: TrainConfig, step: int, dist: Distributed
+    sampler: PatchPairSampler, cfg: TrainingRunConfig, step: int, dist: Distributed
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's endless batches of ``sampler`` from step ``step`` on, in :func:`data_workers`
     processes; seeds follow ``cfg.seed``, ``step`` and the rank (:func:`patch_batches`)."""
@@ -238,7 +257,7 @@ def training_batches(
     return patch_batches(sampler, cfg.batch_size, cfg.seed + step, workers, pin_memory, dist.rank)
 
 
-def data_workers(cfg: TrainConfig, device: torch.device) -> int:
+def data_workers(cfg: TrainingRunConfig, device: torch.device) -> int:
     """DataLoader processes for the patches: ``cfg.workers``, or by default none on a CPU (the step
     itself uses every core) and, beside a GPU, every core but one, up to 16, shared between the
     processes torchrun starts on the machine (``LOCAL_WORLD_SIZE``)."""
@@ -250,48 +269,47 @@ def data_workers(cfg: TrainConfig, device: torch.device) -> int:
 
 def optimisation_setup(
     network: nn.Module, cfg: TrainConfig, device: torch.device
-) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """``network`` on ``device`` (channels-last on CPU), its AdamW (no weight decay on biases and
-    norm parameters: :func:`volsr.training.engine.parameter_groups`) and its loss scaler."""
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """``network`` on ``device`` (channels-last on CPU) and its AdamW (no weight decay on biases and
+    norm parameters: :func:`volsr.training.engine.parameter_groups`). No loss scaler: volsr trains in
+    float32 or bfloat16, whose float32-sized exponent needs none."""
     network = network.to(device)
     if device.type == "cpu":
         network = network.to(memory_format=torch.channels_last_3d)  # ~1.7x faster conv3d on CPU
     optimizer = torch.optim.AdamW(parameter_groups(network, cfg.weight_decay), lr=cfg.lr)
-    # float16 on CUDA needs loss scaling; bfloat16 on CPU (only where measured faster) does not
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, cfg.amp) == torch.float16)
-    return network, optimizer, scaler
+    return network, optimizer
 
 
 def optimisation_step(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: TrainConfig,
+    cfg: TrainingRunConfig,
     device: torch.device,
+    precision: torch.dtype,
 ) -> torch.Tensor:
-    """One clipped optimiser step on a batch (channels-last on CPU, autocast); returns the loss."""
+    """One clipped optimiser step on a batch (channels-last on CPU, the forward pass in ``precision``,
+    a :func:`volsr.inference.devices.decide_precision` dtype); returns the loss."""
     x, y = x.to(device), y.to(device)
     if device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    with autocast(device, cfg.amp):
+    with autocast(device, precision):
         pred = network(x)
     loss = loss_fn(pred.float(), y)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
+    loss.backward()
     nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
+    optimizer.step()
     return loss.detach()
 
 
 def moving_average(network: nn.Module, decay: float, state: dict | None) -> AveragedModel | None:
     """The EMA of ``network``'s weights (``None`` when ``decay`` is 0), restored from a resumed state.
 
-    A checkpoint written before the EMA existed starts a fresh average at the resumed weights.
+    A checkpoint without an EMA state (from a run with ``ema`` 0) starts a fresh average at the
+    resumed weights.
     """
     if not decay:
         return None
@@ -302,7 +320,7 @@ def moving_average(network: nn.Module, decay: float, state: dict | None) -> Aver
 
 
 def training_data(
-    cfg: TrainConfig,
+    cfg: TrainingRunConfig,
     normalizer: PercentileNormalizer,
     step: int,
     degradation: Callable[[dict], dict] | None,

@@ -16,8 +16,8 @@ from torch import nn
 
 from volsr.data.io import scan_stem
 from volsr.data.normalization import PercentileNormalizer
+from volsr.evaluation.comparison import degrade
 from volsr.evaluation.metrics import compare
-from volsr.evaluation.protocol import degrade
 from volsr.geometry.grids import grid_factors
 from volsr.geometry.interpolation import resample
 from volsr.inference.sliding_window import super_resolve

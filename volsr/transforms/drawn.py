@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from monai.transforms import RandomizableTransform
 
-from volsr.transforms.validation import check_probability
+from volsr.transforms.arguments import check_probability
 
 __all__ = ["DrawnTransform"]
 

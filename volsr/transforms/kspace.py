@@ -4,29 +4,34 @@ Forward model along each chosen axis ``a`` with ``n`` voxels: the image ``x`` is
 ``X_k`` (DFT, integer frequency ``k`` in ``[-n/2, n/2)``), only the ``n_keep = round(fraction * n)``
 central lines are kept, apodised by a window ``h``, and transformed back:
 
-    y = Re( IDFT( w * X ) ),    w_k = h(k / n_keep) * b_k,
+    y = Re( IDFT( w * X ) ),    w_k = prod_a h(k_a / n_keep_a) * b_a(k_a),
 
-where ``b_k = 1`` on the band ``|k| < n_keep / 2`` and ``0`` outside. An odd ``n_keep`` gives a band
-centred on DC. An even ``n_keep`` cannot be centred (a scanner acquires ``k = -n_keep/2 ... n_keep/2 - 1``);
-its two edge lines ``k = +-n_keep/2`` then each get ``b = 1/2``, the Hermitian-symmetric weight a real
-part of that asymmetric acquisition gives along one axis. ``w`` is symmetric, so a real input stays
-real. Windows over the band position ``u = k / n_keep`` in ``[-1/2, 1/2]``: ``none`` (``h = 1``),
-``hamming`` (``h = 0.54 + 0.46 cos(2 pi u)``) and ``tukey`` with ``alpha = 0.5`` (flat for
+where ``b_a = 1`` on the lines a scanner acquires, ``k = -(n_keep // 2) ... (n_keep - 1) // 2``
+(centred on DC for an odd ``n_keep``; for an even one the band cannot be centred and the line
+``-n_keep/2`` is acquired, ``+n_keep/2`` not), and ``0`` outside. The reconstruction of that asymmetric
+band is complex even for a real object; its real part is the image (the linear model of the acquired
+data; for a real object it equals the acquisition of the Hermitian-symmetric weights
+``(w_k + w_-k) / 2``, which along one axis splits each edge line ``+-n_keep/2`` into halves, and at the
+corners of two or more even bands gives ``1/2`` to the diagonal corners ``(-,-)``, ``(+,+)`` and ``0``
+to the others). Windows over the band position ``u = k / n_keep`` in ``[-1/2, 1/2]``: ``none``
+(``h = 1``), ``hamming`` (``h = 0.54 + 0.46 cos(2 pi u)``) and ``tukey`` with ``alpha = 0.5`` (flat for
 ``|u| <= 1/4``, a cosine taper to zero at ``|u| = 1/2``); every window has ``h(0) = 1``, so the mean is
 kept.
 
 Partial Fourier (``partial_fourier = p < 1``) acquires only ``n_acq = round(p * n_keep)`` lines of the
 band along the *first* chosen axis: the highest ones, ``k = (n_keep - 1) // 2 - n_acq + 1 ...
 (n_keep - 1) // 2`` (DC and the positive side; at least half the band). The rest is zero-filled and the
-magnitude ``|IDFT(w * X)|`` is taken, as an MRI reconstruction does; then ``w`` is not symmetrised.
+magnitude ``|IDFT(w * X)|`` is taken instead of the real part, as an MRI reconstruction does.
 
 Output grid: the original one (zero-filled reconstruction, same affine), or with
 ``reduce_matrix=True`` the ``n_keep``-voxel grid over the same field of view
 (:func:`volsr.geometry.grids.scaled_grid`, scale ``n_keep / n``). The reduced image samples the *same*
 band-limited function ``f(x) = (1/n) sum_k w_k X_k exp(2 pi i k x / n)`` at the reduced voxel centres
-``c_j = (j + 1/2) n / n_keep - 1/2`` (input index units), so intensities are kept (the mean exactly).
-:func:`fourier_resample` is the same operator without a window: zero-filled ("sinc") interpolation,
-the classical Fourier baseline.
+``c_j = (j + 1/2) n / n_keep - 1/2`` (input index units), so intensities are kept (the mean exactly):
+what a scanner reconstructs from those lines on its smaller matrix, voxel ``j`` covering input voxels
+``j s ... j s + s - 1`` for an integer factor ``s`` (``tests/inference/test_kspace_scanner.py`` checks this
+against an independent scanner model). :func:`fourier_resample` is the same operator without a
+window: zero-filled ("sinc") interpolation, the classical Fourier baseline.
 
 Hand-written with ``torch.fft`` rather than ``monai.data.fft_utils``: those helpers transform every
 spatial axis at once and also shift the image origin, while this needs per-axis bands and folding.
@@ -43,15 +48,16 @@ from monai.transforms import Transform
 
 from volsr.geometry.grids import scaled_grid
 from volsr.geometry.meta import affine_of, new_image
+from volsr.transforms.arguments import parse_axes, parse_choices, parse_range
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.drawn import DrawnTransform
-from volsr.transforms.validation import parse_axes, parse_choices, parse_range
 
 __all__ = [
     "WINDOWS",
     "window_profile",
     "kspace_weights",
     "fourier_resample",
+    "reduction_matrix",
     "KSpaceTruncation",
     "KSpaceTruncationd",
     "RandKSpaceTruncation",
@@ -81,14 +87,18 @@ def _labels(n: int) -> np.ndarray:
 
 
 def kspace_weights(n: int, n_keep: int, window: str = "none", acquired: int | None = None) -> np.ndarray:
-    """The weights ``w_k`` of the ``n`` DFT bins (FFT order) for keeping ``n_keep`` central lines.
+    """The weights ``w_k`` of the ``n`` DFT bins (FFT order) of the lines acquired when ``n_keep``
+    central lines are kept: ``h(k / n_keep)`` on ``k = -(n_keep // 2) ... (n_keep - 1) // 2``, 0 elsewhere.
+
+    For an even ``n_keep`` the band is asymmetric (``-n_keep/2`` in, ``+n_keep/2`` out); the real part
+    of the reconstruction makes the weights the image sees Hermitian-symmetric (see the module doc).
 
     Args:
         n: number of voxels (and DFT bins) along the axis.
         n_keep: number of k-space lines kept, ``1 <= n_keep <= n``.
         window: apodisation over the band, one of :data:`WINDOWS`.
         acquired: lines acquired under partial Fourier (the highest ``acquired`` lines of the band);
-            ``None`` acquires the whole band and symmetrises the weights (see the module doc).
+            ``None`` acquires the whole band.
     """
     if not 1 <= n_keep <= n:
         raise ValueError(f"n_keep must be in 1..{n}, got {n_keep}")
@@ -97,10 +107,7 @@ def kspace_weights(n: int, n_keep: int, window: str = "none", acquired: int | No
     if acquired is not None:
         lo = hi - int(acquired) + 1
     h = window_profile(k / n_keep, window)
-    w = np.where((k >= lo) & (k <= hi), h, 0.0)
-    if acquired is None:
-        w = 0.5 * (w + w[(-np.arange(n)) % n])  # bin of frequency -k
-    return w
+    return np.where((k >= lo) & (k <= hi), h, 0.0)
 
 
 def _along(vec: np.ndarray, dim: int, ndim: int, like: torch.Tensor) -> torch.Tensor:
@@ -112,15 +119,15 @@ def _along(vec: np.ndarray, dim: int, ndim: int, like: torch.Tensor) -> torch.Te
 def _regrid_spectrum(spec: torch.Tensor, dim: int, n_out: int) -> torch.Tensor:
     """Spectrum of the ``n_out``-voxel field-of-view-keeping grid sampling the band-limited function.
 
-    ``spec`` must vanish for ``|k| > n_out / 2`` along ``dim`` (else the fold aliases).
+    Each input bin keeps its integer frequency ``k`` (``-n/2`` for an even ``n``'s Nyquist bin, the
+    line a scanner acquires) and moves to bin ``k mod n_out``, with the phase of the shifted voxel
+    centres. ``spec`` must vanish outside ``-n_out/2 <= k < n_out/2`` along ``dim`` (else the fold
+    aliases); the caller takes the real part at the end.
     """
     n = spec.shape[dim]
-    ks = np.arange(-(n // 2), n // 2 + 1)  # odd n: every bin once; even n: Nyquist at both ends
-    factor = np.ones(len(ks), dtype=np.complex128)
-    if n % 2 == 0:
-        factor[0] = factor[-1] = 0.5  # the Nyquist bin is split over +-n/2
+    ks = np.arange(-(n // 2), (n - 1) // 2 + 1)  # every bin once
     delta = 0.5 * n / n_out - 0.5  # first output centre, in input index units
-    factor *= np.exp(2j * np.pi * ks * delta / n) * (n_out / n)
+    factor = np.exp(2j * np.pi * ks * delta / n) * (n_out / n)
     ext = spec.index_select(dim, torch.as_tensor(ks % n, device=spec.device))
     ext = ext * _along(factor, dim, spec.ndim, spec)
     shape = list(spec.shape)
@@ -142,9 +149,10 @@ def fourier_resample(image: torch.Tensor, new_shape: Sequence[int]) -> torch.Ten
     """Zero-filled Fourier ("sinc") re-gridding of a channel-first image to ``new_shape`` voxels.
 
     The output grid keeps the field of view (:func:`volsr.geometry.grids.scaled_grid`); each output voxel
-    is the trigonometric interpolant of the input sampled at its centre. Up-sampling zero-pads the
-    spectrum (an even input's Nyquist line is split over ``+-n/2``); down-sampling first keeps the
-    ``n_out`` central lines (:class:`KSpaceTruncation` with ``reduce_matrix=True``). The mean is kept.
+    is the real part of the trigonometric interpolant of the input sampled at its centre. Up-sampling
+    zero-pads the spectrum (an even input's Nyquist line at ``-n/2``, where a scanner acquires it, so the
+    real part splits it over ``+-n/2``); down-sampling first keeps the ``n_out`` central lines
+    (:class:`KSpaceTruncation` with ``reduce_matrix=True``). The mean is kept.
 
     Args:
         image: ``(C, X, Y, Z)`` tensor or MetaTensor.
@@ -177,6 +185,16 @@ def fourier_resample(image: torch.Tensor, new_shape: Sequence[int]) -> torch.Ten
         spec = _regrid_spectrum(spec, dim, m)
     out = torch.fft.ifftn(spec, dim=dims).real.to(data.dtype)
     return new_image(out, image, new_affine)
+
+
+def reduction_matrix(n: int, n_keep: int) -> np.ndarray:
+    """The complex ``(n_keep, n)`` matrix ``E`` of one axis of the reduced acquisition before its real
+    part: ``KSpaceTruncation(n_keep / n, reduce_matrix=True)`` along that axis is ``Re(E x)``, and on
+    several axes ``Re(E_0 E_1 E_2 x)`` (the real part taken once, at the end). ``E E^H = (n_keep / n) I``.
+    """
+    eye = torch.eye(n, dtype=torch.complex128)  # row i: the unit impulse at voxel i
+    spec = torch.fft.fft(eye, dim=1) * _along(kspace_weights(n, n_keep), 1, 2, eye)
+    return torch.fft.ifft(_regrid_spectrum(spec, 1, n_keep), dim=1).numpy().T
 
 
 def _check_fraction(value: float, name: str = "fraction") -> float:

@@ -32,9 +32,9 @@ from monai.transforms import (
 from monai.utils import MAX_SEED
 
 from volsr.geometry.meta import new_image
+from volsr.transforms.arguments import check_positive, parse_choices, parse_range
 from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
 from volsr.transforms.drawn import DrawnTransform
-from volsr.transforms.validation import check_positive, parse_choices, parse_range
 
 __all__ = ["NOISE_KINDS", "foreground_mean", "Noise", "Noised", "RandNoise", "RandNoised"]
 

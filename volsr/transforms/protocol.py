@@ -29,9 +29,9 @@ from typing import Any, Literal
 import torch
 from monai.transforms import Transform
 
+from volsr.transforms.arguments import check_positive, parse_axes, parse_choices
 from volsr.transforms.kspace import WINDOWS, KSpaceTruncation
 from volsr.transforms.slice_thickness import PROFILES, SliceThickness, thickness_for_factor
-from volsr.transforms.validation import check_positive, parse_axes, parse_choices
 
 __all__ = ["ThickSlices", "KSpace", "Protocol", "QUALITY_BAR", "as_protocol", "protocol_from_dict"]
 
@@ -152,8 +152,8 @@ def protocol_from_dict(d: Mapping) -> Protocol:
     """A protocol from its JSON form (:meth:`ThickSlices.to_dict` / :meth:`KSpace.to_dict`), or from
     the ``dataclasses.asdict`` form a training checkpoint stores (``None`` for the size not given).
 
-    A dict without ``"kind"`` is thick slices with ``factor`` 4 unless it says otherwise: the form
-    ``TrainConfig.val_protocol`` had in checkpoints written before protocols were typed.
+    A dict without ``"kind"`` is thick slices with ``factor`` 4 unless it says otherwise: the untyped
+    form of ``TrainConfig.val_protocol`` (axis, profile, factor) that training checkpoints may hold.
     """
     if not isinstance(d, Mapping):
         raise ValueError(f"protocol must be a dict with a 'kind', got {d!r}")

@@ -33,14 +33,14 @@ from volsr.data.acquisition import acquisition_record
 from volsr.geometry.grids import scaled_grid, voxel_spacing
 from volsr.geometry.interpolation import apply_along_axis
 from volsr.geometry.meta import affine_of, new_image
-from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
-from volsr.transforms.drawn import DrawnTransform
-from volsr.transforms.validation import (
+from volsr.transforms.arguments import (
     check_positive,
     parse_axes,
     parse_choices,
     parse_range,
 )
+from volsr.transforms.dictionary import ApplyToKeys, RandApplyToKeys
+from volsr.transforms.drawn import DrawnTransform
 
 __all__ = [
     "PROFILES",

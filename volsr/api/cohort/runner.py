@@ -113,7 +113,7 @@ def run_key(sr, request: CohortRequest, weights: Path | None = None) -> str:
     return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _error_line(exc: BaseException, job: Job) -> str:
+def _job_error_line(exc: BaseException, job: Job) -> str:
     """One line naming the scan (and series) and the problem."""
     if isinstance(exc, VolsrInputError):  # names its own file: the scan, or the output it could not write
         return f"series {job.series_uid}: {exc}" if job.series_uid else str(exc)
@@ -147,7 +147,7 @@ class _Runner:
             })  # fmt: skip
 
     def fail(self, job: Job, exc: BaseException, seconds: float | None = None) -> None:
-        line = _error_line(exc, job)
+        line = _job_error_line(exc, job)
         self.error(line)
         self.record(job, "failed", seconds, line)
 

@@ -15,14 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TypeVar
 
 __all__ = ["Process", "parse_shard", "torchrun_process", "split", "rank_device", "ProcessGroup"]
 
 T = TypeVar("T")
-#: how long a rank that is done waits at the final barrier for the slowest one
-BARRIER_TIMEOUT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -65,37 +62,31 @@ def split(items: Sequence[T], process: Process) -> list[T]:
 
 
 def rank_device(device: str, process: Process) -> str:
-    """``cuda:LOCAL_RANK`` for a torchrun rank asked for ``auto``/``cuda`` on a machine with CUDA;
-    otherwise ``device`` unchanged."""
-    import torch
+    """A torchrun rank's device by :func:`volsr.inference.distributed.rank_device` (``cuda:LOCAL_RANK``
+    where ``device`` resolves to CUDA); otherwise ``device`` unchanged."""
+    from volsr.inference import distributed
 
-    if process.kind == "rank" and device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{process.local_rank}"
+    if process.kind == "rank":
+        return str(distributed.rank_device(device, process.local_rank))
     return device
 
 
 class ProcessGroup:
-    """torch.distributed for torchrun's ranks: gloo on the CPU, nccl on GPUs; only a barrier is used
-    (every rank works on its own scans; the manifest parts are merged through the file system)."""
+    """torch.distributed for torchrun's ranks (:mod:`volsr.inference.distributed`); only a barrier is
+    used (every rank works on its own scans; the manifest parts are merged through the file system)."""
 
     def __init__(self, device: str) -> None:
         import torch
-        import torch.distributed as dist
 
-        self.dist = dist
+        from volsr.inference import distributed
+
+        self.distributed = distributed
         self.device = torch.device(device)
-        self.backend = "nccl" if self.device.type == "cuda" else "gloo"
-        kwargs = {}
-        if self.backend == "nccl":
-            torch.cuda.set_device(self.device)
-            kwargs["device_id"] = self.device
-        dist.init_process_group(self.backend, timeout=BARRIER_TIMEOUT, **kwargs)
+        self.owned = distributed.join_process_group(self.device)
 
     def barrier(self) -> None:
-        if self.backend == "nccl":
-            self.dist.barrier(device_ids=[self.device.index])
-        else:
-            self.dist.barrier()
+        self.distributed.barrier(self.device)
 
     def close(self) -> None:
-        self.dist.destroy_process_group()
+        if self.owned:
+            self.distributed.leave_process_group()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from conftest import make_image, smooth_volume
 
-from volsr.evaluation.protocol import evaluate, restore_baseline
+from volsr.evaluation.comparison import evaluate, restore_baseline
 from volsr.evaluation.report import write_report
 from volsr.transforms.protocol import ThickSlices
 
