@@ -13,14 +13,16 @@ Spearman with |error|, coverage of |error| <= 1.96 x the calibrated map, and the
 reliability diagram.
 
     OMP_NUM_THREADS=1 python benchmarks/uncertainty.py collect --split fit --split val
-    python benchmarks/uncertainty.py analyse --calibrate bundles/volsr_cnn3d/models/uncertainty_calibration.json
+    python benchmarks/uncertainty.py analyse \
+        --calibrate bundles/volsr_cnn3d/models/uncertainty_calibration.json
     OMP_NUM_THREADS=1 python benchmarks/uncertainty.py collect --split test   # once, at the end
     python benchmarks/uncertainty.py analyse --split val --split test
 
-Crops keep the measurement within a CPU budget: 48 x 48 x 60 voxels for fitting, 64 x 64 x 60 for
-scoring, centred on the reference's foreground; the thick axis keeps 60 voxels (a multiple of every
-factor 2-5). Scores are on the whole volume's percentile scale and its foreground (the voxels PSNR is
-scored on), a 4-voxel rim at the crop's faces left out (a cut face is not a volume edge a user meets).
+Crops keep the measurement within a CPU budget: 48 x 48 x 60 voxels for fitting and ``test``,
+64 x 64 x 60 for ``val``, centred on the reference's foreground; the thick axis keeps 60 voxels (a
+multiple of every factor 2-5). Scores are on the whole volume's percentile scale and its foreground
+(the voxels PSNR is scored on), a 4-voxel rim at the crop's faces left out (a cut face is not a volume
+edge a user meets).
 """
 
 from __future__ import annotations
@@ -55,12 +57,22 @@ CASES: list[tuple[str, str, tuple[int, int, int], dict]] = [
     ("fit", "train/MR_Gd", (48, 48, 48), {"kind": "kspace", "fraction": 0.5}),
     ("fit", "train/PD25-fusion-template-1mm", (48, 48, 48), {"kind": "kspace", "fraction": 0.4}),
     ("fit", "train/ds002748_sub-02_T1w", (48, 48, 48), {"kind": "kspace", "fraction": 0.5}),
+    ("fit", "train/ds002748_sub-04_T1w", (48, 60, 48), {"kind": "thickness", "axis": 1, "factor": 2.0}),
+    ("fit", "train/ds002748_sub-06_T1w", (60, 48, 48), {"kind": "thickness", "axis": 0, "factor": 4.0}),
+    ("fit", "train/studyforrest_T1w", (48, 48, 60), {"kind": "thickness", "axis": 2, "factor": 5.0}),
+    ("fit", "train/child3y_MPRAGE", (60, 48, 48), {"kind": "thickness", "axis": 0, "factor": 2.0}),
+    ("fit", "train/MR_Gd", (48, 48, 60), {"kind": "thickness", "axis": 2, "factor": 3.0}),
+    ("fit", "train/PD25-fusion-template-1mm", (48, 60, 48), {"kind": "thickness", "axis": 1, "factor": 5.0}),
+    ("fit", "train/ds002748_sub-04_T1w", (48, 48, 48), {"kind": "kspace", "fraction": 0.4}),
+    ("fit", "train/child3y_MPRAGE", (48, 48, 48), {"kind": "kspace", "fraction": 0.5}),
+    ("fit", "train/FLAIR", (48, 48, 48), {"kind": "kspace", "fraction": 0.4}),
 ]
 for _scan in ("val/T2w", "val/T1_head_ext2", "test/philips_ADNI_MPRAGE", "test/ds002748_sub-07_T1w"):
     _split = _scan.split("/")[0]
+    _size = (64, 64, 60) if _split == "val" else (48, 48, 60)
     for _factor in (2.0, 3.0, 4.0, 5.0):
-        CASES.append((_split, _scan, (64, 64, 60), {"kind": "thickness", "axis": 2, "factor": _factor}))
-    CASES.append((_split, _scan, (64, 64, 60), {"kind": "kspace", "fraction": 0.5}))
+        CASES.append((_split, _scan, _size, {"kind": "thickness", "axis": 2, "factor": _factor}))
+    CASES.append((_split, _scan, _size, {"kind": "kspace", "fraction": 0.5}))
 
 
 def case_name(scan: str, protocol: dict) -> str:
@@ -75,9 +87,7 @@ def _crop(hr: torch.Tensor, size: tuple[int, int, int], ref_scale) -> torch.Tens
 
     mask = foreground_mask(ref_scale(hr))
     centre = torch.nonzero(mask).float().mean(0).round().long().tolist()
-    start = [
-        int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, size, hr.shape[1:], strict=True)
-    ]
+    start = [int(min(max(0, c - s // 2), n - s)) for c, s, n in zip(centre, size, hr.shape[1:], strict=True)]
     return SpatialCrop(roi_start=start, roi_end=[a + s for a, s in zip(start, size, strict=True)])(hr)
 
 
@@ -143,8 +153,15 @@ def case_maps(case: dict, views: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return mean.numpy(), uncertainty_map(spread, 1.0)[0].numpy()
 
 
-def scored(case: dict, views: list[int]) -> dict[str, np.ndarray]:
-    """Map, |error| and the method's factor over the scored voxels, on the LR's normalised scale."""
+def scored(case: dict, views: list[int]) -> dict:
+    """Map, |error| (scored voxels), the scan's noise and family, all on the reference's scale."""
+    from monai.data import MetaTensor
+
+    from volsr.evaluation.comparison import degrade
+    from volsr.geometry.grids import grid_factors
+    from volsr.inference.uncertainty import acquisition_family, scan_noise
+    from volsr.transforms.protocol import protocol_from_dict
+
     mean, umap = case_maps(case, views)
     ref = case["reference"]
     ref_range = float(case["ref_hi"] - case["ref_lo"])
@@ -156,7 +173,42 @@ def scored(case: dict, views: list[int]) -> dict[str, np.ndarray]:
     rim = np.zeros_like(fg)
     rim[RIM:-RIM, RIM:-RIM, RIM:-RIM] = True
     keep = fg & rim
-    return {"map": umap[keep] * lr_range / ref_range, "error": error[keep], "out": mean, "keep": keep}
+    # the input again (both degradations are deterministic), for the noise the map is told of
+    hr = MetaTensor(torch.from_numpy(ref)[None], affine=torch.eye(4, dtype=torch.float64))
+    lr = degrade(hr, protocol_from_dict(json.loads(str(case["protocol"])))).as_tensor()
+    factors = grid_factors(lr.shape[1:], ref.shape)
+    noise = scan_noise((lr - float(case["lo"])) / lr_range, factors)
+    return {
+        "map": umap[keep] * lr_range / ref_range,
+        "error": error[keep],
+        "noise": noise * lr_range / ref_range,
+        "family": acquisition_family(factors),
+    }
+
+
+def _sample(d: dict, with_noise: bool = True):
+    from volsr.inference.uncertainty import CalibrationSample
+
+    return CalibrationSample(d["map"], d["error"], d["noise"] if with_noise else 0.0, d["family"])
+
+
+def model_choice(fit_scans: list[dict], views: int) -> dict:
+    """Leave-one-scan-out coverage on the fit scans, with and without the noise term: what chose the
+    calibration's form (the validation volumes play no part)."""
+    from volsr.evaluation.calibration import coverage_of
+    from volsr.inference.uncertainty import fit_calibration
+
+    out = {}
+    for form, with_noise in (("spread + floor", False), ("spread + floor + noise", True)):
+        coverages = []
+        for k, held in enumerate(fit_scans):
+            rest = [_sample(d, with_noise) for i, d in enumerate(fit_scans) if i != k]
+            cal = fit_calibration(rest, views)
+            sigma = cal.sigma(held["map"], held["noise"] if with_noise else 0.0, held["family"])
+            coverages.append(round(coverage_of(sigma, held["error"]), 4))
+        inside = sum(0.90 <= c <= 0.98 for c in coverages)
+        out[form] = {"coverage": coverages, "within_90_98": f"{inside}/{len(coverages)}"}
+    return out
 
 
 def analyse(splits: list[str], bundle: str, calibrate: str | None, out_dir: Path) -> dict:
@@ -173,24 +225,37 @@ def analyse(splits: list[str], bundle: str, calibrate: str | None, out_dir: Path
 
     designs = {"16 views": list(range(len(ALL_VIEWS))), "4 views": [ALL_VIEWS.index(v) for v in CHEAP_VIEWS]}
     root = CACHE / Path(bundle).name
+    results: dict = {"bundle": bundle, "hardware": hardware(), "cases": []}
     calibrations: dict[str, UncertaintyCalibration] = {}
     if calibrate:
-        fit_cases = [_load(p) for p in sorted((root / "fit").glob("*.npz"))]
+        fit_paths = sorted((root / "fit").glob("*.npz"))
+        fit_cases = [_load(p) for p in fit_paths]
+        results["model_choice"] = {}
         for design, views in designs.items():
             data = [scored(c, views) for c in fit_cases]
-            m = np.concatenate([d["map"] for d in data])
-            e = np.concatenate([d["error"] for d in data])
-            calibrations[design] = fit_calibration(m, e, views=len(views), cases=len(fit_cases))
+            calibrations[design] = fit_calibration([_sample(d) for d in data], views=len(views))
+            results["model_choice"][design] = model_choice(data, len(views))
+        results["model_choice"]["scans"] = [p.stem for p in fit_paths]
         record = {
+            "form": "sigma = slope x spread + floor + noise_weight[family] x noise, normalised units "
+            "(volsr.inference.uncertainty)",
             "views": {str(len(designs[d])): calibrations[d].to_dict() for d in designs},
-            "fitted_on": [f"{c['scan']} {json.loads(str(c['protocol']))}" for c in fit_cases],
-            "command": "python benchmarks/uncertainty.py analyse --calibrate " + calibrate,
+            "form_chosen_by": {
+                d: {form: r["within_90_98"] for form, r in results["model_choice"][d].items()}
+                for d in designs
+            },
+            "fitted_on": [f"{c['scan']}: {json.loads(str(c['protocol']))}" for c in fit_cases],
+            "crop": "48 x 48 x 60 (or 48^3) voxels around the reference's foreground centroid",
+            "command": f"python benchmarks/uncertainty.py analyse --calibrate {calibrate}",
         }
         Path(calibrate).write_text(json.dumps(record, indent=2) + "\n")
     else:
         for design, views in designs.items():
-            calibrations[design] = load_calibration(ROOT / "bundles" / Path(bundle).name, len(views))
-    results: dict = {"bundle": bundle, "hardware": hardware(), "cases": []}
+            found = load_calibration(ROOT / "bundles" / Path(bundle).name, len(views))
+            if found is None:
+                raise SystemExit(f"{bundle} has no calibration for {len(views)} views: run with --calibrate")
+            calibrations[design] = found
+    results["calibration"] = {d: c.to_dict() for d, c in calibrations.items()}
     pooled: dict = {}
     for split in splits:
         for path in sorted((root / split).glob("*.npz")):
@@ -198,13 +263,13 @@ def analyse(splits: list[str], bundle: str, calibrate: str | None, out_dir: Path
             row = {"split": split, "scan": str(case["scan"]), "protocol": json.loads(str(case["protocol"]))}
             for design, views in designs.items():
                 d = scored(case, views)
-                sigma = calibrations[design].sigma(d["map"])
-                rho = float(spearmanr(d["map"], d["error"]).statistic)
+                sigma = calibrations[design].sigma(d["map"], d["noise"], d["family"])
                 row[design] = {
-                    "spearman": round(rho, 3),
+                    "spearman": round(float(spearmanr(d["map"], d["error"]).statistic), 3),
                     "coverage": round(coverage_of(sigma, d["error"]), 4),
-                    "rmse": round(float(np.sqrt(np.mean(d["error"] ** 2))), 4),
-                    "mean_sigma": round(float(np.mean(sigma)), 4),
+                    "rms_error": round(float(np.sqrt(np.mean(d["error"] ** 2))), 4),
+                    "rms_sigma": round(float(np.sqrt(np.mean(sigma**2))), 4),
+                    "noise": round(d["noise"], 4),
                 }
                 pooled.setdefault((split, design), []).append((sigma, d["error"]))
             results["cases"].append(row)
@@ -212,27 +277,137 @@ def analyse(splits: list[str], bundle: str, calibrate: str | None, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     results["reliability"] = {}
     for (split, design), parts in pooled.items():
-        sigma = np.concatenate([p[0] for p in parts])
-        error = np.concatenate([p[1] for p in parts])
-        table = reliability_table(sigma, error)
-        key = f"{split}, {design}"
-        results["reliability"][key] = table
-        if design == "4 views":
-            save_reliability_diagram(
-                table, out_dir / f"reliability_{split}.png", title=f"{bundle}: {split}/, {design}"
-            )
+        table = reliability_table(
+            np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        )
+        results["reliability"][f"{split}, {design}"] = table
+        png = out_dir / f"reliability_{split}_{design.split()[0]}views.png"
+        save_reliability_diagram(table, png, title=f"{Path(bundle).name}: {split}/ crops, {design}")
+    example = root / "val" / "T2w__thick_x4_axis_2_boxcar.npz"
+    if "val" in splits and example.exists():
+        results["worked_example"] = worked_example(
+            _load(example), designs["4 views"], calibrations["4 views"]
+        )
     (out_dir / "uncertainty.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / "summary.md").write_text(summary_markdown(results))
     return results
 
 
+def worked_example(case: dict, views: list[int], calibration, length: int = 9) -> dict:
+    """A line of voxels along the slice axis across the strongest boundary near the crop's centre: the
+    reference, the output and its error bar there, in the scan's units."""
+    mean, umap = case_maps(case, views)
+    d = scored(case, views)
+    protocol = json.loads(str(case["protocol"]))
+    axis = int(protocol.get("axis", 2))
+    lo, lr_range = float(case["lo"]), float(case["hi"] - case["lo"])
+    ref = case["reference"]
+    ref_range = float(case["ref_hi"] - case["ref_lo"])
+    noise = d["noise"] * ref_range / lr_range  # back to the input's normalised units
+    family = d["family"]
+    sigma = np.asarray(calibration.sigma(umap, noise, family)) * lr_range
+    gradient = np.abs(np.gradient(ref, axis=axis))
+    centre = [n // 2 for n in ref.shape]
+    box = tuple(slice(c - 8, c + 8) for c in centre)
+    local = np.unravel_index(int(np.argmax(gradient[box])), gradient[box].shape)
+    at = [b.start + i for b, i in zip(box, local, strict=True)]
+    rows = []
+    for k in range(at[axis] - length // 2, at[axis] + length // 2 + 1):
+        idx = list(at)
+        idx[axis] = k
+        idx = tuple(idx)
+        out = float(mean[idx] * lr_range + lo)
+        rows.append(
+            {
+                "voxel": [int(v) for v in idx],
+                "reference": round(float(ref[idx]), 1),
+                "output": round(out, 1),
+                "sigma": round(float(sigma[idx]), 1),
+                "error": round(out - float(ref[idx]), 1),
+                "inside_1.96_sigma": bool(abs(out - float(ref[idx])) <= 1.96 * float(sigma[idx])),
+            }
+        )
+    return {"scan": str(case["scan"]), "protocol": protocol, "axis": axis, "line": rows}
+
+
+def summary_markdown(results: dict) -> str:
+    """The per-case table and the reliability tables, for docs/evaluation."""
+    lines = [
+        f"# Uncertainty map as an error bar: {Path(results['bundle']).name}",
+        "",
+        "Written by `benchmarks/uncertainty.py analyse`. Coverage: share of foreground voxels with",
+        "|error| <= 1.96 x the calibrated map (target 90-98 %). Spearman: the map against |error|.",
+        "RMS error and RMS sigma on the reference's percentile scale (its 0.5-99.5 % range is 1).",
+        "",
+        "| split | scan | degradation | Spearman 16 | Spearman 4 | coverage 16 | coverage 4 "
+        "| RMS error (4) | RMS sigma (4) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    from volsr.transforms.protocol import protocol_from_dict
+
+    for row in results["cases"]:
+        a, b = row["16 views"], row["4 views"]
+        lines.append(
+            f"| {row['split']} | {Path(row['scan']).name} | {protocol_from_dict(row['protocol']).name} "
+            f"| {a['spearman']:.3f} | {b['spearman']:.3f} | {a['coverage']:.1%} | {b['coverage']:.1%} "
+            f"| {b['rms_error']:.4f} | {b['rms_sigma']:.4f} |"
+        )
+    if "worked_example" in results:
+        ex = results["worked_example"]
+        lines += [
+            "",
+            f"## Worked example: {Path(ex['scan']).name}, {ex['protocol']}, along axis {ex['axis']}",
+            "",
+        ]
+        lines += [
+            "| voxel | reference | output | sigma | error | inside +-1.96 sigma |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        lines += [
+            f"| {r['voxel']} | {r['reference']} | {r['output']} | {r['sigma']} | {r['error']} "
+            f"| {'yes' if r['inside_1.96_sigma'] else 'no'} |"
+            for r in ex["line"]
+        ]
+    choice = results.get("model_choice")
+    if choice:
+        lines += ["", "## The calibration's form: leave-one-scan-out coverage on the fit scans", ""]
+        lines += [
+            "| views | form | scans within 90-98 % | coverage per held-out scan |",
+            "| --- | --- | ---: | --- |",
+        ]
+        for design in ("16 views", "4 views"):
+            for form, r in choice[design].items():
+                cov = ", ".join(f"{c:.1%}" for c in r["coverage"])
+                lines.append(f"| {design} | {form} | {r['within_90_98']} | {cov} |")
+        lines += ["", "Scans, in order: " + ", ".join(choice["scans"])]
+    for key, table in results["reliability"].items():
+        lines += ["", f"## Reliability, {key} (all cases pooled, deciles of the map)", ""]
+        lines += [
+            "| decile | expected (RMS sigma) | observed (RMS error) | coverage |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['bin']} | {r['expected']:.4f} | {r['observed']:.4f} | {r['coverage']:.1%} |" for r in table
+        ]
+        lines += [
+            "",
+            f"![reliability](reliability_{key.split(', ')[0]}_{key.split(', ')[1].split()[0]}views.png)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("step", choices=["collect", "analyse"])
     parser.add_argument("--split", action="append", choices=["fit", "val", "test"])
     parser.add_argument("--bundle", default="volsr_cnn3d")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--calibrate", help="fit on the fit split and write this calibration JSON")
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "evaluation" / "uncertainty_calibration")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=ROOT / "docs" / "evaluation" / "uncertainty_calibration"
+    )
     args = parser.parse_args()
     splits = args.split or (["fit", "val"] if args.step == "collect" else ["val"])
     if args.step == "collect":

@@ -166,6 +166,11 @@ def _input_errors(command: _F) -> _F:
         except _INPUT_ERRORS as exc:
             typer.echo(f"volsr: error: {one_line(exc)}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # the system refused a path the user gave (too long, no permission, ...)
+            if exc.filename is None:
+                raise
+            typer.echo(f"volsr: error: {exc.filename}: {exc.strerror or one_line(exc)}", err=True)
+            raise typer.Exit(2) from None
         except RuntimeError as exc:
             if (cause := _wrapped_input_error(exc)) is None:
                 raise
@@ -490,9 +495,7 @@ def infer(
     resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
                     uncertainty=uncertainty, adapt=adapt)  # fmt: skip
     if max_memory is not None:
-        from volsr.inference.memory import parse_size
-
-        resolver["max_memory"] = parse_size(max_memory, "--max-memory")
+        resolver["max_memory"] = max_memory  # "8G": the resolver's options parse it
     request = CohortRequest(
         spacing, scale, dtype.value, volume, sidecar, dicom, modality, overwrite, skip_existing
     )
@@ -537,7 +540,9 @@ def train(
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
-    from volsr.api import console_logging, train_bundle
+    from volsr.api import checked_device, console_logging, train_bundle
+
+    checked_device(device)  # a device that is not here: one line now, not a traceback from the engine
 
     # training messages as plain lines; under torchrun every rank runs this command and rank 0 speaks
     with console_logging():

@@ -84,3 +84,19 @@ def test_outputs_that_would_collide_are_refused_before_any_work(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(VolsrInputError, match="holds no scans"):
         discover([tmp_path / "empty"])
+
+
+def test_a_scan_given_twice_is_kept_once_with_a_note(tmp_path, monkeypatch):
+    """By two names, through a list, and inside a folder given too: one scan each, the first naming kept."""
+    from volsr.errors import VolsrInputWarning
+
+    a = _nifti(tmp_path / "cohort" / "a.nii.gz")
+    b = _nifti(tmp_path / "cohort" / "b.nii.gz")
+    listed = tmp_path / "list.txt"
+    listed.write_text("cohort/a.nii.gz\ncohort/b.nii.gz\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(VolsrInputWarning, match="given more than once") as notes:
+        scans = discover([a, Path("cohort/./a.nii.gz"), listed, tmp_path / "cohort"])
+    assert sorted(str(s.path.resolve()) for s in scans) == sorted(str(p.resolve()) for p in (a, b))
+    assert scans[[s.path.resolve() for s in scans].index(a.resolve())].path == a  # the first given
+    assert len(notes) == 4  # a by its second name, from the list and from the folder; b from the folder

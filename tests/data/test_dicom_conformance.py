@@ -101,3 +101,19 @@ def test_nifti_and_dicom_writers_store_the_same_values_for_an_unsigned_source(sh
     np.testing.assert_array_equal(stored, nifti[0].numpy())
     assert stored.min() == 0 and (out[0].numpy() < 0).any()  # an MR magnitude source gives no negatives
     np.testing.assert_array_equal(stored, np.clip(np.rint(out[0].numpy().astype(np.float64)), 0, 65535))
+
+
+def test_a_derived_series_of_one_volume_lists_that_volume_images_only(shared_data, tmp_path):
+    """The GE diffusion series holds 2 positions x 7 volumes: a derived series of volume 3 names the two
+    images at volume 3's positions (InstanceNumber order within each position), not all 14."""
+    folder = shared_data / "dicom_qa" / "ge_dwi_ax_r2"
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.iterdir()) if f.is_file()]
+    by_position: dict[tuple, list] = {}
+    for h in sorted(headers, key=lambda h: int(h.InstanceNumber)):
+        by_position.setdefault(tuple(round(float(v), 3) for v in h.ImagePositionPatient), []).append(h)
+    assert sorted(len(v) for v in by_position.values()) == [7, 7]
+    expected = {(v[3].SOPClassUID, v[3].SOPInstanceUID) for v in by_position.values()}
+
+    out = save_dicom_series(load_image(folder, volume=3), tmp_path / "dwi_sr")
+    ds = pydicom.dcmread(out / "IM_00001.dcm", stop_before_pixels=True)
+    assert {(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in ds.SourceImageSequence} == expected

@@ -27,7 +27,7 @@ from scans import (
 
 from volsr.data.acquisition import slice_acquisition
 from volsr.data.io import check_output, describe, load_image, save_image
-from volsr.errors import VolsrInputError
+from volsr.errors import VolsrInputError, VolsrInputWarning
 from volsr.geometry.grids import fov_corners, is_sheared, voxel_to_world
 
 
@@ -261,7 +261,8 @@ def test_dtype_input_rounds_and_clips_to_the_source_type(tmp_path):
 
 def test_named_integer_dtype_and_bad_dtypes(tmp_path):
     img = make_image(np.full(SHAPE, 40000.6), lia_affine())
-    back = nib.load(str(save_image(img, tmp_path / "i16.nii.gz", dtype="int16")))
+    with pytest.warns(VolsrInputWarning, match=r"100\.00% of the voxels lie outside int16's range"):
+        back = nib.load(str(save_image(img, tmp_path / "i16.nii.gz", dtype="int16")))
     assert back.get_data_dtype() == np.int16 and np.asarray(back.dataobj).max() == 32767
     with pytest.raises(ValueError, match="dtype"):
         save_image(img, tmp_path / "b.nii.gz", dtype="complex64")

@@ -97,10 +97,13 @@ def test_biases_and_norm_parameters_get_no_weight_decay():
     def decay_of(optimizer):
         return {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
 
-    cfg = GanConfig(data="x", output_dir="y", weight_decay=1e-3)
-    cnn_optimizer = optimisation_setup(ResidualSR3D(features=4, num_blocks=1), cfg, torch.device("cpu"))[1]
+    cnn_cfg = TrainConfig(data="x", output_dir="y", weight_decay=1e-3)
+    gan_cfg = GanConfig(data="x", output_dir="y", weight_decay=1e-3)
+    _, cnn_optimizer = optimisation_setup(
+        ResidualSR3D(features=4, num_blocks=1), cnn_cfg, torch.device("cpu")
+    )
     gan_optimizer = GanParts.create(
-        ResidualSR3D(features=4, num_blocks=1), nn.Conv3d(1, 1, 1), cfg
+        ResidualSR3D(features=4, num_blocks=1), nn.Conv3d(1, 1, 1), gan_cfg
     ).g_optimizer
     for optimizer in (cnn_optimizer, gan_optimizer):
         network_params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -22,6 +22,7 @@ _LAZY = {
     "OutputTarget": "volsr.api.resolver",
     "uncertainty_path_for": "volsr.api.resolver",
     "ResolverOptions": "volsr.api.resolver",
+    "checked_device": "volsr.api.resolver",
     "find_bundle": "volsr.api.resolver",
     "find_bundle_root": "volsr.api.resolver",
     "DEFAULT_BUNDLE": "volsr.api.resolver",

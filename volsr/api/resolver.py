@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
 import warnings
@@ -157,6 +158,13 @@ class ResolverOptions:
         adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
             the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
             loaded network is not changed.
+        max_memory: bytes (or a size such as ``"8G"``) a scan's run may take at its peak
+            (:mod:`volsr.inference.memory`); a scan whose output grid needs more is refused before
+            anything is allocated. Default: the memory available when the scan starts.
+
+    Raises:
+        ValueError: a ``roi`` that is not 3 positive sizes, an ``overlap`` outside [0, 1), a
+            negative ``adapt``, a ``max_memory`` below 1 byte.
     """
 
     roi: tuple[int, ...] | None = None
@@ -168,12 +176,112 @@ class ResolverOptions:
     tta: bool = False
     uncertainty: bool = False
     adapt: int = 0
+    max_memory: int | str | None = None
 
     def __post_init__(self) -> None:
         # frozen: normalising the given values once, here
-        object.__setattr__(self, "roi", None if self.roi is None else tuple(int(r) for r in self.roi))
-        object.__setattr__(self, "overlap", None if self.overlap is None else float(self.overlap))
-        object.__setattr__(self, "adapt", int(self.adapt))
+        object.__setattr__(self, "roi", _window_size(self.roi))
+        object.__setattr__(self, "overlap", _overlap_fraction(self.overlap))
+        object.__setattr__(self, "adapt", _count(self.adapt, "adapt (--adapt)"))
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", _memory_size(self.max_memory))
+
+
+def _finite(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _count(value, name: str, least: int = 0) -> int:
+    number = _finite(value, name)
+    if number != int(number) or number < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+    return int(number)
+
+
+def _memory_size(size: int | str) -> int:
+    """Bytes from a number of bytes or a size such as ``"8G"`` (:func:`volsr.inference.memory.parse_size`)."""
+    from volsr.inference.memory import parse_size
+
+    if isinstance(size, str):
+        return parse_size(size, "max_memory (--max-memory)")
+    return _count(size, "max_memory (--max-memory)", least=1)
+
+
+def _window_size(roi: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``roi`` as 3 positive window sizes in voxels (``None``: fitted to each volume)."""
+    if roi is None:
+        return None
+    if isinstance(roi, (str, bytes)) or len(tuple(roi)) != 3:
+        raise ValueError(f"roi (--roi) takes 3 window sizes in voxels, got {roi!r}")
+    return tuple(_count(r, "roi (--roi)", least=1) for r in roi)
+
+
+def _overlap_fraction(overlap: float | None) -> float | None:
+    """``overlap`` as a fraction in [0, 1): MONAI's windows step by ``roi * (1 - overlap)``."""
+    if overlap is None:
+        return None
+    fraction = _finite(overlap, "overlap (--overlap)")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"overlap (--overlap) is a fraction of the window in [0, 1), got {overlap!r}")
+    return fraction
+
+
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` resolved (:func:`volsr.inference.devices.resolve_device`), refused in one line when it
+    does not exist here: a name torch does not know, a CUDA index past the GPUs present, a device
+    type volsr does not run on."""
+    named = f"device (--device) {str(device)!r}"
+    try:
+        asked = None if str(device) == "auto" else torch.device(device)
+    except RuntimeError:  # torch.device("foo")
+        raise ValueError(f"{named} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if asked is not None and asked.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{named}: no CUDA GPU is available here")
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"{named} does not exist here: {count} CUDA GPU(s) present")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{named}: volsr runs on cpu or cuda")
+    return dev
+
+
+def check_memory(
+    image: torch.Tensor,
+    network: nn.Module,
+    options: ResolverOptions,
+    precision: torch.dtype,
+    scale: float | Sequence[float] | None = None,
+    spacing: float | Sequence[float | None] | None = None,
+) -> None:
+    """Refuse, before anything is allocated, a run whose peak memory (:mod:`volsr.inference.memory`)
+    exceeds ``options.max_memory`` or, without it, the memory available now."""
+    from volsr.geometry.grids import voxel_spacing
+    from volsr.inference import memory
+    from volsr.inference.sliding_window import output_grid, volume_device, window_budget
+
+    out_affine, out_shape, _ = output_grid(image, scale, spacing)
+    voxels = math.prod(int(n) for n in out_shape)
+    device = options.device if isinstance(options.device, torch.device) else checked_device(options.device)
+    on_host = volume_device(device, voxels) == torch.device("cpu")
+    window = 0
+    if device.type == "cpu":
+        features = int(getattr(getattr(network, "config", None), "features", 32))
+        windows = math.prod(options.roi) if options.roi else window_budget(voxels, network, device, precision)
+        window = memory.window_bytes(min(windows, voxels), features, precision.itemsize)
+    channels = 2 if options.uncertainty else 1
+    need = memory.estimate_peak(voxels, channels, 4, True, window, on_host)
+    limit = options.max_memory if options.max_memory is not None else memory.available_memory()
+    spacing_mm = [float(v) for v in voxel_spacing(out_affine)]
+    problem = memory.memory_refusal(need, limit, out_shape, spacing_mm, options.max_memory is not None)
+    if problem is not None:
+        raise VolsrInputError(getattr(image, "meta", {}).get("filename_or_obj", "the image"), problem)
 
 
 def uncertainty_path_for(output: str | Path, dicom: bool = False) -> Path:
@@ -221,23 +329,46 @@ class OutputTarget:
         """Read ``src`` and check where its output goes (``dst``, default beside the current folder):
         everything that would be refused is refused before the work."""
         from volsr.data.io import check_output, load_image
+        from volsr.data.output_names import input_files
 
         image = load_image(src, series_uid=series_uid, volume=volume)
         if self.dicom:
             from volsr.data.dicom_writer import check_dicom_output
 
+            dst = Path(dst or output_path_for(src, dicom=True))
+            self.check_not_inputs(dst, input_files([src]))
             dst = check_dicom_output(
-                dst or output_path_for(src, dicom=True), image, self.overwrite, self.sidecar, self.modality,
-                self.dtype,
+                dst, image, self.overwrite, self.sidecar, self.modality, self.dtype,
             )  # fmt: skip
             if self.uncertainty:
                 map_dst = uncertainty_path_for(dst, dicom=True)
                 check_dicom_output(map_dst, image, self.overwrite, False, self.modality)
             return image, dst
-        dst = check_output(dst or output_path_for(src), image, self.dtype, self.overwrite, self.sidecar)
+        dst = Path(dst or output_path_for(src))
+        self.check_not_inputs(dst, input_files([src]))
+        dst = check_output(dst, image, self.dtype, self.overwrite, self.sidecar)
         if self.uncertainty:
             check_output(uncertainty_path_for(dst), image, "float32", self.overwrite)
         return image, dst
+
+    def outputs_of(self, dst: str | Path) -> tuple[list[Path], list[Path]]:
+        """Every path written for the output ``dst``: ``(files, folders)``, the folders being DICOM
+        series (the image's, the map's); the files the NIfTI image, map and the JSON sidecar."""
+        from volsr.data.io import sidecar_path
+
+        dst = Path(dst)
+        images = [dst, *([uncertainty_path_for(dst, self.dicom)] if self.uncertainty else [])]
+        sidecars = [sidecar_path(dst, folder=self.dicom)] if self.sidecar else []
+        return (sidecars, images) if self.dicom else (images + sidecars, [])
+
+    def check_not_inputs(self, dst: str | Path, inputs: dict[Path, Path]) -> None:
+        """Refuse, before the work, an output of ``dst`` that would write over one of ``inputs``
+        (:func:`volsr.data.output_names.input_files`) or that the file system cannot name."""
+        from volsr.data.output_names import check_outputs
+
+        files, folders = self.outputs_of(dst)
+        check_outputs(files, inputs)
+        check_outputs(folders, inputs, folders=True)
 
     def write(self, outputs: dict[str, torch.Tensor], image: torch.Tensor, info: dict, dst: Path) -> Path:
         """Write ``outputs["image"]`` (made from ``image``; provenance ``info``) to ``dst``, its
@@ -279,6 +410,25 @@ class OutputTarget:
         )  # fmt: skip
 
 
+def _read_weights(path: str | Path) -> tuple[nn.Module, PercentileNormalizer, dict]:
+    """:func:`volsr.networks.checkpoint.load_checkpoint`, its failures as one
+    :class:`~volsr.errors.VolsrInputError` naming the file: torch's unpickler and the network builder
+    raise anything from ``EOFError`` to ``RuntimeError`` on a bad file."""
+    if not Path(path).is_file():
+        raise VolsrInputError(path, "no such weights file")
+    try:
+        return load_checkpoint(path)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except PermissionError as exc:
+        raise VolsrInputError(path, f"cannot be read: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad weights file
+        detail = " ".join(str(exc).split()).removeprefix(f"{path}: ")[:200] or type(exc).__name__
+        raise VolsrInputError(
+            path, f"is not a volsr checkpoint that loads (corrupt, truncated or another program's): {detail}"
+        ) from None
+
+
 class SuperResolver:
     """A trained generator with the normalisation it was trained with, ready for whole scans.
 
@@ -300,7 +450,7 @@ class SuperResolver:
         **changes,
     ) -> None:
         options = dataclasses.replace(options or ResolverOptions(), **changes)
-        self.options = dataclasses.replace(options, device=resolve_device(options.device))
+        self.options = dataclasses.replace(options, device=checked_device(options.device))
         self.precision = decide_precision(self.device, self.amp)  # once: every window and the sidecar
         self.network = network.eval().to(self.device)
         self.normalizer = normalizer or PercentileNormalizer()
@@ -318,7 +468,9 @@ class SuperResolver:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> SuperResolver:
-        network, normalizer, ckpt = load_checkpoint(path)
+        """Load the weights file ``path``; a file that is not a volsr checkpoint (corrupt, truncated,
+        another program's) is refused in one line naming it."""
+        network, normalizer, ckpt = _read_weights(path)
         sr = cls(network, normalizer, **kwargs)
         sr.info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
         return sr
@@ -349,6 +501,7 @@ class SuperResolver:
 
             image = load_image(image)
         warn_if_not_contiguous(image)
+        check_memory(image, self.network, self.options, self.precision, scale=scale, spacing=spacing)
         if self.adapt > 0:
             return self.adapted(image, scale=scale, spacing=spacing)(image, scale=scale, spacing=spacing)
         return super_resolve(
@@ -454,8 +607,9 @@ class SuperResolver:
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:
         """What made ``out`` from ``image`` (read from ``src``): volsr and bundle versions, the
-        checkpoint's step, the options, and both grids. Written as the output's JSON sidecar; it
-        states no SliceThickness, since the output was not acquired in slices."""
+        checkpoint's step, the options, both grids and, under ``Assumptions``, what volsr assumed of
+        a header that did not say it (a NIfTI file with no coordinate codes). Written as the output's
+        JSON sidecar; it states no SliceThickness, since the output was not acquired in slices."""
         from volsr import __version__
         from volsr.geometry.grids import voxel_spacing
         from volsr.geometry.meta import affine_of
@@ -466,8 +620,11 @@ class SuperResolver:
                 "spacing_mm": [round(float(v), 6) for v in voxel_spacing(affine_of(t))],
             }
 
+        from volsr.data.voxel_checks import coordinate_assumption
+
         uid = getattr(image, "meta", {}).get("dicom_series_uid")
         series = {"SeriesInstanceUID": uid} if uid else {}
+        assumed = coordinate_assumption(getattr(image, "meta", {}).get("nifti_header"))
         return {
             "Sources": [str(src)],
             "GeneratedBy": {
@@ -489,4 +646,5 @@ class SuperResolver:
             },
             "Input": grid(image) | series,
             "Output": grid(out),
+            **({"Assumptions": [assumed]} if assumed else {}),
         }

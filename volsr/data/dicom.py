@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from volsr.data.acquisition import parse_thickness
-from volsr.data.dicom_files import DicomFile, FolderContents, quiet, scan_folder, tag_text
+from volsr.data.dicom_files import DicomFile, FolderContents, quiet, quiet_sitk, scan_folder, tag_text
 from volsr.data.dicom_frames import Frame, frames_of
 from volsr.data.dicom_geometry import series_grid
 from volsr.data.dicom_pixels import SeriesVolumes, value_dtype
@@ -51,18 +51,9 @@ REFERENCE_TAGS = (
 )  # fmt: skip
 
 
-def _sitk():
-    """SimpleITK, imported on first use (it is slow to import and only these readers need it), with
-    ITK's own warnings silenced: volsr checks what they warn about and reports it in one line."""
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    return sitk
-
-
 def from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     dim = img.GetDimension()
-    arr = _sitk().GetArrayFromImage(img)  # (..., z, y, x[, component])
+    arr = quiet_sitk().GetArrayFromImage(img)  # (..., z, y, x[, component])
     order = list(range(dim))[::-1] + ([dim] if img.GetNumberOfComponentsPerPixel() > 1 else [])
     arr = arr.transpose(order)
     if dim < 3:
@@ -75,7 +66,7 @@ def from_sitk(img: sitk.Image) -> tuple[np.ndarray, np.ndarray | None, str, dict
 
 
 def read_itk(path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    return from_sitk(_sitk().ReadImage(str(path)))
+    return from_sitk(quiet_sitk().ReadImage(str(path)))
 
 
 def _info(uid: str, files: list[DicomFile]) -> dict:
@@ -99,7 +90,7 @@ def series_info(folder: Path, uid: str) -> dict:
 
 def _tags(file: str, *keys: str) -> dict[str, str]:
     """The DICOM tags ``keys`` ("gggg|eeee") of one file's header, stripped; absent ones left out."""
-    reader = _sitk().ImageFileReader()
+    reader = quiet_sitk().ImageFileReader()
     reader.SetFileName(file)
     reader.ReadImageInformation()
     return {key: reader.GetMetaData(key).strip() for key in keys if reader.HasMetaDataKey(key)}
@@ -176,13 +167,24 @@ def _thickness(header) -> str | None:
     return stated
 
 
+def _source_images(volume: list, headers: dict) -> list[tuple[str, str]]:
+    """``(SOPClassUID, SOPInstanceUID)`` of the images one volume was read from, in slice order, each
+    once (an enhanced file's frames share one instance): what a derived series lists as its sources."""
+    found: dict[tuple[str, str], None] = {}
+    for frame in volume:
+        header = headers[frame.file]
+        found[(str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", "")))] = None
+    return [key for key in found if all(key)]
+
+
 def read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[SeriesVolumes, np.ndarray, str, dict]:
     """The series ``series_uid`` (or the only one) in ``folder``, placed as dcm2niix places it.
 
     Returns:
         ``(array, affine, dtype name, extra meta)``: ``array`` is ``(X, Y, Z)``, or ``(X, Y, Z,
         volumes)`` for a 4-D series (decoded a volume at a time when indexed, :class:`SeriesVolumes`);
-        ``extra`` holds ``dicom_series_uid``, ``dicom_files``, ``dicom_volumes``, ``dicom_tags``
+        ``extra`` holds ``dicom_series_uid``, ``dicom_files``, ``dicom_volumes``,
+        ``dicom_source_images`` (per volume, :func:`_source_images`), ``dicom_tags``
         (:data:`REFERENCE_TAGS`) and ``slice_thickness_mm``.
 
     Raises:
@@ -204,6 +206,7 @@ def read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[SeriesVolum
         grid = series_grid(frames, folder, thickness)
         dtype = value_dtype(first, {(f.slope, f.intercept) for f in frames})
         tags = {key: tag_text(headers[grid.volumes[0][0].file], key) for key in REFERENCE_TAGS}
+        sources = [_source_images(volume, headers) for volume in grid.volumes]
     for note in (_skipped_note(folder, contents), derived_note):
         if note:
             warnings.warn(note, VolsrInputWarning, stacklevel=2)
@@ -216,6 +219,7 @@ def read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[SeriesVolum
             "dicom_series_uid": uid,
             "dicom_files": len({f.file for f in frames}),
             "dicom_volumes": len(grid.volumes),
+            "dicom_source_images": sources,
             "dicom_tags": {key: value for key, value in tags.items() if value},
             "slice_thickness_mm": thickness,  # SliceThickness, mm
         },

@@ -18,7 +18,16 @@ from pathlib import Path
 
 from volsr.errors import VolsrInputError
 
-__all__ = ["DicomFile", "FolderContents", "quiet", "read_header", "scan_folder", "tag_text", "unreadable"]
+__all__ = [
+    "DicomFile",
+    "FolderContents",
+    "quiet",
+    "quiet_sitk",
+    "read_header",
+    "scan_folder",
+    "tag_text",
+    "unreadable",
+]
 
 #: Media Storage Directory Storage: the SOP class of a DICOMDIR
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -171,3 +180,12 @@ def tag_text(header, key: str) -> str | None:
         text = "\\".join(str(v) for v in value) if several else str(value)
     text = text.strip(" \x00")
     return text or None
+
+
+def quiet_sitk():
+    """SimpleITK, imported on first use (it is slow to import and only the readers need it), with
+    ITK's own warnings silenced: volsr checks what they warn about and reports it in one line."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk

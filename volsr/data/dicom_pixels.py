@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volsr.data.dicom_files import quiet, unreadable
+from volsr.data.dicom_files import quiet, quiet_sitk, unreadable
 from volsr.data.dicom_frames import Frame, mosaic_wrapper
 from volsr.errors import VolsrInputError
 
@@ -71,9 +71,8 @@ def _decode(file: Path) -> tuple[np.ndarray, object, bool]:
         except Exception as exc:
             raise unreadable(file, exc) from None
         return pixels.reshape(-1, *pixels.shape[-2:]), header, False
-    from volsr.data.dicom import _sitk
 
-    sitk = _sitk()
+    sitk = quiet_sitk()
     try:
         reader = sitk.ImageFileReader()
         reader.SetImageIO("GDCMImageIO")

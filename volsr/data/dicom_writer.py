@@ -22,7 +22,6 @@ import datetime
 import errno
 import os
 import re
-import secrets
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -34,7 +33,7 @@ import torch
 
 from volsr.data.io import SIDECAR_EXISTS, sidecar_path
 from volsr.data.stored_values import in_integer_range
-from volsr.data.temporaries import register, release
+from volsr.data.temporaries import register, release, temporary_name
 from volsr.errors import VolsrInputError, write_error
 from volsr.geometry.meta import affine_of
 
@@ -214,7 +213,7 @@ def save_dicom_series(
     step = _RAS_TO_LPS @ affine[:3, 2]
     thickness = abs(float(step @ normal))  # the distance between slice planes, under tilt too
 
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_name(out)
     register(tmp)
     try:
         tmp.mkdir(parents=True)
@@ -346,18 +345,16 @@ def _source_links(reference: torch.Tensor, equipment: Mapping[str, str]) -> dict
     image (SourceImageSequence: a viewer finds the source series from it) and the acquiring equipment
     (ContributingEquipmentSequence); empty for a source that is not a DICOM series."""
     meta = getattr(reference, "meta", {})
-    folder, uid = meta.get("filename_or_obj"), meta.get("dicom_series_uid")
-    if not folder or not uid or not Path(str(folder)).is_dir():
+    per_volume = meta.get("dicom_source_images")
+    if not per_volume:
         return {}
-    from pydicom import dcmread
     from pydicom.dataset import Dataset
 
     sources = []
-    for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid):
-        header = dcmread(file, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+    for sop_class, sop_instance in per_volume[int(meta.get("volume") or 0)]:
         item = Dataset()
-        item.ReferencedSOPClassUID = header.SOPClassUID
-        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
         sources.append(item)
     links: dict = {"SourceImageSequence": sources}
     if equipment:
@@ -416,7 +413,7 @@ def _replace_folder(out: Path, tmp: Path, overwrite: bool = True) -> None:
                 ) from None
             raise
         return
-    old = out.with_name(f".{out.name}.{secrets.token_hex(4)}.old")
+    old = temporary_name(out, kind="old")
     os.replace(out, old)
     try:
         os.replace(tmp, out)

@@ -22,8 +22,8 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -34,9 +34,11 @@ from monai.data import MetaTensor
 
 from volsr.data.acquisition import acquisition_record, parse_thickness, slice_acquisition
 from volsr.data.dicom import read_dicom_folder, read_itk
-from volsr.data.stored_values import in_integer_range
-from volsr.data.temporaries import in_flight
-from volsr.errors import VolsrInputError, write_error
+from volsr.data.output_names import check_name_length, check_outputs, input_files
+from volsr.data.stored_values import clipped_share, in_integer_range, value_range
+from volsr.data.temporaries import in_flight, temporary_name
+from volsr.data.voxel_checks import coordinate_assumption, float32_voxels, nibabel_repairs
+from volsr.errors import VolsrInputError, VolsrInputWarning, write_error
 from volsr.geometry.grids import is_sheared, voxel_spacing
 from volsr.geometry.meta import affine_of
 
@@ -99,8 +101,12 @@ def _stated_voxel_size(img) -> np.ndarray:
 
 
 def _read_nibabel(path: Path) -> tuple[object, np.ndarray, str, dict]:
-    with nib.imageglobals.LoggingOutputSuppressor():  # its header fixes are refused or kept below
-        img = nib.load(str(path))
+    with nibabel_repairs(path):  # its header fixes, said as volsr's warnings (or refused below)
+        return _read_nibabel_header(path)
+
+
+def _read_nibabel_header(path: Path) -> tuple[object, np.ndarray, str, dict]:
+    img = nib.load(str(path))
     dtype = np.dtype(img.get_data_dtype()).name
     affine = np.asarray(img.affine, dtype=np.float64).copy()
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -130,6 +136,8 @@ def _read_nibabel(path: Path) -> tuple[object, np.ndarray, str, dict]:
         "affine": affine.tolist(),  # the affine the qform above goes with
         "scaled": (slope, inter) != (1.0, 0.0),
     }
+    if (assumption := coordinate_assumption(info)) is not None:
+        warnings.warn(f"{path}: {assumption}", VolsrInputWarning, stacklevel=4)
     return img.dataobj, affine, dtype, {"nifti_header": info}
 
 
@@ -205,9 +213,13 @@ def load_image(
         else:
             arr, affine, dtype, extra = (_read_nibabel if fmt in ("nifti", "mgh") else read_itk)(p)
         index = _volume_index(str(path), tuple(int(n) for n in arr.shape), volume, hint)
-        data = np.asarray(arr[index], dtype=np.float32)
+        scaled = bool(extra.get("nifti_header", {}).get("scaled"))
+        with np.errstate(all="ignore"):  # nibabel's scaling: what overflows is reported just below
+            data = float32_voxels(path, arr[index], scaled)
     except (VolsrInputError, MemoryError):
         raise
+    except PermissionError as exc:  # the file is fine; this user may not read it
+        raise VolsrInputError(exc.filename or path, f"cannot be read: {exc.strerror}") from None
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
         raise VolsrInputError(path, f"cannot be read as {fmt}: {_reader_error(exc)}") from None
     if p.is_dir():
@@ -218,9 +230,6 @@ def load_image(
         thickness = parse_thickness(sidecar.get("SliceThickness"))
         acquisition_type = sidecar.get("MRAcquisitionType")
     _check_affine(path, affine)
-    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-    if bad:
-        raise VolsrInputError(path, f"has {bad} NaN or Inf voxel(s) (in float32); fill or mask them first")
     meta = {
         "filename_or_obj": str(path),
         "source_format": fmt,
@@ -283,32 +292,62 @@ def check_output(
     dtype: str = "float32",
     overwrite: bool = False,
     sidecar: bool = False,
+    values: bool = True,
 ) -> Path:
     """Everything :func:`save_image` (and, with ``sidecar``, :func:`write_sidecar`) would refuse,
-    checked before any work is done.
+    checked before any work is done. With ``values``, a ``dtype`` named explicitly (not ``"input"``)
+    must hold ``image``'s values (the input's: the output keeps its range); :func:`save_image` itself
+    warns of what the output then clips.
 
     Raises:
-        VolsrInputError: not a .nii/.nii.gz name, the file ``image`` was loaded from, an existing
-            file (or, with ``sidecar``, sidecar) without ``overwrite``, or a folder.
-        ValueError: an unknown ``dtype``.
+        VolsrInputError: not a .nii/.nii.gz name, a name too long for the file system, a file
+            ``image`` was read from (the scan, its sidecar: :mod:`volsr.data.output_names`), an
+            existing file (or, with ``sidecar``, sidecar) without ``overwrite``, or a folder.
+        ValueError: an unknown ``dtype``, or one that would clip some of ``image``'s values (the line
+            says how many).
     """
     out = Path(path)
     if _ending(out, _NIFTI_OUT) is None:
         raise VolsrInputError(path, "volsr writes NIfTI only; name the output .nii.gz or .nii")
     source = _meta(image).get("filename_or_obj") if image is not None else None
-    if source and Path(str(source)).resolve() == out.resolve():
-        raise VolsrInputError(path, "is the input image; refusing to write over it, choose another output")
+    if source:  # the scan, its sidecar, a DICOM folder's files: never written over
+        check_outputs([out, *([sidecar_path(out)] if sidecar else [])], input_files([str(source)]))
+    else:
+        check_name_length(out)
     if out.is_dir():
         raise VolsrInputError(path, "is a folder; give an output file name")
     if out.exists() and not overwrite:
         raise VolsrInputError(path, "already exists; pass overwrite=True (--overwrite) to replace it")
-    if sidecar and source and not Path(str(source)).is_dir():
-        if sidecar_path(source).resolve() == sidecar_path(out).resolve():  # scan.nii.gz -> scan.nii
-            raise VolsrInputError(path, "would replace the input's sidecar (same stem); choose another name")
     if sidecar and sidecar_path(out).exists() and not overwrite:
         raise VolsrInputError(sidecar_path(out), SIDECAR_EXISTS)
-    _output_dtype(dtype, image)
+    dt = _output_dtype(dtype, image)
+    if values and dtype != "input" and image is not None:
+        share = clipped_share(_values(image), dt)
+        if share > 0:
+            raise VolsrInputError(
+                _meta(image).get("filename_or_obj", "the image"),
+                f"dtype {dt.name} (--dtype) holds {value_range(dt)} and would clip {share:.1%} of its "
+                "voxels; use --dtype input or float32",
+            )
     return out
+
+
+def _values(image: torch.Tensor) -> np.ndarray:
+    return image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+
+
+def _warn_if_clipped(path: Path, image: torch.Tensor, dtype: str, dt: np.dtype) -> None:
+    """A type named explicitly that clips some of the output's values (edges overshoot): say how many.
+    (``"input"`` clips by design: :mod:`volsr.data.stored_values`.)"""
+    if dtype == "input" or dt.kind not in "iuf":
+        return
+    if (share := clipped_share(_values(image), dt)) > 0:
+        warnings.warn(
+            f"{path}: {share:.2%} of the voxels lie outside {dt.name}'s range ({value_range(dt)}) and "
+            "were clipped to it; --dtype float32 keeps every value",
+            VolsrInputWarning,
+            stacklevel=3,
+        )
 
 
 def _qform(affine: np.ndarray, info: dict) -> np.ndarray:
@@ -319,6 +358,26 @@ def _qform(affine: np.ndarray, info: dict) -> np.ndarray:
     if np.array_equal(ref, affine):
         return q
     return q @ np.linalg.inv(ref) @ affine  # the same index-space change (crop, re-grid) as the sform
+
+
+#: NIFTI_XFORM_ALIGNED_ANAT: nibabel's code for an affine whose space the header does not name
+_ALIGNED = 2
+
+
+def _coordinate_codes(info: dict, affine: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (qform, sform) codes to write: the source's (scanner, 1, when it had none), such that the
+    affine reads back from the file. A source with no codes keeps them at 0, never claiming scanner
+    coordinates it was not given, where pixdim alone rebuilds the grid (as it did on reading:
+    nibabel's base affine); else the sform holds it with nibabel's code for an unnamed space."""
+    qcode, scode = int(info.get("qform_code", 1)), int(info.get("sform_code", 1))
+    if qcode == 0 and scode == 0:
+        header = nib.Nifti1Header()
+        header.set_data_shape(shape)
+        header.set_zooms(tuple(float(z) for z in voxel_spacing(affine)))
+        return 0, (0 if np.allclose(header.get_base_affine(), affine, atol=1e-5) else _ALIGNED)
+    if scode == 0 and (qcode == 0 or is_sheared(affine)):
+        scode = qcode or 1  # the affine must be readable back from the file: only an sform holds shears
+    return qcode, scode
 
 
 def _to_nifti(image: torch.Tensor, dt: np.dtype, rescale: bool) -> nib.Nifti1Image:
@@ -336,9 +395,7 @@ def _to_nifti(image: torch.Tensor, dt: np.dtype, rescale: bool) -> nib.Nifti1Ima
     img = nib.Nifti1Image(arr, None)
     img.header.set_data_dtype(dt)
     affine = affine_of(image)
-    qcode, scode = int(info.get("qform_code", 1)), int(info.get("sform_code", 1))
-    if scode == 0 and (qcode == 0 or is_sheared(affine)):
-        scode = qcode or 1  # the affine must be readable back from the file
+    qcode, scode = _coordinate_codes(info, affine, arr.shape[:3])
     img.set_sform(affine, code=scode)
     img.set_qform(_qform(affine, info), code=qcode)
     img.header.set_xyzt_units(*info.get("xyzt_units", ("mm", "sec")))
@@ -370,8 +427,9 @@ def save_image(
     Example:
         >>> save_image(load_image("ct.nii.gz"), "ct_copy.nii.gz", dtype="input")
     """
-    out = check_output(path, image, dtype, overwrite)
+    out = check_output(path, image, dtype, overwrite, values=False)
     dt = _output_dtype(dtype, image)
+    _warn_if_clipped(out, image, dtype, dt)
     scaled_source = _meta(image).get("nifti_header", {}).get("scaled", False)
     nii = _to_nifti(image, dt, rescale=dtype == "input" and dt.kind in "iu" and scaled_source)
     return _replace_atomically(out, lambda tmp: nib.save(nii, str(tmp)), _ending(out, _NIFTI_OUT), overwrite)
@@ -387,7 +445,7 @@ def _replace_atomically(
     (read-only folder, disk full, a signal) removes the temporary file; an ``OSError`` becomes one
     :class:`~volsr.errors.VolsrInputError` naming ``out``.
     """
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    tmp = temporary_name(out, suffix=suffix)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with in_flight(tmp):

@@ -50,19 +50,16 @@ def reliability_table(sigma: np.ndarray, error: np.ndarray, bins: int = 10) -> l
     return rows
 
 
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
-    return x.float().reshape(x.shape[-3:])
-
-
-def error_bar_scores(sigma: torch.Tensor, pred: torch.Tensor, reference: torch.Tensor, bins: int = 10) -> dict:
+def error_bar_scores(
+    sigma: torch.Tensor, pred: torch.Tensor, reference: torch.Tensor, bins: int = 10
+) -> dict:
     """Coverage and reliability table of the error bar ``sigma`` (scanner units, the grid of ``pred``)
     for ``pred`` against ``reference``, over the reference's foreground on its percentile scale."""
     scaled = reference_scale(reference)
     r = scaled(reference)
     mask = foreground_mask(r)
-    unit = scaled(torch.ones_like(_plain(reference))) - scaled(torch.zeros_like(_plain(reference)))
-    s = (_plain(sigma) * unit)[mask].numpy()  # a width, so scaled without the offset
+    zero = scaled(torch.zeros(1, 1, 1))  # a width is scaled without the scale's offset
+    s = (scaled(sigma) - zero)[mask].numpy()
     e = (scaled(pred) - r).abs()[mask].numpy()
     return {"coverage": coverage_of(s, e), "reliability": reliability_table(s, e, bins)}
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from volsr.errors import VolsrInputError
+from volsr.errors import VolsrInputError, VolsrInputWarning
 
 __all__ = [
     "ALL_SERIES",
@@ -158,7 +159,7 @@ def discover(inputs: Sequence[str | os.PathLike]) -> list[Scan]:
     of scans walked, list files read, BIDS roots' anatomical NIfTI files.
 
     A path that does not exist is kept as a scan, so that it fails on its own (named in the
-    manifest) rather than stopping the cohort.
+    manifest) rather than stopping the cohort. A scan given more than once is kept once, with a note.
 
     Raises:
         VolsrInputError: a folder that holds no scans, a list file that lists none.
@@ -179,7 +180,25 @@ def discover(inputs: Sequence[str | os.PathLike]) -> list[Scan]:
             scans += [Scan(p, rel) for p, rel in zip(entries, layout, strict=True)]
         else:
             scans.append(Scan(path))
-    return sorted(scans, key=lambda s: str(s.path))
+    return sorted(_once_each(scans), key=lambda s: str(s.path))
+
+
+def _once_each(scans: Sequence[Scan]) -> list[Scan]:
+    """``scans`` with each file or folder once (the first time it was given), and a note on stderr
+    (:class:`~volsr.errors.VolsrInputWarning`) for each repeat: ``a.nii.gz ./a.nii.gz``, a list
+    naming a scan twice, a folder and a file inside it."""
+    kept: dict[Path, Scan] = {}
+    for scan in scans:
+        key = Path(os.path.abspath(scan.path)).resolve()
+        if key in kept:
+            warnings.warn(
+                f"{scan.path}: given more than once (also as {kept[key].path}); processed once",
+                VolsrInputWarning,
+                stacklevel=3,
+            )
+            continue
+        kept[key] = scan
+    return list(kept.values())
 
 
 def _none_found(folder: Path, what: str) -> list[Scan]:

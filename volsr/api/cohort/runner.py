@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import sys
 import threading
@@ -27,7 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from volsr.api.cohort.inputs import ALL_SERIES, Job, default_output_folder, discover, plan_outputs
+from volsr.api.cohort.inputs import (
+    ALL_SERIES,
+    LIST_SUFFIXES,
+    Job,
+    default_output_folder,
+    discover,
+    plan_outputs,
+)
 from volsr.api.cohort.manifest import (
     MANIFEST,
     ManifestWriter,
@@ -42,8 +51,6 @@ from volsr.api.cohort.sharding import Process, ProcessGroup, parse_shard, rank_d
 from volsr.errors import VolsrInputError, one_line
 
 __all__ = ["CohortRequest", "CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
-
-_NIFTI = (".nii", ".nii.gz")
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,27 @@ class CohortRequest:
     overwrite: bool = False
     skip_existing: bool = False
 
+    def __post_init__(self) -> None:
+        for name, values in (("spacing", self.spacing), ("scale", self.scale)):
+            _check_positive(values, f"{name} (--{name})", none_allowed=name == "spacing")
+
     def fingerprint(self) -> dict:
         """The options that change an output (not what to do with existing ones)."""
         return {k: v for k, v in asdict(self).items() if k not in ("overwrite", "skip_existing")}
+
+
+def _check_positive(values, name: str, none_allowed: bool) -> None:
+    """Refuse a grid option (``spacing`` in mm, ``scale`` factors) that is not positive and finite, in
+    one line before any scan is read (``None`` on an axis keeps that axis, for ``spacing`` only)."""
+    if values is None:
+        return
+    items = [values] if isinstance(values, numbers.Real) else list(values)
+    for v in items:
+        if v is None and none_allowed:
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            shown = " ".join("None" if x is None else f"{x:g}" for x in items)
+            raise ValueError(f"{name} takes positive, finite values; got {shown}")
 
 
 @dataclass
@@ -292,16 +317,38 @@ def _single_output(scan: Path, output: Path | None, series: str | None, dicom: b
     """The output of the one scan of a run: ``output`` itself when it names a file (with ``dicom``
     a series folder, new or volsr's own), else ``<stem>_sr`` inside it (default: here)."""
     from volsr.api import dicom_folder_for, output_path_for
+    from volsr.data.output_names import output_kind
 
+    kind = None if output is None else output_kind(output, dicom)  # refuses `-o out.png`
     if dicom:
         from volsr.data.dicom_writer import is_written_series
 
         if output is not None and (not output.is_dir() or is_written_series(output)):
             return output
         return dicom_folder_for(output_path_for(scan, output))
-    if output is None or output.is_dir() or not output.name.endswith(_NIFTI):
-        return output_path_for(scan, output)
-    return output
+    if kind == "file":
+        return output
+    return output_path_for(scan, output)
+
+
+def _check_outputs_spare_inputs(
+    jobs: Sequence[Job], inputs: Sequence[str | os.PathLike], scans, request: CohortRequest,
+    uncertainty: bool, folder: Path | None,
+) -> None:  # fmt: skip
+    """Before any work: no output of any job (image, uncertainty map, sidecar, DICOM series, the
+    manifest) is a file the run reads (any scan, its sidecar, a DICOM file, a list file), and
+    every name fits the file system (:mod:`volsr.data.output_names`)."""
+    from volsr.api import OutputTarget
+    from volsr.data.output_names import check_outputs, input_files
+
+    listed = [p for p in map(Path, inputs) if p.is_file() and p.name.lower().endswith(LIST_SUFFIXES)]
+    protected = input_files([s.path for s in scans]) | {p.resolve(): p for p in listed}
+    target = OutputTarget(request.dtype, request.overwrite, request.sidecar, request.dicom, request.modality,
+                          uncertainty)  # fmt: skip
+    for job in jobs:
+        target.check_not_inputs(job.dst, protected)
+    if folder is not None:
+        check_outputs([folder / MANIFEST, folder / "dataset_description.json"], protected)
 
 
 def _write_bids_description(folder: Path) -> None:
@@ -359,6 +406,7 @@ def infer_cohort(
             or outputs that would collide (before any work).
     """
     from volsr.api import SuperResolver, find_bundle
+    from volsr.data.output_names import output_kind
 
     running = torchrun_process()
     if running is not None and shard is not None:
@@ -369,7 +417,7 @@ def infer_cohort(
         dst = _single_output(scans[0].path, output, series, request.dicom)
         jobs, folder = [Job(scans[0].path, dst, series)], None
     else:
-        if output is not None and output.name.endswith(_NIFTI) and not output.is_dir():
+        if output is not None and output_kind(output) == "file":  # refuses `-o out.png` too
             what = "series" if series == ALL_SERIES else "scan"
             raise ValueError(f"{'--series all' if what == 'series' else 'a cohort'} writes one file per "
                              f"{what}: give --output a folder")  # fmt: skip
@@ -378,6 +426,8 @@ def infer_cohort(
         jobs = plan_outputs(split(scans, process), folder, series, request.dicom)
     if process.count > 1 and folder is None:
         raise ValueError("a cohort split over processes (torchrun, --shard) needs an output folder: -o DIR")
+    uncertainty = bool(dict(resolver_options or {}).get("uncertainty"))
+    _check_outputs_spare_inputs(jobs, inputs, scans, request, uncertainty, folder)
 
     device = rank_device(device, process)
     group = ProcessGroup(device) if process.kind == "rank" else None
