@@ -295,7 +295,7 @@ def analyse(splits: list[str], bundle: str, calibrate: str | None, out_dir: Path
 
 def worked_example(case: dict, views: list[int], calibration, length: int = 9) -> dict:
     """A line of voxels along the slice axis across the strongest boundary near the crop's centre: the
-    reference, the output and its error bar there, in the scan's units."""
+    reference, the output and its error bar there, in the scan's units (the 4-view map)."""
     mean, umap = case_maps(case, views)
     d = scored(case, views)
     protocol = json.loads(str(case["protocol"]))
@@ -306,7 +306,10 @@ def worked_example(case: dict, views: list[int], calibration, length: int = 9) -
     noise = d["noise"] * ref_range / lr_range  # back to the input's normalised units
     family = d["family"]
     sigma = np.asarray(calibration.sigma(umap, noise, family)) * lr_range
-    gradient = np.abs(np.gradient(ref, axis=axis))
+    from scipy.ndimage import gaussian_filter
+
+    # a boundary between two tissues, not a one-voxel line: the steepest edge of the smoothed reference
+    gradient = np.abs(np.gradient(gaussian_filter(ref.astype(np.float64), 2.0), axis=axis))
     centre = [n // 2 for n in ref.shape]
     box = tuple(slice(c - 8, c + 8) for c in centre)
     local = np.unravel_index(int(np.argmax(gradient[box])), gradient[box].shape)

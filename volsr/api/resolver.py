@@ -328,7 +328,7 @@ class OutputTarget:
     ) -> tuple[torch.Tensor, Path]:  # fmt: skip
         """Read ``src`` and check where its output goes (``dst``, default beside the current folder):
         everything that would be refused is refused before the work."""
-        from volsr.data.io import check_output, load_image
+        from volsr.data.io import check_output, load_image, sidecar_path
         from volsr.data.output_names import input_files
 
         image = load_image(src, series_uid=series_uid, volume=volume)
@@ -336,7 +336,7 @@ class OutputTarget:
             from volsr.data.dicom_writer import check_dicom_output
 
             dst = Path(dst or output_path_for(src, dicom=True))
-            self.check_not_inputs(dst, input_files([src]))
+            self.check_not_inputs(dst, input_files([src], sidecar_path))
             dst = check_dicom_output(
                 dst, image, self.overwrite, self.sidecar, self.modality, self.dtype,
             )  # fmt: skip
@@ -345,7 +345,7 @@ class OutputTarget:
                 check_dicom_output(map_dst, image, self.overwrite, False, self.modality)
             return image, dst
         dst = Path(dst or output_path_for(src))
-        self.check_not_inputs(dst, input_files([src]))
+        self.check_not_inputs(dst, input_files([src], sidecar_path))
         dst = check_output(dst, image, self.dtype, self.overwrite, self.sidecar)
         if self.uncertainty:
             check_output(uncertainty_path_for(dst), image, "float32", self.overwrite)

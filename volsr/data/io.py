@@ -311,7 +311,9 @@ def check_output(
         raise VolsrInputError(path, "volsr writes NIfTI only; name the output .nii.gz or .nii")
     source = _meta(image).get("filename_or_obj") if image is not None else None
     if source:  # the scan, its sidecar, a DICOM folder's files: never written over
-        check_outputs([out, *([sidecar_path(out)] if sidecar else [])], input_files([str(source)]))
+        check_outputs(
+            [out, *([sidecar_path(out)] if sidecar else [])], input_files([str(source)], sidecar_path)
+        )
     else:
         check_name_length(out)
     if out.is_dir():

@@ -13,7 +13,7 @@ uncertainty map, its JSON sidecar, a DICOM series folder, a cohort's manifest):
 Example:
     >>> output_kind(Path("OUT.NII.GZ"))
     'file'
-    >>> check_outputs([Path("in/scan.json")], input_files([Path("in/scan.nii.gz")]))
+    >>> check_outputs([Path("in/scan.json")], input_files([Path("in/scan.nii.gz")], sidecar_path))
     Traceback (most recent call last):
     VolsrInputError: in/scan.json: would replace the input's sidecar (the sidecar of in/scan.nii.gz); ...
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from volsr.data.temporaries import name_limit
@@ -96,12 +96,10 @@ def check_name_length(path: str | os.PathLike) -> None:
             raise VolsrInputError(path, f"a name in it is {size} bytes; the file system allows {limit}")
 
 
-def input_files(sources: Iterable[str | os.PathLike]) -> dict[Path, Path]:
+def input_files(sources: Iterable[str | os.PathLike], sidecar_of: Callable[[Path], Path]) -> dict[Path, Path]:
     """Every file a run reads, resolved, with the input it belongs to: each scan file and its JSON
-    sidecar (written or not: a sidecar volsr wrote there would be read as the scan's), and each DICOM
-    folder with every file in it."""
-    from volsr.data.io import sidecar_path
-
+    sidecar ``sidecar_of(scan)`` (:func:`volsr.data.io.sidecar_path`; written or not: a sidecar volsr
+    wrote there would be read as the scan's), and each DICOM folder with every file in it."""
     found: dict[Path, Path] = {}
     for source in sources:
         src = Path(source)
@@ -111,7 +109,7 @@ def input_files(sources: Iterable[str | os.PathLike]) -> dict[Path, Path]:
                 if entry.is_file():
                     found[entry.resolve()] = src
         elif src.suffix.lower() != ".json":  # a list file has no sidecar
-            found[sidecar_path(src).resolve()] = src
+            found[sidecar_of(src).resolve()] = src
     return found
 
 

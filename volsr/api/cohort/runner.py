@@ -339,10 +339,11 @@ def _check_outputs_spare_inputs(
     manifest) is a file the run reads (any scan, its sidecar, a DICOM file, a list file), and
     every name fits the file system (:mod:`volsr.data.output_names`)."""
     from volsr.api import OutputTarget
+    from volsr.data.io import sidecar_path
     from volsr.data.output_names import check_outputs, input_files
 
     listed = [p for p in map(Path, inputs) if p.is_file() and p.name.lower().endswith(LIST_SUFFIXES)]
-    protected = input_files([s.path for s in scans]) | {p.resolve(): p for p in listed}
+    protected = input_files([s.path for s in scans], sidecar_path) | {p.resolve(): p for p in listed}
     target = OutputTarget(request.dtype, request.overwrite, request.sidecar, request.dicom, request.modality,
                           uncertainty)  # fmt: skip
     for job in jobs:
