@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from volsr.api import SuperResolver
-    from volsr.api.cohort import CohortRequest, run_jobs
+    from volsr.api.cohort import run_jobs
     from volsr.api.cohort.inputs import Job
 
     sr = SuperResolver.from_bundle(args.bundle, device=args.device)
@@ -72,9 +72,7 @@ def run(args: argparse.Namespace) -> dict:
                     for job in jobs:
                         sr.predict_file(job.src, job.dst)
                 else:
-                    counts = run_jobs(
-                        sr, jobs, CohortRequest(), prefetch=args.prefetch, echo=lambda line: None
-                    )
+                    counts = run_jobs(sr, jobs, prefetch=args.prefetch, echo=lambda line: None)
                     assert counts["done"] == len(jobs), counts
                 seconds = time.perf_counter() - start
                 best[method] = min(best.get(method, float("inf")), seconds)

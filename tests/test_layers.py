@@ -1,7 +1,9 @@
 """The package's layers: a module imports only from its own layer or the ones below, and never in a cycle.
 
-Every import counts: at module level and inside functions, ``import x`` and ``from x import y``,
-relative ones resolved. A module inside a sub-package shares the sub-package's layer. Adding a
+Every import that can run counts: at module level and inside functions, ``import x`` and
+``from x import y``, relative ones resolved. Imports under ``if TYPE_CHECKING:`` never run: they name
+a lazy facade's exports for editors and type checkers (``volsr/__init__.py``, ``volsr/api/__init__.py``).
+A module inside a sub-package shares the sub-package's layer. Adding a
 module or sub-package: give it a layer in :data:`LAYERS`.
 """
 
@@ -54,9 +56,19 @@ def _known(name: str, known: set[str]) -> str | None:
 
 
 def imports_of(source: str, module: str, is_package: bool, known: set[str]) -> list[tuple[str, int]]:
-    """``(imported volsr module, line)`` for every import anywhere in ``source``."""
+    """``(imported volsr module, line)`` for every import anywhere in ``source`` that can run."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    for_tools = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in for_tools:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -158,11 +170,11 @@ def test_the_checker_sees_imports_inside_functions_relative_and_from_packages(tm
     root = tmp_path / "volsr"
     for rel, text in {
         "__init__.py": "",
-        "errors.py": "",
         "geometry/__init__.py": "",
         "geometry/grids.py": "def f():\n    from volsr.api import SuperResolver\n",
         "geometry/meta.py": "from . import grids\nfrom .grids import f\n",
         "api.py": "import volsr.geometry.meta\nfrom volsr.geometry import grids\n",
+        "errors.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from volsr.api import x\n",
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -170,4 +182,5 @@ def test_the_checker_sees_imports_inside_functions_relative_and_from_packages(tm
     assert graph["volsr.geometry.grids"] == [("volsr.api", 2)]
     assert graph["volsr.geometry.meta"] == [("volsr.geometry.grids", 1), ("volsr.geometry.grids", 2)]
     assert sorted(graph["volsr.api"]) == [("volsr.geometry.grids", 2), ("volsr.geometry.meta", 1)]
+    assert graph["volsr.errors"] == []  # under TYPE_CHECKING: for tools, never run
     assert cycles(graph) == [["volsr.api", "volsr.geometry.grids", "volsr.geometry.meta"]]

@@ -211,7 +211,7 @@ def _format_info(d: dict) -> str:
 @_input_errors
 def info(scan: Scan, volume: Volume = None, series: Series = None) -> None:
     """Print a scan's grid (shape, spacing, orientation), data type and intensity range."""
-    from volsr.api import describe
+    from volsr.api.files import describe
 
     typer.echo(_format_info(describe(scan, series_uid=series, volume=volume)))
 
@@ -290,7 +290,7 @@ def _protocol(
     slice_options = {"--axis": axis is not None, "--profile": profile, "--spacing-factor": spacing_factor}
     kspace_options = {"--axes": axes, "--window": window, "--reduce-matrix": reduce_matrix}
     _check_mode(thickness, factor, kspace, slice_options, kspace_options)
-    from volsr.api import KSpace, ThickSlices
+    from volsr.transforms.protocol import KSpace, ThickSlices
 
     try:
         if kspace is None:
@@ -347,7 +347,7 @@ def degrade(
     protocol = _protocol(
         thickness, factor, axis, profile, spacing_factor, kspace, axes, window, reduce_matrix
     )
-    from volsr.api import degrade_file
+    from volsr.api.files import degrade_file
 
     result = degrade_file(
         scan, output, protocol, dtype=dtype.value, overwrite=overwrite, series_uid=series, volume=volume
@@ -419,8 +419,9 @@ def infer(
         bool,
         typer.Option(
             "--uncertainty",
-            help="Also write STEM_sr_uncertainty.nii.gz: where the detail is not pinned down by the scan "
-            "(the spread of the --tta views, whose mean is then the output; docs/fidelity.md).",
+            help="Also write STEM_sr_uncertainty.nii.gz: the error bar, an estimated standard deviation of "
+            "the output's error in the scan's units (4 network passes, whose mean is then the output; all 16 "
+            "with --tta; docs/fidelity.md).",
         ),
     ] = False,
     adapt: Annotated[
@@ -489,17 +490,36 @@ def infer(
     """
     if spacing is not None and scale is not None:
         raise ValueError("--spacing and --scale are mutually exclusive; give one")
-    from volsr.api import CohortRequest, infer_cohort
+    from volsr.api.cohort.runner import infer_cohort
+    from volsr.api.request import InferRequest, OutputOptions, ResolverOptions, ScanSource
 
-    consistency = consistency and consistency_model.value  # "auto", "slices" or "kspace"; False: off
-    resolver = dict(roi=roi, overlap=overlap, amp=amp, progress=progress, consistency=consistency, tta=tta,
-                    uncertainty=uncertainty, adapt=adapt)  # fmt: skip
-    if max_memory is not None:
-        resolver["max_memory"] = max_memory  # "8G": the resolver's options parse it
-    request = CohortRequest(
-        spacing, scale, dtype.value, volume, sidecar, dicom, modality, overwrite, skip_existing
+    request = InferRequest(
+        source=ScanSource(series=series, volume=volume),
+        spacing=spacing,
+        scale=scale,
+        resolver=ResolverOptions(
+            roi=roi,
+            overlap=overlap,
+            device=device,
+            amp=amp,
+            progress=progress,
+            consistency=consistency and consistency_model.value,  # "auto", "slices", "kspace"; False: off
+            tta=tta,
+            uncertainty=uncertainty,
+            adapt=adapt,
+            max_memory=max_memory,  # "8G": the resolver's options parse it
+        ),
+        output=OutputOptions(
+            path=output,
+            dtype=dtype.value,
+            overwrite=overwrite,
+            sidecar=sidecar,
+            dicom=dicom,
+            modality=modality,
+            skip_existing=skip_existing,
+        ),
     )
-    result = infer_cohort(scans, output, bundle, device, resolver, request, series, shard)
+    result = infer_cohort(scans, request=request, bundle=bundle, shard=shard)
     failed, counts = result.counts["failed"], result.counts
     if result.jobs > 1 or result.manifest is not None:
         done = f"{counts['done']} written, {counts['skipped'] + counts['exists']} skipped, {failed} failed"
@@ -540,7 +560,9 @@ def train(
     device: Device = "auto",
 ) -> None:
     """Train a bundle's network with its configs/train.json (what `monai.bundle run` runs)."""
-    from volsr.api import checked_device, console_logging, train_bundle
+    from volsr.api.resolver import checked_device
+    from volsr.api.training import train_bundle
+    from volsr.training.engine import console_logging
 
     checked_device(device)  # a device that is not here: one line now, not a traceback from the engine
 
@@ -588,7 +610,9 @@ def evaluate(
         bool,
         typer.Option(
             "--uncertainty",
-            help="Also make +tta's uncertainty map and score it against the actual error (Spearman).",
+            help="Also make +tta's uncertainty map and score it against the actual error: Spearman, and "
+            "its coverage as an error bar (share of voxels with |error| <= 1.96 x map), with a reliability "
+            "diagram.",
         ),
     ] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("volsr_eval"),
@@ -603,7 +627,8 @@ def evaluate(
     quality bar). Writes per scan a JSON, a Markdown table and a PNG montage, plus summary.json /
     summary.md.
     """
-    from volsr.api import QUALITY_BAR, evaluate_files
+    from volsr.api.evaluation import evaluate_files
+    from volsr.transforms.protocol import QUALITY_BAR
 
     options = (thickness, factor, axis, profile, spacing_factor, kspace, axes, window)
     protocol = QUALITY_BAR if all(o is None for o in options) else _protocol(*options)
@@ -619,7 +644,7 @@ def evaluate(
         progress=progress,
         uncertainty=uncertainty,
     )
-    from volsr.api import summary_markdown
+    from volsr.evaluation.report import summary_markdown
 
     typer.echo(summary_markdown(summary))
     typer.echo(f"reports in {output}/")
@@ -633,7 +658,7 @@ def demo(
     device: Device = "auto",
 ) -> None:
     """Run the default bundle on the sample thick-slice scan shipped with volsr (no download)."""
-    from volsr.api import run_demo
+    from volsr.demo import run_demo
 
     r = run_demo(output, bundle=bundle, device=device)
     shape_in = " x ".join(map(str, r["shape_in"]))
@@ -675,7 +700,7 @@ def main() -> None:
 def _leave_now(code: int) -> NoReturn:
     """Remove every temporary still being written (a cohort writes in a background thread, which a
     signal does not unwind) and exit without waiting for that thread."""
-    from volsr.api import discard_temporaries
+    from volsr.data.temporaries import discard_temporaries
 
     discard_temporaries()
     sys.stdout.flush()

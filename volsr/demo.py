@@ -18,7 +18,8 @@ def run_demo(
     out_dir: str | Path = ".", bundle: str = "volsr_cnn3d", device: str = "auto", overwrite: bool = True
 ) -> dict:
     """Super-resolve the sample to isotropic 0.86 mm; write the volume and a PNG beside it."""
-    from volsr.api import SuperResolver, output_path_for
+    from volsr.api.outputs import output_path_for
+    from volsr.api.resolver import SuperResolver
     from volsr.data.io import load_image, scan_stem
     from volsr.evaluation.report import save_montage
     from volsr.geometry.grids import grid_factors, voxel_spacing

@@ -26,5 +26,7 @@ def test_a_map_that_is_the_actual_error_scores_one_and_is_drawn(tmp_path):
     assert "uncertainty_spearman" not in report["methods"]["plain"]
     torch.testing.assert_close(report["methods"]["oracle"]["psnr"], report["methods"]["cubic"]["psnr"])
     files = write_report(report, tmp_path, "scan")
-    assert "oracle: 1.000" in files["markdown"].read_text()
+    # a map that is the |error| itself holds every error within 1.96 x map
+    assert "oracle: Spearman 1.000, coverage 100.0%" in files["markdown"].read_text()
+    assert files["reliability oracle"].read_bytes()[:4] == b"\x89PNG"
     assert "uncertainty" not in files["json"].read_text().split('"methods"')[0]  # no tensors in the JSON

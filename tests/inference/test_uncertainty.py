@@ -62,8 +62,8 @@ def test_map_smooths_a_single_voxel_into_a_normalised_gaussian():
 def test_super_resolve_returns_output_and_map_on_the_same_world_grid():
     aff = oblique_affine((1.0, 1.0, 3.0))
     image = MetaTensor(torch.as_tensor(smooth_volume((12, 10, 5)))[None] * 300.0, affine=torch.as_tensor(aff))
-    out, umap = super_resolve(
-        image, Shift(), device="cpu", precision=torch.float32, uncertainty=True, roi=(12, 10, 15)
+    out, umap = super_resolve(  # with tta: the map of all 16 views, whose mean is the tta output
+        image, Shift(), device="cpu", precision=torch.float32, uncertainty=True, tta=True, roi=(12, 10, 15)
     )
     tta = super_resolve(image, Shift(), device="cpu", precision=torch.float32, tta=True, roi=(12, 10, 15))
     assert out.shape == umap.shape == (1, 12, 10, 15)

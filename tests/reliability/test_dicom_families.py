@@ -244,3 +244,36 @@ def test_a_missing_slice_is_refused_on_signed_positions(tmp_path, capfd):
     paths = write_series(tmp_path, volume(), lia_affine(), seed=None)
     paths[2].unlink()
     refused(capfd, tmp_path, "4 mm apart where the others lie 2 mm apart", tmp_path)
+
+
+@pytest.mark.parametrize("compressor", ["JPEG2000", "JPEG"])
+def test_a_series_written_compressed_by_gdcm_reads_back_voxel_for_voxel(tmp_path, capfd, compressor):
+    """GDCM (through SimpleITK, a writer volsr does not use for input) stores each slice compressed:
+    JPEG 2000 and JPEG lossless read back with every value at its own voxel and nothing on stderr."""
+    import SimpleITK as sitk
+
+    from volsr.data.io import load_image
+
+    arr = volume() + 40  # non-negative: both lossless coders keep them exactly
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    for k in range(arr.shape[2]):
+        plane = sitk.GetImageFromArray(np.ascontiguousarray(arr[:, :, k].T)[None])
+        plane.SetSpacing((0.5, 0.7, 2.0))
+        plane.SetOrigin((10.0, -20.0, 30.0 + 2.0 * k))  # LPS: slices 2 mm apart along +z
+        for key, value in {"0020|000e": uid, "0020|0013": str(k + 1), "0008|0060": "MR"}.items():
+            plane.SetMetaData(key, value)
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO("GDCMImageIO")
+        writer.KeepOriginalImageUIDOn()
+        writer.SetUseCompression(True)
+        writer.SetCompressor(compressor)
+        writer.SetFileName(str(tmp_path / f"IM_{k:03d}.dcm"))
+        writer.Execute(plane)
+    assert dcmread(tmp_path / "IM_000.dcm").file_meta.TransferSyntaxUID.is_compressed
+    capfd.readouterr()
+    img = load_image(tmp_path)
+    assert capfd.readouterr().err == ""
+    expected = np.diag([-0.5, -0.7, 2.0, 1.0])
+    expected[:3, 3] = [-10.0, 20.0, 30.0]  # RAS+ of the first slice's LPS origin
+    assert np.allclose(np.asarray(img.affine), expected, atol=1e-4)
+    np.testing.assert_array_equal(img[0].numpy(), arr)

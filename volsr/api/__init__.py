@@ -1,6 +1,8 @@
 """The Python API, the one way in: the CLI and the bundle configs call this and nothing else.
 
 - super-resolve: :class:`SuperResolver` (``sr(image)``, ``sr.predict_file(src)``), :class:`ResolverOptions`;
+  a cohort: :func:`infer_cohort` with an :class:`InferRequest` (what to read, how, where to write);
+- name outputs: :func:`output_path_for`, :func:`uncertainty_path_for`, ... (:mod:`volsr.api.outputs`);
 - degrade: :func:`degrade_file` with a protocol, :class:`ThickSlices` or :class:`KSpace`;
 - describe a scan: :func:`describe`;
 - train or resume a bundle: :func:`train_bundle` (``volsr train``), :func:`train` for a config;
@@ -16,19 +18,53 @@ Example:
     >>> degrade_file("scan.nii.gz", "thick.nii.gz", ThickSlices(axis=2, factor=4))
 """
 
-#: where each name lives; imported on first use, so ``import volsr.api`` stays light
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the names below are, for editors, type checkers and readers
+    from volsr.api.bundle import (
+        FileInference,
+        StepTrainer,
+        SuperResolutionInferer,
+        scan_dataset,
+        training_dataset,
+    )
+    from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle, find_bundle_root
+    from volsr.api.cohort.runner import CohortResult, infer_cohort
+    from volsr.api.evaluation import evaluate_files
+    from volsr.api.files import DegradedFile, degrade_file, describe
+    from volsr.api.outputs import dicom_folder_for, output_path_for, series_outputs, uncertainty_path_for
+    from volsr.api.request import InferRequest, OutputOptions, ResolverOptions, ScanSource
+    from volsr.api.resolver import SuperResolver
+    from volsr.api.training import GanConfig, TrainConfig, stored_config, train, train_bundle
+    from volsr.data.dicom_writer import is_written_series
+    from volsr.demo import run_demo
+    from volsr.evaluation.report import summary_markdown
+    from volsr.training.engine import require_torchrun
+    from volsr.transforms.protocol import (
+        QUALITY_BAR,
+        KSpace,
+        Protocol,
+        ThickSlices,
+        as_protocol,
+        protocol_from_dict,
+    )
+
+#: where each name lives; imported on first use, so ``import volsr.api`` stays light (no torch)
 _LAZY = {
     "SuperResolver": "volsr.api.resolver",
-    "OutputTarget": "volsr.api.resolver",
-    "uncertainty_path_for": "volsr.api.resolver",
-    "ResolverOptions": "volsr.api.resolver",
-    "checked_device": "volsr.api.resolver",
-    "find_bundle": "volsr.api.resolver",
-    "find_bundle_root": "volsr.api.resolver",
-    "DEFAULT_BUNDLE": "volsr.api.resolver",
-    "output_path_for": "volsr.api.resolver",
-    "dicom_folder_for": "volsr.api.resolver",
-    "series_outputs": "volsr.api.resolver",
+    "ResolverOptions": "volsr.api.request",
+    "InferRequest": "volsr.api.request",
+    "ScanSource": "volsr.api.request",
+    "OutputOptions": "volsr.api.request",
+    "infer_cohort": "volsr.api.cohort.runner",
+    "CohortResult": "volsr.api.cohort.runner",
+    "find_bundle": "volsr.api.bundle_search",
+    "find_bundle_root": "volsr.api.bundle_search",
+    "DEFAULT_BUNDLE": "volsr.api.bundle_search",
+    "output_path_for": "volsr.api.outputs",
+    "dicom_folder_for": "volsr.api.outputs",
+    "uncertainty_path_for": "volsr.api.outputs",
+    "series_outputs": "volsr.api.outputs",
     "evaluate_files": "volsr.api.evaluation",
     "degrade_file": "volsr.api.files",
     "DegradedFile": "volsr.api.files",
@@ -52,13 +88,48 @@ _LAZY = {
     "is_written_series": "volsr.data.dicom_writer",
     "summary_markdown": "volsr.evaluation.report",
     "run_demo": "volsr.demo",
-    "infer_cohort": "volsr.api.cohort",
-    "discard_temporaries": "volsr.data.temporaries",
-    "console_logging": "volsr.training.engine",
-    "require_torchrun": "volsr.training.engine",
-    "CohortRequest": "volsr.api.cohort",
+    "require_torchrun": "volsr.training.engine",  # the bundles' multi_gpu_train.json call it
 }
-__all__ = list(_LAZY)
+__all__ = [
+    "SuperResolver",
+    "ResolverOptions",
+    "InferRequest",
+    "ScanSource",
+    "OutputOptions",
+    "infer_cohort",
+    "CohortResult",
+    "find_bundle",
+    "find_bundle_root",
+    "DEFAULT_BUNDLE",
+    "output_path_for",
+    "dicom_folder_for",
+    "uncertainty_path_for",
+    "series_outputs",
+    "evaluate_files",
+    "degrade_file",
+    "DegradedFile",
+    "describe",
+    "ThickSlices",
+    "KSpace",
+    "Protocol",
+    "QUALITY_BAR",
+    "as_protocol",
+    "protocol_from_dict",
+    "train",
+    "train_bundle",
+    "stored_config",
+    "TrainConfig",
+    "GanConfig",
+    "scan_dataset",
+    "training_dataset",
+    "SuperResolutionInferer",
+    "FileInference",
+    "StepTrainer",
+    "is_written_series",
+    "summary_markdown",
+    "run_demo",
+    "require_torchrun",
+]
 
 
 def __getattr__(name: str):

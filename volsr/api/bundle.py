@@ -13,7 +13,8 @@ from monai.data import Dataset
 from monai.inferers import Inferer
 from torch import nn
 
-from volsr.api.resolver import SuperResolver, output_path_for
+from volsr.api.outputs import output_path_for
+from volsr.api.resolver import SuperResolver
 from volsr.api.training import TrainingRunConfig, train
 
 __all__ = ["scan_dataset", "training_dataset", "SuperResolutionInferer", "FileInference", "StepTrainer"]

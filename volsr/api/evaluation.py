@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from volsr.api.resolver import SuperResolver, find_bundle
+from volsr.api.bundle_search import find_bundle
+from volsr.api.resolver import SuperResolver
 from volsr.transforms.protocol import Protocol, as_protocol
 
 __all__ = ["evaluate_files"]

@@ -1,4 +1,4 @@
-"""``SuperResolver``: a bundle's trained network, ready for whole scans and files; bundles found by name.
+"""``SuperResolver``: a bundle's trained network, ready for whole scans and files.
 
 Example:
     >>> from volsr import SuperResolver
@@ -12,111 +12,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
-import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle
+from volsr.api.outputs import OutputWriter
+from volsr.api.request import InferRequest, ResolverOptions
 from volsr.data.acquisition import slice_acquisition
 from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import VolsrInputError, VolsrInputWarning
 from volsr.inference.devices import decide_precision, precision_name, resolve_device
 from volsr.inference.sliding_window import super_resolve
+from volsr.inference.uncertainty import load_calibration, map_views
 from volsr.networks.checkpoint import load_checkpoint
 
-__all__ = [
-    "SuperResolver",
-    "ResolverOptions",
-    "find_bundle",
-    "find_bundle_root",
-    "DEFAULT_BUNDLE",
-    "output_path_for",
-    "dicom_folder_for",
-    "series_outputs",
-]
-
-DEFAULT_BUNDLE = "volsr_cnn3d"
-
-
-def bundle_search_path() -> list[Path]:
-    """Where bundle names are looked up, in order: ./bundles, the source tree, the install prefix."""
-    return [
-        Path.cwd() / "bundles",
-        Path(__file__).resolve().parents[2] / "bundles",  # the source tree: volsr/api/resolver.py -> ./
-        Path(sys.prefix) / "share" / "volsr" / "bundles",
-    ]
-
-
-def find_bundle_root(bundle: str | Path, need: str = "configs/metadata.json") -> Path:
-    """A bundle folder from a path or a name in ``bundles/``, holding the file ``need``."""
-    candidates = [Path(bundle)] + [d / str(bundle) for d in bundle_search_path()]
-    for c in candidates:
-        if (c / need).is_file():
-            return c.resolve()
-    searched = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"{bundle}: no bundle with {need} found (looked in {searched})")
-
-
-def find_bundle(bundle: str | Path) -> Path:
-    """A bundle folder with trained weights (``models/model.pt``)."""
-    return find_bundle_root(bundle, "models/model.pt")
-
-
-def output_path_for(
-    src: str | Path, out_dir: str | Path | None = None, suffix: str = "_sr", dicom: bool = False
-) -> Path:
-    """``<stem>_sr.nii.gz`` in ``out_dir`` (default: the current folder); with ``dicom`` the series
-    folder ``<stem>_sr``."""
-    from volsr.data.io import scan_stem
-
-    name = f"{scan_stem(src)}{suffix}"
-    return Path(out_dir or Path.cwd()) / (name if dicom else f"{name}.nii.gz")
-
-
-def dicom_folder_for(path: str | Path) -> Path:
-    """The DICOM series folder for a NIfTI output name: ``out/scan_sr.nii.gz`` -> ``out/scan_sr``."""
-    from volsr.data.io import scan_stem
-
-    p = Path(path)
-    return p.with_name(scan_stem(p))
-
-
-def _derivation(provenance: dict) -> str:
-    """One line for DerivationDescription: what made the series, from :meth:`SuperResolver.provenance`."""
-    made = provenance["GeneratedBy"]
-    options = [name for name in ("tta", "consistency") if made["Options"][name]]
-    if made["Options"]["adapt"]:
-        options.append(f"adapt {made['Options']['adapt']}")
-    bundle = Path(str(made["Bundle"])).name if made["Bundle"] else "a checkpoint"
-    return (
-        f"super-resolved by volsr {made['Version']} with {bundle} {made['BundleVersion'] or ''}".rstrip()
-        + (f" ({', '.join(options)})" if options else "")
-    )
-
-
-def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> list[tuple[str, Path]]:
-    """``(SeriesInstanceUID, output path)`` for every DICOM series in ``folder``, by SeriesNumber:
-    ``<folder>_<number>_<description>_sr.nii.gz`` in ``out_dir`` (default: the current folder),
-    the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
-    from volsr.data.dicom import list_series
-
-    found = list_series(folder)
-    if not found:
-        raise VolsrInputError(folder, "holds no DICOM series (--series all reads a DICOM folder)")
-    jobs = []
-    for index, info in enumerate(found, start=1):
-        number = info["number"] if info["number"] is not None else index
-        label = re.sub(r"[^A-Za-z0-9_-]+", "_", info["description"]).strip("_")[:40]
-        suffix = f"_{number}" + (f"_{label}" if label else "")
-        jobs.append((info["uid"], output_path_for(folder, out_dir, suffix=f"{suffix}_sr")))
-    if len({dst for _, dst in jobs}) < len(jobs):  # repeated SeriesNumber and description: use the index
-        jobs = [(uid, output_path_for(folder, out_dir, f"_s{i}_sr")) for i, (uid, _) in enumerate(jobs, 1)]
-    return jobs
+__all__ = ["SuperResolver", "checked_device"]
 
 
 def warn_if_not_contiguous(image: torch.Tensor) -> None:
@@ -132,104 +46,6 @@ def warn_if_not_contiguous(image: torch.Tensor) -> None:
         VolsrInputWarning,
         stacklevel=3,
     )
-
-
-@dataclass(frozen=True)
-class ResolverOptions:
-    """How a :class:`SuperResolver` runs its network over a scan.
-
-    Args:
-        roi: sliding-window size in output voxels (coarse axis last); default: fitted to each volume
-            (:func:`volsr.inference.sliding_window.plan_windows`).
-        overlap: window overlap fraction with an explicit ``roi``.
-        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        amp: bfloat16 autocast where it is native and fast (:func:`volsr.inference.devices.decide_precision`).
-        progress: progress bar over windows.
-        consistency: make every output reproduce its input exactly under the boxcar thick-slice
-            model (:func:`volsr.inference.consistency.project_consistent`); ``"kspace"``: under a
-            smaller acquisition matrix instead, keeping the acquired band of k-space
-            (:func:`volsr.inference.consistency.project_kspace_consistent`); ``"auto"``: the one the
-            scan's header points to (:func:`volsr.data.acquisition.consistency_model`).
-        tta: average the network over 16 flips and in-plane swaps of each window.
-        uncertainty: also make the uncertainty map (:func:`volsr.inference.sliding_window.uncertainty_map`):
-            the spread of those 16 views, whose mean is then the output (so it implies ``tta``); the
-            resolver then returns ``(output, map)``, and :meth:`SuperResolver.predict_file` writes the
-            map beside the output.
-        adapt: before restoring each scan, fine-tune a copy of the network for this many steps on
-            the scan's own in-plane detail (:func:`volsr.training.adaptation.adapt`; 0: off). The
-            loaded network is not changed.
-        max_memory: bytes (or a size such as ``"8G"``) a scan's run may take at its peak
-            (:mod:`volsr.inference.memory`); a scan whose output grid needs more is refused before
-            anything is allocated. Default: the memory available when the scan starts.
-
-    Raises:
-        ValueError: a ``roi`` that is not 3 positive sizes, an ``overlap`` outside [0, 1), a
-            negative ``adapt``, a ``max_memory`` below 1 byte.
-    """
-
-    roi: tuple[int, ...] | None = None
-    overlap: float | None = None
-    device: str | torch.device = "auto"
-    amp: bool = True
-    progress: bool = False
-    consistency: bool | str = False
-    tta: bool = False
-    uncertainty: bool = False
-    adapt: int = 0
-    max_memory: int | str | None = None
-
-    def __post_init__(self) -> None:
-        # frozen: normalising the given values once, here
-        object.__setattr__(self, "roi", _window_size(self.roi))
-        object.__setattr__(self, "overlap", _overlap_fraction(self.overlap))
-        object.__setattr__(self, "adapt", _count(self.adapt, "adapt (--adapt)"))
-        if self.max_memory is not None:
-            object.__setattr__(self, "max_memory", _memory_size(self.max_memory))
-
-
-def _finite(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
-def _count(value, name: str, least: int = 0) -> int:
-    number = _finite(value, name)
-    if number != int(number) or number < least:
-        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-    return int(number)
-
-
-def _memory_size(size: int | str) -> int:
-    """Bytes from a number of bytes or a size such as ``"8G"`` (:func:`volsr.inference.memory.parse_size`)."""
-    from volsr.inference.memory import parse_size
-
-    if isinstance(size, str):
-        return parse_size(size, "max_memory (--max-memory)")
-    return _count(size, "max_memory (--max-memory)", least=1)
-
-
-def _window_size(roi: Sequence[int] | None) -> tuple[int, ...] | None:
-    """``roi`` as 3 positive window sizes in voxels (``None``: fitted to each volume)."""
-    if roi is None:
-        return None
-    if isinstance(roi, (str, bytes)) or len(tuple(roi)) != 3:
-        raise ValueError(f"roi (--roi) takes 3 window sizes in voxels, got {roi!r}")
-    return tuple(_count(r, "roi (--roi)", least=1) for r in roi)
-
-
-def _overlap_fraction(overlap: float | None) -> float | None:
-    """``overlap`` as a fraction in [0, 1): MONAI's windows step by ``roi * (1 - overlap)``."""
-    if overlap is None:
-        return None
-    fraction = _finite(overlap, "overlap (--overlap)")
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"overlap (--overlap) is a fraction of the window in [0, 1), got {overlap!r}")
-    return fraction
 
 
 def checked_device(device: str | torch.device) -> torch.device:
@@ -282,132 +98,6 @@ def check_memory(
     problem = memory.memory_refusal(need, limit, out_shape, spacing_mm, options.max_memory is not None)
     if problem is not None:
         raise VolsrInputError(getattr(image, "meta", {}).get("filename_or_obj", "the image"), problem)
-
-
-def uncertainty_path_for(output: str | Path, dicom: bool = False) -> Path:
-    """Where the uncertainty map of an output goes: ``scan_sr.nii.gz`` -> ``scan_sr_uncertainty.nii.gz``;
-    a DICOM series folder ``scan_sr`` -> ``scan_sr_uncertainty``."""
-    p = Path(output)
-    if dicom:
-        return p.with_name(f"{p.name}_uncertainty")
-    ending = ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix  # outputs are NIfTI
-    return p.with_name(f"{p.name[: len(p.name) - len(ending)]}_uncertainty{ending}")
-
-
-#: how each output of a resolver is stored as a DICOM series: the label ending its description, the
-#: SeriesNumber offset from the source's, and what its DerivationDescription starts with
-_DICOM_SERIES = {"image": ("SR", 1000, ""), "uncertainty": ("uncertainty", 2000, "uncertainty map of: ")}
-
-#: what the sidecar says of the map
-UNCERTAINTY_RECORD = {
-    "Method": "standard deviation of the network over its 16 symmetric views, Gaussian-smoothed (1 voxel)",
-    "Units": "the output's intensity units",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputTarget:
-    """How an output is written: the steps :meth:`SuperResolver.predict_file` runs around the network,
-    also used one at a time by pipelines that read ahead and write behind (:mod:`volsr.api.cohort`).
-
-    ``dtype``, ``overwrite``, ``sidecar``, ``dicom`` and ``modality``: as in
-    :meth:`SuperResolver.predict_file`; ``uncertainty``: the outputs also hold an uncertainty map,
-    written beside the output (:func:`uncertainty_path_for`; float32, or a second DICOM series).
-    """
-
-    dtype: str = "input"
-    overwrite: bool = False
-    sidecar: bool = True
-    dicom: bool = False
-    modality: str | None = None
-    uncertainty: bool = False
-
-    def load_checked(
-        self, src: str | Path, dst: str | Path | None = None, series_uid: str | None = None,
-        volume: int | None = None,
-    ) -> tuple[torch.Tensor, Path]:  # fmt: skip
-        """Read ``src`` and check where its output goes (``dst``, default beside the current folder):
-        everything that would be refused is refused before the work."""
-        from volsr.data.io import check_output, load_image, sidecar_path
-        from volsr.data.output_names import input_files
-
-        image = load_image(src, series_uid=series_uid, volume=volume)
-        if self.dicom:
-            from volsr.data.dicom_writer import check_dicom_output
-
-            dst = Path(dst or output_path_for(src, dicom=True))
-            self.check_not_inputs(dst, input_files([src], sidecar_path))
-            dst = check_dicom_output(
-                dst, image, self.overwrite, self.sidecar, self.modality, self.dtype,
-            )  # fmt: skip
-            if self.uncertainty:
-                map_dst = uncertainty_path_for(dst, dicom=True)
-                check_dicom_output(map_dst, image, self.overwrite, False, self.modality)
-            return image, dst
-        dst = Path(dst or output_path_for(src))
-        self.check_not_inputs(dst, input_files([src], sidecar_path))
-        dst = check_output(dst, image, self.dtype, self.overwrite, self.sidecar)
-        if self.uncertainty:
-            check_output(uncertainty_path_for(dst), image, "float32", self.overwrite)
-        return image, dst
-
-    def outputs_of(self, dst: str | Path) -> tuple[list[Path], list[Path]]:
-        """Every path written for the output ``dst``: ``(files, folders)``, the folders being DICOM
-        series (the image's, the map's); the files the NIfTI image, map and the JSON sidecar."""
-        from volsr.data.io import sidecar_path
-
-        dst = Path(dst)
-        images = [dst, *([uncertainty_path_for(dst, self.dicom)] if self.uncertainty else [])]
-        sidecars = [sidecar_path(dst, folder=self.dicom)] if self.sidecar else []
-        return (sidecars, images) if self.dicom else (images + sidecars, [])
-
-    def check_not_inputs(self, dst: str | Path, inputs: dict[Path, Path]) -> None:
-        """Refuse, before the work, an output of ``dst`` that would write over one of ``inputs``
-        (:func:`volsr.data.output_names.input_files`) or that the file system cannot name."""
-        from volsr.data.output_names import check_outputs
-
-        files, folders = self.outputs_of(dst)
-        check_outputs(files, inputs)
-        check_outputs(folders, inputs, folders=True)
-
-    def write(self, outputs: dict[str, torch.Tensor], image: torch.Tensor, info: dict, dst: Path) -> Path:
-        """Write ``outputs["image"]`` (made from ``image``; provenance ``info``) to ``dst``, its
-        uncertainty map (``outputs["uncertainty"]``, when there is one) and its sidecar: all or none."""
-        from volsr.data.io import discard_output, write_sidecar
-
-        written = self._save("image", outputs["image"], image, info, dst, self.dtype)
-        extra: list[Path] = []
-        try:
-            if "uncertainty" in outputs:
-                path = uncertainty_path_for(written, self.dicom)
-                extra.append(
-                    self._save("uncertainty", outputs["uncertainty"], image, info, path, "float32", written)
-                )
-                info = info | {"Uncertainty": {"File": path.name, **UNCERTAINTY_RECORD}}
-            if self.sidecar:
-                write_sidecar(written, info, overwrite=self.overwrite, folder=self.dicom)
-        except BaseException:
-            for path in [written, *extra]:
-                discard_output(path)  # no output without its map and its record
-            raise
-        return written
-
-    def _save(
-        self, kind: str, out: torch.Tensor, image: torch.Tensor, info: dict, dst: Path, dtype: str,
-        joins: Path | None = None,
-    ) -> Path:  # fmt: skip
-        """Write one output (``kind``: a key of :data:`_DICOM_SERIES`) as NIfTI or as a DICOM series."""
-        from volsr.data.io import save_image
-
-        if not self.dicom:
-            return save_image(out, dst, dtype=dtype, overwrite=self.overwrite)
-        from volsr.data.dicom_writer import save_dicom_series
-
-        label, offset, derived = _DICOM_SERIES[kind]
-        return save_dicom_series(
-            out, dst, reference=image, dtype=dtype, derivation=derived + _derivation(info),
-            modality=self.modality, overwrite=self.overwrite, label=label, series_offset=offset, joins=joins,
-        )  # fmt: skip
 
 
 def _read_weights(path: str | Path) -> tuple[nn.Module, PercentileNormalizer, dict]:
@@ -504,6 +194,9 @@ class SuperResolver:
         check_memory(image, self.network, self.options, self.precision, scale=scale, spacing=spacing)
         if self.adapt > 0:
             return self.adapted(image, scale=scale, spacing=spacing)(image, scale=scale, spacing=spacing)
+        calibration = None
+        if self.uncertainty and self.info.get("bundle"):  # the calibration fitted for this map's views
+            calibration = load_calibration(self.info["bundle"], len(map_views(self.tta)))
         return super_resolve(
             image,
             self.network,
@@ -518,6 +211,7 @@ class SuperResolver:
             consistency=self.consistency,
             tta=self.tta,
             uncertainty=self.uncertainty,
+            calibration=calibration,
         )
 
     def adapted(
@@ -558,18 +252,17 @@ class SuperResolver:
         self,
         src: str | Path,
         dst: str | Path | None = None,
-        spacing: float | Sequence[float | None] | None = None,
-        scale: float | Sequence[float] | None = None,
-        dtype: str = "input",
-        overwrite: bool = False,
-        series_uid: str | None = None,
-        volume: int | None = None,
-        sidecar: bool = True,
-        dicom: bool = False,
-        modality: str | None = None,
+        request: InferRequest | None = None,
+        **keywords,
     ) -> Path:
         """Read ``src``, super-resolve it and write NIfTI to ``dst`` (default ``./<stem>_sr.nii.gz``),
         or with ``dicom`` a new DICOM series to the folder ``dst`` (default ``./<stem>_sr``).
+
+        ``request`` (:class:`~volsr.api.request.InferRequest`) says what to read, on which grid, how
+        the network runs (its ``resolver``; ``None``: as this resolver is set up) and where and how to
+        write; or its options as keywords (:meth:`~volsr.api.request.InferRequest.of`): ``spacing``,
+        ``scale``, ``dtype``, ``overwrite``, ``series_uid``, ``volume``, ``sidecar``, ``dicom``,
+        ``modality``.
 
         The header's codes, units and description are kept; ``dtype="input"`` writes the input's
         data type (rounded and clipped), ``"float32"`` keeps full precision. A DICOM series
@@ -578,10 +271,16 @@ class SuperResolver:
         ``sidecar``, a JSON sidecar beside the output (``<stem>_sr.json``) records how it was made
         (:meth:`provenance`). Never writes over ``src``.
         """
-        target = OutputTarget(dtype, overwrite, sidecar, dicom, modality, self.uncertainty)
-        image, dst = target.load_checked(src, dst, series_uid, volume)
-        outputs, info = self.resolve_scan(src, image, spacing=spacing, scale=scale)
-        return target.write(outputs, image, info, dst)
+        if request is None:
+            request = InferRequest.of(**keywords)
+        elif keywords:
+            raise TypeError(f"predict_file takes a request or its options as keywords, not both: {keywords}")
+        sr = self if request.resolver is None else self.with_options(**vars(request.resolver))
+        writer = OutputWriter(request.output, sr.uncertainty)
+        source = request.source
+        image, dst = writer.load_checked(src, dst or request.output.path, source.series, source.volume)
+        outputs, info = sr.resolve_scan(src, image, spacing=request.spacing, scale=request.scale)
+        return writer.write(outputs, image, info, dst)
 
     def resolve_scan(
         self,
@@ -635,6 +334,9 @@ class SuperResolver:
                 "CheckpointStep": self.info.get("step"),
                 "Options": {
                     "tta": self.tta or self.uncertainty,
+                    "views": len(map_views(self.tta)) if self.uncertainty else 16 if self.tta else 1,
+                    "uncertainty_calibrated": bool(self.uncertainty and self.info.get("bundle"))
+                    and load_calibration(self.info["bundle"], len(map_views(self.tta))) is not None,
                     "uncertainty": self.uncertainty,
                     "consistency": self.consistency,
                     "adapt": self.adapt,

@@ -17,7 +17,7 @@ import dataclasses
 import pydoc
 from pathlib import Path
 
-from volsr.api.resolver import find_bundle_root
+from volsr.api.bundle_search import find_bundle_root
 from volsr.training.gan import GanConfig, train_gan
 from volsr.training.trainer import TrainConfig, TrainingRunConfig, train_cnn
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from volsr.data.acquisition import thickness_ratios
+from volsr.evaluation.calibration import error_bar_scores
 from volsr.evaluation.metrics import compare, error_rank_correlation
 from volsr.geometry.grids import grid_factors
 from volsr.geometry.interpolation import INTERPOLATION_ORDERS, resample
@@ -75,7 +76,10 @@ def evaluate(
 
     A resolver that returns ``(output, uncertainty map)`` (a ``SuperResolver`` with the
     ``uncertainty`` option) is also scored by how well its map ranks its actual error
-    (``"uncertainty_spearman"``, :func:`volsr.evaluation.metrics.error_rank_correlation`).
+    (``"uncertainty_spearman"``, :func:`volsr.evaluation.metrics.error_rank_correlation`) and read as
+    an error bar: the share of voxels with |error| <= 1.96 x map (``"uncertainty_coverage"``) and the
+    reliability table per decile of the map (``"uncertainty_reliability"``,
+    :func:`volsr.evaluation.calibration.error_bar_scores`).
 
     Returns ``{"protocol", "shape_hr", "shape_lr", "methods": {name: {"psnr", "ssim", "sharpness",
     "consistency"[, "uncertainty_spearman"]}}, "images": {name: tensor}, "uncertainty": {name: map}}``
@@ -99,6 +103,9 @@ def evaluate(
         scores["consistency"] = _consistency(out, lr) if isinstance(protocol, ThickSlices) else None
         if maps.get(name) is not None:
             scores["uncertainty_spearman"] = error_rank_correlation(maps[name], out, hr)
+            bar = error_bar_scores(maps[name], out, hr)  # the map read as an error bar
+            scores["uncertainty_coverage"] = bar["coverage"]
+            scores["uncertainty_reliability"] = bar["reliability"]
         methods[name] = scores
     return {
         "protocol": protocol.to_dict(),

@@ -28,12 +28,19 @@ def _markdown(report: dict) -> str:
     for name, s in report["methods"].items():
         c = "n/a" if s.get("consistency") is None else f"{s['consistency']:.4f}"
         lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c} |")
-    ranked = {
-        n: s["uncertainty_spearman"] for n, s in report["methods"].items() if "uncertainty_spearman" in s
-    }
+    ranked = {n: s for n, s in report["methods"].items() if "uncertainty_spearman" in s}
     if ranked:
-        lines += ["", "Uncertainty map against the actual |error| (Spearman, foreground voxels):", ""]
-        lines += [f"- {name}: {rho:.3f}" for name, rho in ranked.items()]
+        lines += [
+            "",
+            "Uncertainty map against the actual |error| (foreground voxels): Spearman's rank correlation, and"
+            " its coverage as an error bar (the share of voxels with |error| <= 1.96 x map; target 95 %):",
+            "",
+        ]
+        lines += [
+            f"- {name}: Spearman {s['uncertainty_spearman']:.3f}, "
+            f"coverage {_share(s.get('uncertainty_coverage'))}"
+            for name, s in ranked.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -160,8 +167,13 @@ def _column_title(name: str, scores: Mapping[str, Mapping] | None) -> str:
     return f"{name}\nPSNR {s['psnr']:.2f} dB\nSSIM {s['ssim']:.3f}"
 
 
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> dict[str, Path]:
-    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` into ``out_dir``."""
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` into ``out_dir``, and for each method
+    with an uncertainty map its reliability diagram, ``<name>_<method>_reliability.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     serial = {k: v for k, v in report.items() if k not in ("images", "uncertainty")}
@@ -169,6 +181,14 @@ def write_report(report: dict, out_dir: str | Path, name: str = "evaluate") -> d
     paths["json"].write_text(json.dumps(serial, indent=2) + "\n")
     paths["markdown"].write_text(_markdown(report))
     montage(report, paths["png"])
+    for method, s in report["methods"].items():
+        if s.get("uncertainty_reliability"):
+            from volsr.evaluation.calibration import save_reliability_diagram
+
+            png = out / f"{name}_{method}_reliability.png"
+            paths[f"reliability {method}"] = save_reliability_diagram(
+                s["uncertainty_reliability"], png, title=f"{name}: {method}, {report['protocol_name']}"
+            )
     return paths
 
 
@@ -179,8 +199,8 @@ def summary_markdown(summary: dict) -> str:
         f"Protocol: {summary['protocol_name']}",
         "",
         "| scan | method | masked PSNR (dB) | gain vs cubic (dB) | masked SSIM | sharpness (SR/ref) "
-        "| consistency error | uncertainty vs error (Spearman) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| consistency error | uncertainty vs error (Spearman) | error bar coverage |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scan, entry in summary["scans"].items():
         methods = entry["methods"]
@@ -190,5 +210,6 @@ def summary_markdown(summary: dict) -> str:
             c = "n/a" if s.get("consistency") is None else f"{s['consistency']:.4f}"
             rho = "" if s.get("uncertainty_spearman") is None else f"{s['uncertainty_spearman']:.3f}"
             scores = f"{s['psnr']:.2f} | {gain} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {c} | {rho}"
+            scores += f" | {_share(s.get('uncertainty_coverage'))}"
             lines.append(f"| {scan} | {name} | {scores} |")
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ from volsr.geometry.meta import affine_of, new_image
 from volsr.geometry.orientation import coarse_axis, from_canonical, to_canonical
 from volsr.inference.consistency import project_consistent, project_kspace_consistent
 from volsr.inference.devices import autocast, decide_precision, resolve_device
+from volsr.inference.uncertainty import UncertaintyCalibration, map_views
 
 __all__ = [
     "super_resolve",
@@ -191,6 +192,7 @@ class _Predictor(nn.Module):
         tta: bool = False,
         positions: SamplePositions | None = None,
         spread: bool = False,
+        views: Sequence[tuple[tuple[int, ...], bool]] | None = None,
     ) -> None:
         super().__init__()
         self.spread = spread
@@ -199,7 +201,8 @@ class _Predictor(nn.Module):
         self.network = network
         self.device = device
         self.precision = precision
-        self.views = _symmetries() if tta or spread else [((), False)]
+        # ``views``: a subset of the symmetries (the cheap map's, volsr.inference.uncertainty.map_views)
+        self.views = list(views) if views is not None else _symmetries() if tta or spread else [((), False)]
         takes_grid = grid_channels(network) > 0
         if takes_grid and positions is None:
             raise ValueError("this network takes grid-encoding channels: give the volume's SamplePositions")
@@ -274,6 +277,7 @@ def super_resolve(
     consistency: bool | str = False,
     tta: bool = False,
     uncertainty: bool = False,
+    calibration: UncertaintyCalibration | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Super-resolve a channel-first scan ``(C, X, Y, Z)``.
 
@@ -304,8 +308,12 @@ def super_resolve(
             picks one of the two from the header (:func:`volsr.data.acquisition.consistency_model`).
         tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
             window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
-        uncertainty: also return the uncertainty map (:func:`uncertainty_map`): the spread of the 16
-            views of ``tta``, whose mean is then the output (so it implies ``tta``).
+        uncertainty: also return the uncertainty map (:func:`uncertainty_map`): the spread of the
+            views (:func:`volsr.inference.uncertainty.map_views`: 4 of them, all 16 with ``tta``), whose
+            mean is then the output.
+        calibration: turns the map into the error's estimated standard deviation in the input's units
+            (:meth:`volsr.inference.uncertainty.UncertaintyCalibration.error_bar`; a bundle's
+            ``models/uncertainty_calibration.json``, for the map's number of views); ``None``: the raw spread.
 
     Returns:
         MetaTensor on the output grid (field of view kept), float32 in the input's units; with
@@ -349,7 +357,10 @@ def super_resolve(
         roi = tuple(min(int(r), int(n)) for r, n in zip(roi, x.shape[2:], strict=True))
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
     positions = SamplePositions.canonical(image.shape[1:], out_shape, axis)
-    predictor = _Predictor(network.to(dev).eval(), dev, precision, tta, positions, spread=uncertainty)
+    views = map_views(tta) if uncertainty else None
+    predictor = _Predictor(
+        network.to(dev).eval(), dev, precision, tta, positions, spread=uncertainty, views=views
+    )
     y = sliding_window_inference(
         x,
         roi,
@@ -375,7 +386,10 @@ def super_resolve(
     out = new_image(y, image, out_affine)
     if spread is None:
         return out
-    return out, new_image(uncertainty_map(spread, float(hi - lo)).cpu(), image, out_affine)
+    error_bar = uncertainty_map(spread, float(hi - lo))
+    if calibration is not None:  # the spread as the error's standard deviation, noise floor included
+        error_bar = calibration.error_bar(error_bar, x_lr, effective, float(hi - lo))
+    return out, new_image(error_bar.cpu(), image, out_affine)
 
 
 #: smoothing of the views' spread, in output voxels: a single voxel's standard deviation over 16 views

@@ -87,12 +87,13 @@ def scan_noise(x_lr: torch.Tensor, factors: tuple[float, ...] | list[float]) -> 
     ``prod(factors)`` times larger averages that many full-resolution voxels' noise. Written here because
     MONAI has no noise estimator and scikit-image's (wavelet) one is not a dependency.
     """
-    x = torch.as_tensor(x_lr).float().reshape(torch.as_tensor(x_lr).shape[-3:])
+    x = torch.as_tensor(x_lr).float()
+    x = x.reshape(-1, *x.shape[-3:])[0]  # the first channel of (C, *S); a single-channel scan's only one
     coarse = int(np.argmax(factors))  # the planes across the most up-sampled axis keep the most detail
     planes = x.movedim(coarse, 0)[:, None]  # (planes, 1, a, b)
     if min(planes.shape[2:]) < 3:
         return 0.0
-    response = torch.nn.functional.conv2d(planes, _NOISE_KERNEL[None, None])[:, 0]
+    response = torch.nn.functional.conv2d(planes, _NOISE_KERNEL.to(planes.device)[None, None])[:, 0]
     inside = planes[:, 0, 1:-1, 1:-1] > FOREGROUND
     values = response[inside].abs()
     if values.numel() == 0:

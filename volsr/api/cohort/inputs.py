@@ -3,7 +3,8 @@
 ``volsr infer`` takes scan files, DICOM series folders, folders of scans, list files (one path a
 line, or a MONAI-style JSON datalist) and BIDS dataset roots. :func:`discover` turns them into
 :class:`Scan` entries, each with the path its output keeps relative to the output folder;
-:func:`plan_outputs` gives every scan (or, with ``--series all``, every series) its output path.
+:func:`plan_outputs` gives every scan (or, with ``--series all``, every series) its output path, named
+by :mod:`volsr.api.outputs`.
 
 Example:
     >>> scans = discover(["cohort/", "extra.nii.gz"])
@@ -19,6 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
+from volsr.api.outputs import (
+    BIDS_DERIVATIVES,
+    bids_output_name,
+    dicom_folder_for,
+    output_path_for,
+    series_outputs,
+)
+from volsr.data.io import VOLUME_SUFFIXES, scan_stem
 from volsr.errors import VolsrInputError, VolsrInputWarning
 
 __all__ = [
@@ -29,7 +38,6 @@ __all__ = [
     "discover",
     "is_dicom_folder",
     "is_bids_root",
-    "bids_output_name",
     "plan_outputs",
     "default_output_folder",
 ]
@@ -38,8 +46,6 @@ __all__ = [
 ALL_SERIES = "all"
 #: endings of list files: one path a line (``#`` starts a comment), or a MONAI-style JSON datalist
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".json")
-#: the BIDS derivatives folder a BIDS root's outputs go to by default
-BIDS_DERIVATIVES = PurePath("derivatives") / "volsr"
 _DICOM_MAGIC_OFFSET = 128
 
 
@@ -71,8 +77,6 @@ class Job:
 def is_dicom_folder(folder: Path, probe: int = 8) -> bool:
     """Whether ``folder`` directly holds DICOM files: a ``.dcm`` file, or one of its first ``probe``
     other files with the ``DICM`` marker at byte 128 (files from a PACS often have no ending)."""
-    from volsr.data.io import VOLUME_SUFFIXES
-
     looked = 0
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.is_file():
@@ -107,8 +111,6 @@ def _bids_scans(root: Path) -> list[Scan]:
 
 def _folder_scans(root: Path) -> list[Scan]:
     """Every volume file and DICOM series folder under ``root``, hidden ones left out."""
-    from volsr.data.io import VOLUME_SUFFIXES
-
     scans = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
@@ -205,16 +207,6 @@ def _none_found(folder: Path, what: str) -> list[Scan]:
     raise VolsrInputError(folder, f"holds no scans (no {what}); give scan files, folders or a list file")
 
 
-def bids_output_name(name: str, suffix: str = ".nii.gz") -> str:
-    """A BIDS derivative's name: ``sub-01_ses-1_T1w.nii.gz`` -> ``sub-01_ses-1_desc-sr_T1w.nii.gz``
-    (``desc-sr`` replaces any ``desc`` entity and goes last, before the suffix)."""
-    from volsr.data.io import scan_stem
-
-    *entities, kind = scan_stem(name).split("_")
-    kept = [e for e in entities if not e.startswith("desc-")]
-    return "_".join([*kept, "desc-sr", kind]) + suffix
-
-
 def default_output_folder(scans: Sequence[Scan]) -> Path | None:
     """Where a cohort's outputs go without ``-o``: a BIDS dataset's ``derivatives/volsr`` when all
     scans come from one; else ``None`` (scans named on the command line go to the current folder)."""
@@ -233,7 +225,7 @@ def plan_outputs(
 ) -> list[Job]:
     """The output of each scan inside ``out_dir`` (default: the current folder): ``<stem>_sr.nii.gz``
     in the scan's relative folder, ``<entities>_desc-sr_<suffix>.nii.gz`` for a BIDS scan; with
-    ``series="all"`` one output per series of each DICOM folder (:func:`volsr.api.series_outputs`);
+    ``series="all"`` one output per series of each DICOM folder (:func:`volsr.api.outputs.series_outputs`);
     with ``dicom`` the series folder ``<stem>_sr``. Sorted by source, then output. With
     ``expand_series=False`` the folders' series are not listed (a check of the whole cohort that
     reads no headers: one job per scan).
@@ -242,9 +234,6 @@ def plan_outputs(
         ValueError: ``--series all`` given a file; a folder or list of scans without ``out_dir``.
         VolsrInputError: two scans whose outputs would have the same name.
     """
-    from volsr.api import dicom_folder_for, output_path_for, series_outputs
-    from volsr.data.io import scan_stem
-
     jobs: list[Job] = []
     owner: dict[Path, Path] = {}
     for scan in scans:

@@ -9,16 +9,16 @@ manifest and skipped. With a manifest, a scan whose output was made by the same 
 options (:func:`run_key`, and its sidecar's ``GeneratedBy``) is not made again.
 
 Example:
-    >>> result = infer_cohort(["cohort/"], Path("out"), bundle="volsr_cnn3d")
+    >>> request = InferRequest(output=OutputOptions(path=Path("out")))
+    >>> result = infer_cohort(["cohort/"], request=request, bundle="volsr_cnn3d")
     >>> result.counts["failed"], result.manifest
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import math
-import numbers
 import os
 import sys
 import threading
@@ -26,9 +26,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle
 from volsr.api.cohort.inputs import (
     ALL_SERIES,
     LIST_SUFFIXES,
@@ -48,47 +49,14 @@ from volsr.api.cohort.manifest import (
     status_counts,
 )
 from volsr.api.cohort.sharding import Process, ProcessGroup, parse_shard, rank_device, split, torchrun_process
+from volsr.api.outputs import OutputWriter, single_output, write_bids_description
+from volsr.api.request import InferRequest, ResolverOptions
+from volsr.api.resolver import SuperResolver
+from volsr.data.io import sidecar_path
+from volsr.data.output_names import check_outputs, input_files, output_kind
 from volsr.errors import VolsrInputError, one_line
 
-__all__ = ["CohortRequest", "CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
-
-
-@dataclass(frozen=True)
-class CohortRequest:
-    """What to make of each scan (the options of :meth:`volsr.api.SuperResolver.predict_file`), and
-    what to do with outputs that exist: ``overwrite`` them, or ``skip_existing`` (keep them)."""
-
-    spacing: float | tuple[float | None, ...] | None = None
-    scale: float | tuple[float, ...] | None = None
-    dtype: str = "input"
-    volume: int | None = None
-    sidecar: bool = True
-    dicom: bool = False
-    modality: str | None = None
-    overwrite: bool = False
-    skip_existing: bool = False
-
-    def __post_init__(self) -> None:
-        for name, values in (("spacing", self.spacing), ("scale", self.scale)):
-            _check_positive(values, f"{name} (--{name})", none_allowed=name == "spacing")
-
-    def fingerprint(self) -> dict:
-        """The options that change an output (not what to do with existing ones)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("overwrite", "skip_existing")}
-
-
-def _check_positive(values, name: str, none_allowed: bool) -> None:
-    """Refuse a grid option (``spacing`` in mm, ``scale`` factors) that is not positive and finite, in
-    one line before any scan is read (``None`` on an axis keeps that axis, for ``spacing`` only)."""
-    if values is None:
-        return
-    items = [values] if isinstance(values, numbers.Real) else list(values)
-    for v in items:
-        if v is None and none_allowed:
-            continue
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-            shown = " ".join("None" if x is None else f"{x:g}" for x in items)
-            raise ValueError(f"{name} takes positive, finite values; got {shown}")
+__all__ = ["CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
 
 
 @dataclass
@@ -108,7 +76,7 @@ class CohortResult:
         return self.process.kind != "rank" or self.process.index == 0
 
 
-def generated_by(sr) -> dict:
+def generated_by(sr: SuperResolver) -> dict:
     """The ``GeneratedBy`` that ``sr`` writes into its outputs' sidecars, without the device (the
     same output whichever GPU made it). Read from :meth:`SuperResolver.provenance` itself, on a
     one-voxel probe, so that it stays what the sidecars say."""
@@ -131,7 +99,7 @@ def _file_digest(path: Path | None) -> str | None:
     return digest.hexdigest()
 
 
-def run_key(sr, request: CohortRequest, weights: Path | None = None) -> str:
+def run_key(sr: SuperResolver, request: InferRequest, weights: Path | None = None) -> str:
     """A fingerprint of what makes an output: the weights file's SHA-256 (``weights``), the
     resolver's ``GeneratedBy`` (:func:`generated_by`) and the request's options."""
     made = {"weights": _file_digest(weights), "made_by": generated_by(sr), "request": request.fingerprint()}
@@ -177,12 +145,10 @@ class _Runner:
         self.record(job, "failed", seconds, line)
 
     def _sidecar_agrees(self, job: Job) -> bool:
-        if not self.request.sidecar:
+        if not self.request.output.sidecar:
             return True
-        from volsr.data.io import sidecar_path
-
         try:
-            info = json.loads(sidecar_path(job.dst, folder=self.request.dicom).read_text())
+            info = json.loads(sidecar_path(job.dst, folder=self.request.output.dicom).read_text())
             made = dict(info["GeneratedBy"])
             made["Options"] = {k: v for k, v in made["Options"].items() if k != "device"}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -193,30 +159,28 @@ class _Runner:
         """``None``: nothing to do (recorded); else whether the run may replace an existing output."""
         done = self.done_before.get(os.path.abspath(job.dst))
         exists = job.dst.exists()
-        if self.manifest is not None and not self.request.overwrite and done and exists:
+        if self.manifest is not None and not self.request.output.overwrite and done and exists:
             if done.get("key") == self.key and self._sidecar_agrees(job):
                 self.echo(f"skipped {job.src}: {job.dst} was made with the same bundle and options")
                 self.record(job, "skipped")
                 return None
-        if self.request.skip_existing and exists:
+        if self.request.output.skip_existing and exists:
             self.echo(f"skipped {job.src}: {job.dst} exists")
             self.record(job, "exists")
             return None
         # an output this folder's manifest says volsr made is replaced; any other only with overwrite
-        return self.request.overwrite or (done is not None and exists)
+        return self.request.output.overwrite or (done is not None and exists)
 
-    def target(self, overwrite: bool):
+    def writer(self, overwrite: bool) -> OutputWriter:
         """The steps :meth:`SuperResolver.predict_file` runs around the network, for this request."""
-        from volsr.api import OutputTarget
-
-        r = self.request
-        return OutputTarget(r.dtype, overwrite, r.sidecar, r.dicom, r.modality, self.sr.uncertainty)
+        options = dataclasses.replace(self.request.output, overwrite=overwrite)
+        return OutputWriter(options, self.sr.uncertainty)
 
     def read(self, job: Job, overwrite: bool):
         """Load the scan and check its output, before the work."""
         start = time.perf_counter()
-        image, dst = self.target(overwrite).load_checked(
-            job.src, job.dst, job.series_uid, self.request.volume
+        image, dst = self.writer(overwrite).load_checked(
+            job.src, job.dst, job.series_uid, self.request.source.volume
         )
         return image, dst, time.perf_counter() - start
 
@@ -227,7 +191,7 @@ class _Runner:
         """Write the outputs and the sidecar; record the outcome."""
         start = time.perf_counter()
         try:
-            written = self.target(overwrite).write(outputs, image, info, dst)
+            written = self.writer(overwrite).write(outputs, image, info, dst)
         except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the cohort
             self.fail(job, exc, seconds + time.perf_counter() - start)
             return
@@ -240,9 +204,10 @@ def _stderr_line(line: str) -> None:
 
 
 def run_jobs(
-    sr,
+    sr: SuperResolver,
     jobs: Sequence[Job],
-    request: CohortRequest = CohortRequest(),
+    *,
+    request: InferRequest = InferRequest(),
     manifest: ManifestWriter | None = None,
     done_before: Mapping[str, Mapping] | None = None,
     key: str = "",
@@ -254,9 +219,9 @@ def run_jobs(
     """Super-resolve ``jobs`` in order with the resolver ``sr``; returns the count of each status.
 
     Args:
-        sr: a :class:`volsr.api.SuperResolver` (loaded once, used for every scan).
+        sr: a :class:`~volsr.api.resolver.SuperResolver` (loaded once, used for every scan).
         jobs: the outputs to make (:func:`volsr.api.cohort.inputs.plan_outputs`).
-        request: the options of each output.
+        request: the options of each output (its ``resolver`` is ``sr``'s; its output path the jobs').
         manifest: where each scan's record goes (``None``: none is kept, and nothing is resumed).
         done_before: the last ``done`` record of each output path from earlier runs
             (:func:`volsr.api.cohort.manifest.latest_done`); an output made with the same ``key`` is skipped.
@@ -266,7 +231,7 @@ def run_jobs(
         echo: receives ``wrote ...`` / ``skipped ...`` lines.
         error: receives one line per failed scan.
     """
-    expected = generated_by(sr) if manifest is not None and request.sidecar else None
+    expected = generated_by(sr) if manifest is not None and request.output.sidecar else None
     runner = _Runner(sr, request, manifest, dict(done_before or {}), key, expected, rank, echo, error)
     todo = [(job, overwrite) for job in jobs if (overwrite := runner.plan(job)) is not None]
     write_slots = threading.BoundedSemaphore(2)  # outputs held in memory while they wait to be written
@@ -313,70 +278,25 @@ def run_jobs(
     return runner.counts
 
 
-def _single_output(scan: Path, output: Path | None, series: str | None, dicom: bool) -> Path:
-    """The output of the one scan of a run: ``output`` itself when it names a file (with ``dicom``
-    a series folder, new or volsr's own), else ``<stem>_sr`` inside it (default: here)."""
-    from volsr.api import dicom_folder_for, output_path_for
-    from volsr.data.output_names import output_kind
-
-    kind = None if output is None else output_kind(output, dicom)  # refuses `-o out.png`
-    if dicom:
-        from volsr.data.dicom_writer import is_written_series
-
-        if output is not None and (not output.is_dir() or is_written_series(output)):
-            return output
-        return dicom_folder_for(output_path_for(scan, output))
-    if kind == "file":
-        return output
-    return output_path_for(scan, output)
-
-
 def _check_outputs_spare_inputs(
-    jobs: Sequence[Job], inputs: Sequence[str | os.PathLike], scans, request: CohortRequest,
-    uncertainty: bool, folder: Path | None,
-) -> None:  # fmt: skip
+    jobs: Sequence[Job], inputs: Sequence[str | os.PathLike], scans, writer: OutputWriter, folder: Path | None
+) -> None:
     """Before any work: no output of any job (image, uncertainty map, sidecar, DICOM series, the
     manifest) is a file the run reads (any scan, its sidecar, a DICOM file, a list file), and
     every name fits the file system (:mod:`volsr.data.output_names`)."""
-    from volsr.api import OutputTarget
-    from volsr.data.io import sidecar_path
-    from volsr.data.output_names import check_outputs, input_files
-
     listed = [p for p in map(Path, inputs) if p.is_file() and p.name.lower().endswith(LIST_SUFFIXES)]
     protected = input_files([s.path for s in scans], sidecar_path) | {p.resolve(): p for p in listed}
-    target = OutputTarget(request.dtype, request.overwrite, request.sidecar, request.dicom, request.modality,
-                          uncertainty)  # fmt: skip
     for job in jobs:
-        target.check_not_inputs(job.dst, protected)
+        writer.check_not_inputs(job.dst, protected)
     if folder is not None:
         check_outputs([folder / MANIFEST, folder / "dataset_description.json"], protected)
 
 
-def _write_bids_description(folder: Path) -> None:
-    """``dataset_description.json`` of the derivatives folder, unless there is one."""
-    from volsr import __version__
-
-    path = folder / "dataset_description.json"
-    if path.exists():
-        return
-    text = json.dumps({
-        "Name": "volsr super-resolution", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "volsr", "Version": __version__}],
-    }, indent=2) + "\n"  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".dataset_description.json.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)  # several processes may write it; each writes it whole
-
-
 def infer_cohort(
     inputs: Sequence[str | os.PathLike],
-    output: Path | None = None,
-    bundle: str | Path = "volsr_cnn3d",
-    device: str = "auto",
-    resolver_options: Mapping | None = None,
-    request: CohortRequest = CohortRequest(),
-    series: str | None = None,
+    *,
+    request: InferRequest = InferRequest(),
+    bundle: str | Path = DEFAULT_BUNDLE,
     shard: str | None = None,
     prefetch: int = 2,
     echo: Callable[[str], None] = print,
@@ -384,20 +304,20 @@ def infer_cohort(
 ) -> CohortResult:
     """Super-resolve every scan in ``inputs`` (:func:`volsr.api.cohort.inputs.discover`) with one bundle.
 
-    One scan named alone goes to ``output`` (a file, or a folder for ``<stem>_sr``); a cohort goes
-    to the folder ``output``, each output at its input's relative path (a BIDS dataset's by default
-    to its ``derivatives/volsr``), with ``manifest.jsonl`` recording every scan. Under torchrun the
-    scans are split over the ranks (each on its own GPU where there is CUDA) and rank 0 merges the
-    manifest; ``shard="I/N"`` runs the I-th of N parts (a job array) into its own manifest part.
+    One scan named alone goes to ``request.output.path`` (a file, or a folder for ``<stem>_sr``); a
+    cohort goes to that folder, each output at its input's relative path (a BIDS dataset's by
+    default to its ``derivatives/volsr``), with ``manifest.jsonl`` recording every scan. Under
+    torchrun the scans are split over the ranks (each on its own GPU where there is CUDA) and rank 0
+    merges the manifest; ``shard="I/N"`` runs the I-th of N parts (a job array) into its own
+    manifest part.
 
     Args:
         inputs: scan files, DICOM series folders, folders of scans, list files, BIDS roots.
-        output: output file (one scan) or folder.
-        bundle: bundle name or folder (:meth:`volsr.api.SuperResolver.from_bundle`).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``; torchrun ranks take ``cuda:LOCAL_RANK``.
-        resolver_options: other :class:`volsr.api.SuperResolver` options (``roi``, ``tta``, ...).
-        request: options of each output (:class:`CohortRequest`).
-        series: a SeriesInstanceUID, or ``"all"`` for every series of each DICOM folder.
+        request: what to read (``source.series``: a SeriesInstanceUID, or ``"all"`` for every series
+            of each DICOM folder), the grid, the resolver's options (``resolver``; its ``device``:
+            ``"auto"``, ``"cpu"``, ``"cuda"``, torchrun ranks taking ``cuda:LOCAL_RANK``) and the
+            outputs (:class:`~volsr.api.request.InferRequest`).
+        bundle: bundle name or folder (:meth:`volsr.api.resolver.SuperResolver.from_bundle`).
         shard: ``"I/N"``: this process's part of the cohort.
         prefetch: scans read ahead (:func:`run_jobs`).
 
@@ -406,16 +326,15 @@ def infer_cohort(
             processes without an output folder; :class:`VolsrInputError` for inputs that hold no scans
             or outputs that would collide (before any work).
     """
-    from volsr.api import SuperResolver, find_bundle
-    from volsr.data.output_names import output_kind
-
+    output, series, dicom = request.output.path, request.source.series, request.output.dicom
+    resolver = request.resolver or ResolverOptions()
     running = torchrun_process()
     if running is not None and shard is not None:
         raise ValueError("--shard splits a cohort without torchrun; under torchrun the ranks split it")
     process = running or (parse_shard(shard) if shard is not None else Process())
     scans = discover(inputs)
     if len(scans) == 1 and scans[0].relative is None and series != ALL_SERIES:
-        dst = _single_output(scans[0].path, output, series, request.dicom)
+        dst = single_output(scans[0].path, output, dicom)
         jobs, folder = [Job(scans[0].path, dst, series)], None
     else:
         if output is not None and output_kind(output) == "file":  # refuses `-o out.png` too
@@ -423,31 +342,33 @@ def infer_cohort(
             raise ValueError(f"{'--series all' if what == 'series' else 'a cohort'} writes one file per "
                              f"{what}: give --output a folder")  # fmt: skip
         folder = output or default_output_folder(scans)
-        plan_outputs(scans, folder, series, request.dicom, expand_series=False)  # every process checks all
-        jobs = plan_outputs(split(scans, process), folder, series, request.dicom)
+        plan_outputs(scans, folder, series, dicom, expand_series=False)  # every process checks all
+        jobs = plan_outputs(split(scans, process), folder, series, dicom)
     if process.count > 1 and folder is None:
         raise ValueError("a cohort split over processes (torchrun, --shard) needs an output folder: -o DIR")
-    uncertainty = bool(dict(resolver_options or {}).get("uncertainty"))
-    _check_outputs_spare_inputs(jobs, inputs, scans, request, uncertainty, folder)
+    writer = OutputWriter(request.output, resolver.uncertainty)
+    _check_outputs_spare_inputs(jobs, inputs, scans, writer, folder)
 
-    device = rank_device(device, process)
+    device = rank_device(resolver.device, process)
     group = ProcessGroup(device) if process.kind == "rank" else None
     try:
         root = find_bundle(bundle)
-        sr = SuperResolver.from_bundle(root, device=device, **dict(resolver_options or {}))
+        sr = SuperResolver.from_bundle(root, options=dataclasses.replace(resolver, device=device))
         result = CohortResult(jobs=len(jobs), process=process)
         manifest, done_before, key = None, {}, ""
         if folder is not None:
             if any(s.bids_root is not None for s in scans):
-                _write_bids_description(folder)
+                write_bids_description(folder)
             done_before = latest_done(read_manifest(folder))
             own = part_name(process.kind, process.index, process.count)
             name = MANIFEST if process.kind == "single" else own
             manifest = ManifestWriter(folder / name)
             result.manifest = folder / (MANIFEST if process.kind != "shard" else name)
             key = run_key(sr, request, root / "models" / "model.pt")
-        result.counts = run_jobs(sr, jobs, request, manifest, done_before, key, process.index, prefetch,
-                                 echo, error)  # fmt: skip
+        result.counts = run_jobs(
+            sr, jobs, request=request, manifest=manifest, done_before=done_before, key=key,
+            rank=process.index, prefetch=prefetch, echo=echo, error=error,
+        )  # fmt: skip
         if group is not None:
             group.barrier()  # every rank's part is complete
             if process.index == 0:

@@ -1,5 +1,5 @@
 """The default bundle: its network, its shipped weights, and `monai.bundle run` end to end (the model zoo's
-checks of both bundles: tests/test_bundle_zoo.py)."""
+checks of both bundles: tests/bundles/test_bundle_zoo.py)."""
 
 import json
 import subprocess

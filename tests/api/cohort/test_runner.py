@@ -11,9 +11,10 @@ from cohort_data import cohort, tiny_bundle  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
 from volsr.api import SuperResolver
-from volsr.api.cohort import CohortRequest, run_jobs
 from volsr.api.cohort.inputs import Job
 from volsr.api.cohort.manifest import MANIFEST, read_manifest
+from volsr.api.cohort.runner import run_jobs
+from volsr.api.request import InferRequest
 from volsr.cli import app
 
 runner = CliRunner()
@@ -80,7 +81,7 @@ def test_the_cohort_runner_writes_what_predict_file_writes(tiny_bundle, cohort, 
     sr = SuperResolver.from_bundle(tiny_bundle, device="cpu")
     scans = [cohort / "a.nii.gz", cohort / "site2" / "d.nii.gz", cohort / "e.nii.gz"]
     jobs = [Job(s, tmp_path / "cohort_out" / f"{s.name[:-7]}_sr.nii.gz") for s in scans]
-    counts = run_jobs(sr, jobs, CohortRequest(), echo=lambda line: None, prefetch=2)
+    counts = run_jobs(sr, jobs, request=InferRequest(), echo=lambda line: None, prefetch=2)
     assert counts["done"] == 3
     for scan, job in zip(scans, jobs, strict=True):
         alone = sr.predict_file(scan, tmp_path / "alone" / job.dst.name)
@@ -132,7 +133,7 @@ def test_a_cohort_with_uncertainty_writes_each_map_beside_its_output(tiny_bundle
     sr = SuperResolver.from_bundle(tiny_bundle, device="cpu", uncertainty=True)
     scans = [cohort / "a.nii.gz", cohort / "site2" / "d.nii.gz"]
     jobs = [Job(s, tmp_path / "out" / f"{s.name[:-7]}_sr.nii.gz") for s in scans]
-    assert run_jobs(sr, jobs, CohortRequest(), echo=lambda line: None, prefetch=2)["done"] == 2
+    assert run_jobs(sr, jobs, request=InferRequest(), echo=lambda line: None, prefetch=2)["done"] == 2
     for job in jobs:
         umap = job.dst.with_name(job.dst.name[:-7] + "_uncertainty.nii.gz")
         assert nib.load(umap).shape == nib.load(job.dst).shape

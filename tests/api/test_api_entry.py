@@ -1,8 +1,12 @@
 """The API as the one way in: resolver options and provenance, resuming a bundle's training from
-Python, the CLI importing only the API, and the bundles' configs meeting MONAI's bundle properties."""
+Python, the CLI importing lightly, the facades, and the bundles' configs meeting MONAI's bundle
+properties."""
 
 import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -92,17 +96,46 @@ def test_train_bundle_resumes_with_the_schedule_it_was_started_with(bundle, tmp_
         train_bundle(bundle, data=data, steps=1, init=tmp_path / "nope.pt", device="cpu")
 
 
-def test_cli_imports_only_the_api_and_the_errors():
+def test_cli_imports_lightly_and_from_the_modules_that_define_things():
+    # `volsr --help` is instant: importing the CLI loads none of the heavy libraries
+    code = "import sys, volsr.cli; print(sorted({'torch', 'monai', 'nibabel', 'numpy'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert loaded.stdout.strip() == "[]"
+
     tree = ast.parse((REPO / "volsr" / "cli.py").read_text())
+    at_top = {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert {m for m in at_top if m.split(".")[0] == "volsr"} <= {"volsr.errors"}
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
+            if node.module.startswith("volsr."):  # the defining module, never a facade's lazy name
+                assert node.module not in ("volsr.api", "volsr.api.cohort"), node.module
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
-    # "volsr" itself: only for --version (the package's __version__, which imports nothing)
-    assert {m for m in imported if m.split(".")[0] == "volsr"} <= {"volsr", "volsr.api", "volsr.errors"}
     assert not {"torch", "pydoc", "dataclasses"} & imported
+
+
+def test_the_facades_name_what_they_export_for_type_checkers():
+    import volsr
+    import volsr.api
+
+    for facade in (volsr, volsr.api):
+        tree = ast.parse(Path(facade.__file__).read_text())
+        checked = next(
+            n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"
+        )
+        named = {
+            alias.name
+            for node in ast.walk(checked)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert set(facade.__all__) - {"__version__"} == named
+        for name in facade.__all__:
+            assert getattr(facade, name) is not None
 
 
 def test_bundle_configs_name_only_the_api():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import make_image, smooth_volume
 
-from volsr.api.cohort.inputs import Scan, bids_output_name, discover, is_dicom_folder, plan_outputs
+from volsr.api.cohort.inputs import Scan, discover, is_dicom_folder, plan_outputs
+from volsr.api.outputs import bids_output_name
 from volsr.data.dicom_writer import save_dicom_series
 from volsr.errors import VolsrInputError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "record_bundle_results.py"
+_PATH = Path(__file__).resolve().parents[2] / "scripts" / "record_bundle_results.py"
 _spec = importlib.util.spec_from_file_location("record_bundle_results", _PATH)
 tables = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tables)

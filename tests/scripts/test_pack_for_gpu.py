@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pack_for_gpu.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pack_for_gpu.py"
 
 
 def _script():

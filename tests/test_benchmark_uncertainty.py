@@ -1,0 +1,61 @@
+"""benchmarks/uncertainty.py's scoring of a cached case, on a synthetic one (nothing is timed)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _uncertainty_benchmark():
+    if "benchmarks" not in sys.modules:  # benchmarks/ is not installed: import it by path
+        folder = Path(__file__).resolve().parents[1] / "benchmarks"
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("benchmarks.uncertainty")
+
+
+uncertainty = _uncertainty_benchmark()
+
+
+def _case(offsets: list[float], shape=(20, 20, 24)) -> dict:
+    """A reference in units 0..500 (range 500) and views that are the reference plus constant offsets,
+    normalised on an input scale of lo = 0, hi = 1000."""
+    ref = np.zeros(shape, np.float32)
+    ref[4:16, 4:16, 4:20] = 400.0
+    views = np.stack([(ref + o) / 1000.0 for o in offsets]).astype(np.float32)
+    return {
+        "views": views,
+        "reference": ref,
+        "lo": np.float64(0.0),
+        "hi": np.float64(1000.0),
+        "ref_lo": np.float64(0.0),
+        "ref_hi": np.float64(500.0),
+        "protocol": json.dumps({"kind": "thickness", "axis": 2, "factor": 4.0}),
+        "scan": "val/synthetic",
+    }
+
+
+def test_scored_error_and_map_are_on_the_references_scale_inside_its_foreground():
+    offsets = [10.0, 30.0] * 8  # views differ by +-10 units around a mean 20 units too high
+    d = uncertainty.scored(_case(offsets), list(range(16)))
+    # the foreground, 12 x 12 x 16 voxels, stops where the 4-voxel rim at the crop's faces starts
+    assert d["error"].size == 12 * 12 * 16
+    np.testing.assert_allclose(d["error"], 20.0 / 500.0, rtol=1e-4)
+    np.testing.assert_allclose(d["map"], 10.0 / 500.0, rtol=1e-3)  # the spread, in reference units
+    assert d["family"] == "slices" and d["noise"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_views_that_agree_leave_a_zero_map():
+    d = uncertainty.scored(_case([5.0] * 16), list(range(16)))
+    assert float(np.abs(d["map"]).max()) < 1e-6
+    np.testing.assert_allclose(d["error"], 5.0 / 500.0, rtol=1e-4)
