@@ -359,7 +359,8 @@ def summary_markdown(results: dict) -> str:
         ex = results["worked_example"]
         lines += [
             "",
-            f"## Worked example: {Path(ex['scan']).name}, {ex['protocol']}, along axis {ex['axis']}",
+            f"## Worked example: {Path(ex['scan']).name}, {protocol_from_dict(ex['protocol']).name}, "
+            f"along axis {ex['axis']}",
             "",
         ]
         lines += [

@@ -36,7 +36,10 @@ pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    # UTF-8 (progress bars), whatever C locale a reader in an earlier in-process test left set
+    done = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, encoding="utf-8", timeout=900, check=False
+    )
     assert done.returncode == 0, f"{' '.join(map(str, args))}\n{done.stdout}\n{done.stderr}"
     return done
 

@@ -225,3 +225,54 @@ def _asymmetric() -> ResidualSR3D:
         for p in network.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=generator))
     return network
+
+
+def test_predict_file_takes_one_request_or_its_keywords_and_writes_the_same(scan, checkpoint, tmp_path):
+    from volsr.api import InferRequest, OutputOptions, ResolverOptions, ScanSource
+
+    sr = SuperResolver.from_checkpoint(checkpoint, device="cpu", amp=False)
+    by_keywords = sr.predict_file(scan, tmp_path / "kw.nii.gz", spacing=1.5, dtype="float32", sidecar=False)
+    request = InferRequest(
+        source=ScanSource(volume=None),
+        spacing=1.5,
+        output=OutputOptions(path=tmp_path / "req.nii.gz", dtype="float32", sidecar=False),
+    )
+    by_request = sr.predict_file(scan, request=request)
+    assert by_request == tmp_path / "req.nii.gz" and not (tmp_path / "req.json").exists()
+    kw, req = (nib.load(p) for p in (by_keywords, by_request))
+    assert np.array_equal(kw.affine, req.affine) and np.array_equal(kw.get_fdata(), req.get_fdata())
+    assert np.allclose(voxel_spacing(req.affine), 1.5, atol=0.05)  # the grid keeps the field of view
+
+    # the request's resolver options run instead of the resolver's own: here they add the map
+    mapped = sr.predict_file(
+        scan,
+        tmp_path / "map.nii.gz",
+        InferRequest(resolver=ResolverOptions(device="cpu", amp=False, uncertainty=True)),
+    )
+    assert (tmp_path / "map_uncertainty.nii.gz").is_file() and mapped == tmp_path / "map.nii.gz"
+    assert not sr.uncertainty  # the resolver itself is unchanged
+
+    with pytest.raises(TypeError, match="not both"):
+        sr.predict_file(scan, tmp_path / "both.nii.gz", request, dtype="input")
+
+
+def test_a_request_is_frozen_refuses_bad_grids_and_fingerprints_what_changes_an_output():
+    import dataclasses
+
+    from volsr.api import InferRequest, OutputOptions, ScanSource
+
+    request = InferRequest(
+        source=ScanSource(series="1.2.3", volume=2),
+        spacing=(1.0, None, 2.0),
+        output=OutputOptions(dtype="float32", overwrite=True, dicom=True, modality="CT", skip_existing=True),
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.spacing = 1.0
+    # what to do with existing outputs, and which series, do not change what an output holds
+    assert request.fingerprint() == {
+        "spacing": (1.0, None, 2.0), "scale": None, "dtype": "float32", "volume": 2, "sidecar": True,
+        "dicom": True, "modality": "CT",
+    }  # fmt: skip
+    for bad in ({"spacing": 0.0}, {"scale": (2.0, float("nan"), 1.0)}, {"scale": (1.0, None, 2.0)}):
+        with pytest.raises(ValueError, match="positive, finite"):
+            InferRequest(**bad)

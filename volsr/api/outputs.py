@@ -1,6 +1,8 @@
 """Every output's name and how it is written: the NIfTI image, its uncertainty map, the JSON sidecar,
-DICOM series folders and BIDS derivatives; :class:`OutputWriter` checks them all before the work and
-writes them all or none after it.
+DICOM series folders and BIDS derivatives; :class:`OutputWriter` checks them all before the work
+(:mod:`volsr.data.output_checks`) and writes them all or none after it. A sidecar's name is BIDS's
+rule for inputs and outputs alike (:func:`volsr.data.io.sidecar_path`: ``scan_sr.nii.gz`` ->
+``scan_sr.json``), which the readers share.
 
 Example:
     >>> output_path_for("in/scan.nii.gz", "out")                 # out/scan_sr.nii.gz
@@ -18,8 +20,20 @@ from pathlib import Path, PurePath
 
 import torch
 
+from volsr import __version__
 from volsr.api.request import OutputOptions
-from volsr.data.io import scan_stem, sidecar_path
+from volsr.data.dicom import list_series
+from volsr.data.dicom_writer import check_dicom_output, is_written_series, save_dicom_series
+from volsr.data.io import (
+    check_output,
+    discard_output,
+    load_image,
+    save_image,
+    scan_stem,
+    sidecar_path,
+    write_sidecar,
+)
+from volsr.data.output_checks import check_outputs, input_files, output_kind
 from volsr.errors import VolsrInputError
 
 __all__ = [
@@ -70,8 +84,6 @@ def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> lis
     """``(SeriesInstanceUID, output path)`` for every DICOM series in ``folder``, by SeriesNumber:
     ``<folder>_<number>_<description>_sr.nii.gz`` in ``out_dir`` (default: the current folder),
     the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
-    from volsr.data.dicom import list_series
-
     found = list_series(folder)
     if not found:
         raise VolsrInputError(folder, "holds no DICOM series (--series all reads a DICOM folder)")
@@ -124,12 +136,8 @@ def bids_output_name(name: str, suffix: str = ".nii.gz") -> str:
 def single_output(scan: Path, output: Path | None, dicom: bool) -> Path:
     """The output of the one scan of a run: ``output`` itself when it names a file (with ``dicom``
     a series folder, new or volsr's own), else ``<stem>_sr`` inside it (default: here)."""
-    from volsr.data.output_names import output_kind
-
     kind = None if output is None else output_kind(output, dicom)  # refuses `-o out.png`
     if dicom:
-        from volsr.data.dicom_writer import is_written_series
-
         if output is not None and (not output.is_dir() or is_written_series(output)):
             return output
         return dicom_folder_for(output_path_for(scan, output))
@@ -140,8 +148,6 @@ def single_output(scan: Path, output: Path | None, dicom: bool) -> Path:
 
 def write_bids_description(folder: Path) -> None:
     """``dataset_description.json`` of a BIDS derivatives folder, unless there is one."""
-    from volsr import __version__
-
     path = folder / "dataset_description.json"
     if path.exists():
         return
@@ -175,14 +181,10 @@ class OutputWriter:
     ) -> tuple[torch.Tensor, Path]:  # fmt: skip
         """Read ``src`` and check where its output goes (``dst``, default beside the current folder):
         everything that would be refused is refused before the work."""
-        from volsr.data.io import check_output, load_image
-        from volsr.data.output_names import input_files
 
         o = self.options
         image = load_image(src, series_uid=series_uid, volume=volume)
         if o.dicom:
-            from volsr.data.dicom_writer import check_dicom_output
-
             dst = Path(dst or output_path_for(src, dicom=True))
             self.check_not_inputs(dst, input_files([src], sidecar_path))
             dst = check_dicom_output(dst, image, o.overwrite, o.sidecar, o.modality, o.dtype)
@@ -207,9 +209,7 @@ class OutputWriter:
 
     def check_not_inputs(self, dst: str | Path, inputs: dict[Path, Path]) -> None:
         """Refuse, before the work, an output of ``dst`` that would write over one of ``inputs``
-        (:func:`volsr.data.output_names.input_files`) or that the file system cannot name."""
-        from volsr.data.output_names import check_outputs
-
+        (:func:`volsr.data.output_checks.input_files`) or that the file system cannot name."""
         files, folders = self.outputs_of(dst)
         check_outputs(files, inputs)
         check_outputs(folders, inputs, folders=True)
@@ -217,8 +217,6 @@ class OutputWriter:
     def write(self, outputs: dict[str, torch.Tensor], image: torch.Tensor, info: dict, dst: Path) -> Path:
         """Write ``outputs["image"]`` (made from ``image``; provenance ``info``) to ``dst``, its
         uncertainty map (``outputs["uncertainty"]``, when there is one) and its sidecar: all or none."""
-        from volsr.data.io import discard_output, write_sidecar
-
         o = self.options
         written = self._save("image", outputs["image"], image, info, dst, o.dtype)
         extra: list[Path] = []
@@ -242,13 +240,9 @@ class OutputWriter:
         joins: Path | None = None,
     ) -> Path:  # fmt: skip
         """Write one output (``kind``: a key of :data:`_DICOM_SERIES`) as NIfTI or as a DICOM series."""
-        from volsr.data.io import save_image
-
         o = self.options
         if not o.dicom:
             return save_image(out, dst, dtype=dtype, overwrite=o.overwrite)
-        from volsr.data.dicom_writer import save_dicom_series
-
         label, offset, derived = _DICOM_SERIES[kind]
         return save_dicom_series(
             out, dst, reference=image, dtype=dtype, derivation=derived + _derivation(info),

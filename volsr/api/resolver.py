@@ -19,14 +19,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from volsr import __version__
 from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle
 from volsr.api.outputs import OutputWriter
 from volsr.api.request import InferRequest, ResolverOptions
 from volsr.data.acquisition import slice_acquisition
+from volsr.data.io import load_image
 from volsr.data.normalization import PercentileNormalizer
+from volsr.data.voxel_checks import coordinate_assumption
 from volsr.errors import VolsrInputError, VolsrInputWarning
+from volsr.geometry.grids import voxel_spacing
+from volsr.geometry.meta import affine_of
+from volsr.inference import memory
 from volsr.inference.devices import decide_precision, precision_name, resolve_device
-from volsr.inference.sliding_window import super_resolve
+from volsr.inference.sliding_window import output_grid, super_resolve, volume_device, window_budget
 from volsr.inference.uncertainty import load_calibration, map_views
 from volsr.networks.checkpoint import load_checkpoint
 
@@ -78,10 +84,6 @@ def check_memory(
 ) -> None:
     """Refuse, before anything is allocated, a run whose peak memory (:mod:`volsr.inference.memory`)
     exceeds ``options.max_memory`` or, without it, the memory available now."""
-    from volsr.geometry.grids import voxel_spacing
-    from volsr.inference import memory
-    from volsr.inference.sliding_window import output_grid, volume_device, window_budget
-
     out_affine, out_shape, _ = output_grid(image, scale, spacing)
     voxels = math.prod(int(n) for n in out_shape)
     device = options.device if isinstance(options.device, torch.device) else checked_device(options.device)
@@ -187,8 +189,6 @@ class SuperResolver:
         """Super-resolve a MetaTensor or a file/DICOM folder; returns a MetaTensor (float32), or with
         the ``uncertainty`` option ``(output, uncertainty map)``."""
         if isinstance(image, (str, Path)):
-            from volsr.data.io import load_image
-
             image = load_image(image)
         warn_if_not_contiguous(image)
         check_memory(image, self.network, self.options, self.precision, scale=scale, spacing=spacing)
@@ -225,7 +225,7 @@ class SuperResolver:
         """A resolver like this one whose network is a copy fine-tuned on ``image`` (a MetaTensor, with
         the ``scale`` / ``spacing`` it will be restored at) for ``steps`` (default ``self.adapt``, else
         :data:`~volsr.training.adaptation.DEFAULT_ADAPT_STEPS`); ``options`` override the others."""
-        from volsr.training.adaptation import DEFAULT_ADAPT_STEPS, adapt
+        from volsr.training.adaptation import DEFAULT_ADAPT_STEPS, adapt  # training code: only when adapting
 
         tuned = adapt(
             self.network,
@@ -309,17 +309,12 @@ class SuperResolver:
         checkpoint's step, the options, both grids and, under ``Assumptions``, what volsr assumed of
         a header that did not say it (a NIfTI file with no coordinate codes). Written as the output's
         JSON sidecar; it states no SliceThickness, since the output was not acquired in slices."""
-        from volsr import __version__
-        from volsr.geometry.grids import voxel_spacing
-        from volsr.geometry.meta import affine_of
 
         def grid(t: torch.Tensor) -> dict:
             return {
                 "shape": [int(n) for n in t.shape[1:]],
                 "spacing_mm": [round(float(v), 6) for v in voxel_spacing(affine_of(t))],
             }
-
-        from volsr.data.voxel_checks import coordinate_assumption
 
         uid = getattr(image, "meta", {}).get("dicom_series_uid")
         series = {"SeriesInstanceUID": uid} if uid else {}

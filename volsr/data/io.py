@@ -34,7 +34,7 @@ from monai.data import MetaTensor
 
 from volsr.data.acquisition import acquisition_record, parse_thickness, slice_acquisition
 from volsr.data.dicom import read_dicom_folder, read_itk
-from volsr.data.output_names import check_name_length, check_outputs, input_files
+from volsr.data.output_checks import check_name_length, check_outputs, input_files
 from volsr.data.stored_values import clipped_share, in_integer_range, value_range
 from volsr.data.temporaries import in_flight, temporary_name
 from volsr.data.voxel_checks import coordinate_assumption, float32_voxels, nibabel_repairs
@@ -301,7 +301,7 @@ def check_output(
 
     Raises:
         VolsrInputError: not a .nii/.nii.gz name, a name too long for the file system, a file
-            ``image`` was read from (the scan, its sidecar: :mod:`volsr.data.output_names`), an
+            ``image`` was read from (the scan, its sidecar: :mod:`volsr.data.output_checks`), an
             existing file (or, with ``sidecar``, sidecar) without ``overwrite``, or a folder.
         ValueError: an unknown ``dtype``, or one that would clip some of ``image``'s values (the line
             says how many).

@@ -53,7 +53,7 @@ from volsr.api.outputs import OutputWriter, single_output, write_bids_descriptio
 from volsr.api.request import InferRequest, ResolverOptions
 from volsr.api.resolver import SuperResolver
 from volsr.data.io import sidecar_path
-from volsr.data.output_names import check_outputs, input_files, output_kind
+from volsr.data.output_checks import check_outputs, input_files, output_kind
 from volsr.errors import VolsrInputError, one_line
 
 __all__ = ["CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
@@ -283,7 +283,7 @@ def _check_outputs_spare_inputs(
 ) -> None:
     """Before any work: no output of any job (image, uncertainty map, sidecar, DICOM series, the
     manifest) is a file the run reads (any scan, its sidecar, a DICOM file, a list file), and
-    every name fits the file system (:mod:`volsr.data.output_names`)."""
+    every name fits the file system (:mod:`volsr.data.output_checks`)."""
     listed = [p for p in map(Path, inputs) if p.is_file() and p.name.lower().endswith(LIST_SUFFIXES)]
     protected = input_files([s.path for s in scans], sidecar_path) | {p.resolve(): p for p in listed}
     for job in jobs:
