@@ -25,6 +25,19 @@ def lia_affine(spacing=(1.0, 1.5, 2.0), angle_deg: float = 15.0, origin=(-40.0, 
     return m
 
 
+def rotation_from_quaternion(q) -> np.ndarray:
+    """The 3 x 3 rotation of the quaternion ``q = (w, x, y, z)``, normalised first (the identity for a
+    near-zero one): random orientations for the geometry properties."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q) if np.linalg.norm(q) > 1e-3 else np.array([1.0, 0, 0, 0])
+    w, x, y, z = q
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])  # fmt: skip
+
+
 def volume(shape=SHAPE) -> np.ndarray:
     """Distinct integer values, so that any index mix-up shows."""
     return np.arange(np.prod(shape), dtype=np.int16).reshape(shape) - 40

@@ -71,7 +71,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="markdown",
+    # click's plain help: it wraps to any width, where rich's boxes cut option names at 80 columns
+    rich_markup_mode=None,
 )
 
 
@@ -192,6 +193,13 @@ def _wrapped_input_error(exc: BaseException) -> VolsrInputError | None:
     return None
 
 
+def _format_scaling(scaling: tuple[float, float] | None) -> str:
+    if scaling is None:
+        return "none"
+    slope, inter = scaling
+    return f"value = stored x {slope:.6g} {'-' if inter < 0 else '+'} {abs(inter):.6g}"
+
+
 def _format_info(d: dict) -> str:
     fov = " x ".join(f"{n * s:.4g}" for n, s in zip(d["shape"], d["spacing"], strict=True))
     rows = [
@@ -201,8 +209,15 @@ def _format_info(d: dict) -> str:
         ("field of view", fov + " mm"),
         ("orientation", d["orientation"] + (" (sheared axes)" if d["sheared"] else "")),
         ("slices", d["slices"] or "thickness not stated (taken as contiguous)"),
-        ("dtype", d["source_dtype"]),
-        ("range", f"{d['min']:.6g} .. {d['max']:.6g} (mean {d['mean']:.6g})"),
+        ("stored type", d["source_dtype"]),
+        (
+            "scaling",
+            _format_scaling(d["scaling"]),
+        ),
+        (
+            "range" if d["scaling"] is None else "scaled range",
+            f"{d['min']:.6g} .. {d['max']:.6g} (mean {d['mean']:.6g})",
+        ),
     ]
     return "\n".join(f"{name + ':':<15}{value}" for name, value in rows)
 

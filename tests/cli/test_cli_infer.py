@@ -344,3 +344,22 @@ def test_infer_uncertainty_writes_the_map_beside_the_output_and_evaluate_scores_
     # the untrained network is the identity in every view: a map of zeros, which orders nothing
     assert methods["tiny_bundle+tta"]["uncertainty_spearman"] == 0.0
     assert "uncertainty_spearman" not in methods["tiny_bundle"]
+
+
+@pytest.mark.parametrize("command", ["infer", "train", "evaluate", "degrade", "info", "demo"])
+def test_help_at_80_columns_cuts_no_option_name(command):
+    """Every option of the command appears whole in its --help on an 80-column terminal, and no line
+    is wider than the terminal except an option's own name and value list."""
+    import click
+    import typer
+
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output
+    group = typer.main.get_command(app)
+    for param in group.commands[command].params:
+        if isinstance(param, click.Option):
+            for name in param.opts + param.secondary_opts:
+                assert name in r.output, (command, name)
+    for line in r.output.splitlines():
+        assert len(line) <= 80 or line.lstrip().startswith("-"), line

@@ -212,3 +212,17 @@ def test_version_prints_the_package_version_and_exits_0():
     result = invoke("--version")
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert result.exit_code == 0 and result.output == f"volsr {version}\n"
+
+
+def test_info_shows_the_stored_type_its_scaling_and_the_scaled_range(tmp_path):
+    stored = (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 200).astype(np.uint8)
+    img = nib.Nifti1Image(stored, np.diag([1.0, 1.0, 2.0, 1.0]))
+    img.header.set_slope_inter(10.0, -1024.0)
+    nib.save(img, tmp_path / "ct.nii.gz")
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "ct.nii.gz")])
+    assert r.exit_code == 0, r.output
+    fields = dict(line.split(":", 1) for line in r.output.splitlines())
+    assert fields["stored type"].strip() == "uint8"
+    assert fields["scaling"].strip() == "value = stored x 10 - 1024"
+    low, high = 10.0 * stored.min() - 1024, 10.0 * stored.max() - 1024
+    assert fields["scaled range"].split("(")[0].split() == [f"{low:.6g}", "..", f"{high:.6g}"]

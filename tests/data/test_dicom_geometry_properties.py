@@ -13,7 +13,7 @@ from dicom_series import LPS, write_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
-from scans import assert_on_world_grid
+from scans import assert_on_world_grid, rotation_from_quaternion
 
 from volsr.data.io import load_image
 from volsr.geometry.grids import fov_corners
@@ -25,13 +25,7 @@ SETTINGS = settings(max_examples=25, derandomize=True, database=None, deadline=N
 def geometries(draw) -> tuple[np.ndarray, tuple[int, ...], int]:
     """``(RAS+ affine, shape (X, Y, Z, volumes), file-name seed)``."""
     q = np.array(draw(st.lists(st.floats(-1, 1), min_size=4, max_size=4)))
-    q = q / np.linalg.norm(q) if np.linalg.norm(q) > 1e-3 else np.array([1.0, 0, 0, 0])
-    w, x, y, z = q
-    rotation = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    rotation = rotation_from_quaternion(q)
     rotation[:, 2] *= draw(st.sampled_from([-1.0, 1.0]))  # slices along or against row x column
     dx, dy, dz = draw(st.lists(st.floats(0.2, 6.0), min_size=3, max_size=3))
     tilt = draw(st.sampled_from([0.0, 0.0, 0.3, -0.45]))  # gantry tilt: the slice axis leans along j

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
+from scans import rotation_from_quaternion
 
 from volsr.data.io import load_image, save_image
 from volsr.geometry.grids import fov_corners, scaled_grid
@@ -22,13 +23,7 @@ SETTINGS = settings(max_examples=50, derandomize=True, database=None, deadline=N
 def affines(draw) -> np.ndarray:
     """A voxel-to-world matrix: random rotation, axis flips, shear, voxel sizes and origin."""
     q = np.array(draw(st.lists(st.floats(-1, 1), min_size=4, max_size=4)))
-    q = q / np.linalg.norm(q) if np.linalg.norm(q) > 1e-3 else np.array([1.0, 0, 0, 0])
-    w, x, y, z = q
-    rotation = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    rotation = rotation_from_quaternion(q)
     flips = np.diag(draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=3, max_size=3)))
     shear = np.eye(3)
     shear[0, 1], shear[0, 2], shear[1, 2] = draw(st.lists(st.floats(-0.4, 0.4), min_size=3, max_size=3))

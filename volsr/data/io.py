@@ -135,6 +135,7 @@ def _read_nibabel_header(path: Path) -> tuple[object, np.ndarray, str, dict]:
         "qform": qform.tolist(),
         "affine": affine.tolist(),  # the affine the qform above goes with
         "scaled": (slope, inter) != (1.0, 0.0),
+        "scaling": (slope, inter),  # value = stored * slope + inter
     }
     if (assumption := coordinate_assumption(info)) is not None:
         warnings.warn(f"{path}: {assumption}", VolsrInputWarning, stacklevel=4)
@@ -526,19 +527,23 @@ def describe(image: torch.Tensor) -> dict:
 
     Returns:
         ``path``, ``shape`` (spatial voxels), ``spacing`` (mm per axis), ``orientation`` (nibabel
-        axis codes such as ``"RAS"``), ``source_dtype``, ``min``, ``max``, ``mean``, ``sheared``,
-        ``slices`` (the stated slice thickness against the spacing, or ``None``).
+        axis codes such as ``"RAS"``), ``source_dtype`` (the stored type), ``scaling`` (a NIfTI's
+        ``(scl_slope, scl_inter)`` where the header scales the stored values, else ``None``), ``min``,
+        ``max``, ``mean`` (of the values after scaling), ``sheared``, ``slices`` (the stated slice
+        thickness against the spacing, or ``None``).
     """
     affine = affine_of(image)
     meta = _meta(image)
     _check_affine(meta.get("filename_or_obj", "image"), affine)
     data = image.detach().float()
+    header = meta.get("nifti_header") or {}
     return {
         "path": meta.get("filename_or_obj"),
         "shape": tuple(int(n) for n in image.shape[1:]),
         "spacing": tuple(float(s) for s in voxel_spacing(affine)),
         "orientation": "".join(str(c) for c in nib.aff2axcodes(affine)),
         "source_dtype": meta.get("source_dtype", str(image.dtype).replace("torch.", "")),
+        "scaling": header.get("scaling") if header.get("scaled") else None,
         "min": float(data.min()),
         "max": float(data.max()),
         "mean": float(data.mean()),
