@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +83,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+def import_benchmark(name: str):
+    """The module ``benchmarks.<name>``: ``benchmarks/`` is not installed, so the package is imported by
+    path (the repository root need not be on sys.path)."""
+    if "benchmarks" not in sys.modules:
+        folder = REPO / "benchmarks"
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"benchmarks.{name}")

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_benchmark
 
-
-def _uncertainty_benchmark():
-    if "benchmarks" not in sys.modules:  # benchmarks/ is not installed: import it by path
-        folder = Path(__file__).resolve().parents[1] / "benchmarks"
-        spec = importlib.util.spec_from_file_location(
-            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["benchmarks"] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module("benchmarks.uncertainty")
-
-
-uncertainty = _uncertainty_benchmark()
+uncertainty = import_benchmark("uncertainty")
 
 
 def _case(offsets: list[float], shape=(20, 20, 24)) -> dict:

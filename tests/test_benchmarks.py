@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import import_benchmark
 from monai.data import MetaTensor
 
 from volsr.transforms.protocol import KSpace, ThickSlices
 
-
-def _benchmarks_package():
-    """``benchmarks/`` is not installed: import it by path (the repository root need not be on sys.path)."""
-    if "benchmarks" not in sys.modules:
-        folder = Path(__file__).resolve().parents[1] / "benchmarks"
-        spec = importlib.util.spec_from_file_location(
-            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["benchmarks"] = module
-        spec.loader.exec_module(module)
-    names = ("common", "quality", "speed", "speed_report", "adaptation")
-    return [importlib.import_module(f"benchmarks.{m}") for m in names]
-
-
-common, quality, speed, speed_report, adaptation = _benchmarks_package()
+common, quality, speed, speed_report, adaptation = (
+    import_benchmark(m) for m in ("common", "quality", "speed", "speed_report", "adaptation")
+)
 crop, write_section = common.crop, common.write_section
 
 

@@ -8,8 +8,10 @@ qform); ITK files and DICOM (LPS+) become ``diag(-1, -1, 1) @ [direction * spaci
 Sheared affines (CT with gantry tilt) are kept as they are, never straightened; a tilted DICOM
 series gets its slice axis from the slice positions, which ITK alone would straighten.
 
-Hand-written rather than MONAI's ``LoadImage``: its ITK and DICOM readers need ``itk`` / ``pydicom``
-(not dependencies here), and it keeps neither the qform nor the header codes needed to write back.
+Hand-written rather than MONAI's ``LoadImage``: its ITK reader needs ``itk`` (not a dependency), its
+DICOM reader neither places 4-D series, mosaics and tilted stacks as dcm2niix does nor refuses what it
+cannot place (:mod:`volsr.data.dicom`), and it keeps neither the qform nor the header codes needed to
+write back.
 
 Example:
     >>> img = load_image("scan.nii.gz")  # or a DICOM folder: load_image("dicom/", series_uid=...)
