@@ -206,3 +206,18 @@ def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):
     assert (shipped["steps"], tuned["steps"], tuned["lr"]) == (0, 3, 1e-3)
     assert abs(shipped["gain"]) < 0.05  # the untrained network is the cubic spline it refines
     assert tuned["psnr"] != shipped["psnr"] and tuned["adapt_s"] > 0
+
+
+def test_memory_estimate_runs_each_case_in_a_child_and_compares_like_with_like(capsys):
+    memory_estimate = import_benchmark("memory_estimate")
+    rows = memory_estimate.main(["--size", "48", "--case", "plain", "int16"])
+    assert [r["case"] for r in rows] == ["plain", "int16"]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["output_shape"] == [48, 48, 48]
+        assert row["measured_bytes_per_voxel"] > 0
+        ratio = row["estimate_bytes_per_voxel"] / row["measured_bytes_per_voxel"]
+        assert row["estimate_over_measured"] == pytest.approx(ratio, abs=0.01)
+    # the int16 write adds the float64 rounding and clipping to the estimate: never below float32's
+    assert rows[1]["estimate_bytes_per_voxel"] >= rows[0]["estimate_bytes_per_voxel"]
+    assert capsys.readouterr().out.count("{") == 2

@@ -8,11 +8,13 @@ import io
 
 import pytest
 
+from volsr.errors import VolsrInputError, one_line
 from volsr.inference import memory
 from volsr.inference.memory import (
     CHANNEL_BYTES_PER_VOXEL,
     FIXED_BYTES_PER_VOXEL,
     INTEGER_WRITE_BYTES_PER_VOXEL,
+    REFUSAL_OPTIONS,
     SMOOTHING_BYTES_PER_VOXEL,
     estimate_peak,
     format_size,
@@ -28,9 +30,10 @@ def test_the_constants_are_the_terms_the_module_names():
     assert INTEGER_WRITE_BYTES_PER_VOXEL == 2 * 8  # rounded and clipped in float64
 
 
-def test_window_bytes_is_voxels_times_features_times_live_maps_times_element():
-    assert window_bytes(160**3, 32, 4) == 160**3 * 32 * 5 * 4  # 2.62 GB: a 160^3 float32 window
-    assert window_bytes(64**3, 16, 2) == 64**3 * 16 * 5 * 2
+def test_window_bytes_is_voxels_times_channels_times_live_maps_times_element():
+    # features + the window's single-channel tensors, 5 live maps each
+    assert window_bytes(160**3, 32, 4) == 160**3 * 33 * 5 * 4  # 2.7 GB: a 160^3 float32 window
+    assert window_bytes(64**3, 16, 2) == 64**3 * 17 * 5 * 2
 
 
 @pytest.mark.parametrize(
@@ -84,7 +87,12 @@ def test_format_size():
 def test_memory_refusal_names_both_numbers_and_the_grid():
     line = memory_refusal(3 * 2**30, 2**30, (1600, 1200, 1000), (0.01, 0.01, 0.01), limit_given=True)
     assert line.startswith("the output grid of 1600 x 1200 x 1000 voxels (0.01 x 0.01 x 0.01 mm) needs")
-    assert "about 3 GiB of memory; 1 GiB is the --max-memory limit" in line
+    assert "about 3 GiB of memory; 1 GiB is the {max_memory} limit" in line
+    worded = VolsrInputError("scan.nii.gz", line, **REFUSAL_OPTIONS)
+    assert "1 GiB is the max_memory= limit; ask for a coarser grid with spacing= / scale=" in str(worded)
+    assert "1 GiB is the --max-memory limit; ask for a coarser grid with --spacing / --scale" in one_line(
+        worded, cli=True
+    )
     assert memory_refusal(2**30, 2**30, (1, 1, 1), (1, 1, 1), False) is None  # fits exactly
     assert memory_refusal(2**40, None, (1, 1, 1), (1, 1, 1), False) is None  # unknown: no refusal
 

@@ -16,10 +16,11 @@ volume on the CPU, float32 buffers):
 
 On a GPU with room for the volume (:func:`volsr.inference.sliding_window.volume_device`) the host holds
 only the output and its written copy. The constants bound the peak resident memory measured for
-``super_resolve`` + ``save_image`` on a 192 x 192 x 192 output with a 4-feature network: 17 to 35
-bytes per voxel with one channel (the spread is the C library's allocator), 68 with an uncertainty
-map. The estimate takes the upper end: its purpose is to refuse a grid that cannot fit (a
-``--spacing 0.01`` typo asks for terabytes), not to pack a machine to the last byte.
+``super_resolve`` + ``save_image`` on 128^3 to 256^3 outputs with a 4-feature network
+(``python benchmarks/memory_estimate.py --size N``: 29 to 49 bytes per voxel with one channel outside
+the windows, 68 with an uncertainty map). The estimate takes the upper end: its purpose is to refuse
+a grid that cannot fit (a ``--spacing 0.01`` typo asks for terabytes), not to pack a machine to the
+last byte.
 
 Hand-written: neither MONAI nor torch estimates a run's peak host memory before it starts.
 
@@ -35,6 +36,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from volsr.errors import Option
+
 __all__ = [
     "FIXED_BYTES_PER_VOXEL",
     "CHANNEL_BYTES_PER_VOXEL",
@@ -47,6 +50,7 @@ __all__ = [
     "parse_size",
     "format_size",
     "memory_refusal",
+    "REFUSAL_OPTIONS",
 ]
 
 FIXED_BYTES_PER_VOXEL = 16
@@ -61,9 +65,14 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def window_bytes(window_voxels: int, features: int, element_bytes: int) -> int:
-    """Bytes of one window's live activations: ``window_voxels`` x ``features`` channels x
-    :data:`LIVE_ACTIVATIONS` maps x ``element_bytes`` (4 for float32, 2 for bfloat16)."""
-    return int(window_voxels) * int(features) * LIVE_ACTIVATIONS * int(element_bytes)
+    """Bytes of one window's live activations: ``window_voxels`` x (``features`` + 1) channels x
+    :data:`LIVE_ACTIVATIONS` maps x ``element_bytes`` (4 for float32, 2 for bfloat16).
+
+    The one channel beside the features stands for the window's single-channel tensors (its input,
+    padded copy, residual and output), which dominate for a narrow network
+    (``python benchmarks/memory_estimate.py --size 128``: a 4-feature network's window measured 24
+    floats per voxel)."""
+    return int(window_voxels) * (int(features) + 1) * LIVE_ACTIVATIONS * int(element_bytes)
 
 
 def estimate_peak(
@@ -154,17 +163,26 @@ def format_size(n: float) -> str:
     return f"{int(n)} B"
 
 
+#: the settings a :func:`memory_refusal` names, as fields of :class:`volsr.errors.VolsrInputError`
+REFUSAL_OPTIONS = {
+    "max_memory": Option("max_memory=", "--max-memory"),
+    "grid": Option("spacing= / scale=", "--spacing / --scale"),
+}
+
+
 def memory_refusal(
     need: int, limit: int | None, shape: Sequence[int], spacing_mm: Sequence[float], limit_given: bool
 ) -> str | None:
     """The one-line problem when ``need`` bytes exceed ``limit`` (``None``: unknown, no refusal),
-    naming both numbers and the output grid ``shape`` of ``spacing_mm`` voxels; else ``None``."""
+    naming both numbers and the output grid ``shape`` of ``spacing_mm`` voxels; else ``None``. The
+    settings it names are fields (``{max_memory}``, ``{grid}``) of :data:`REFUSAL_OPTIONS`, for
+    :class:`volsr.errors.VolsrInputError` to spell as the caller writes them."""
     if limit is None or need <= limit:
         return None
     grid = " x ".join(str(int(n)) for n in shape)
     mm = " x ".join(f"{s:.4g}" for s in spacing_mm)
-    where = "the --max-memory limit" if limit_given else "available now (--max-memory sets the limit)"
+    where = "the {max_memory} limit" if limit_given else "available now ({max_memory} sets the limit)"
     return (
         f"the output grid of {grid} voxels ({mm} mm) needs about {format_size(need)} of memory; "
-        f"{format_size(limit)} is {where}; ask for a coarser grid with --spacing / --scale"
+        f"{format_size(limit)} is {where}; ask for a coarser grid with {{grid}}"
     )
