@@ -206,6 +206,13 @@ def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):
     assert (shipped["steps"], tuned["steps"], tuned["lr"]) == (0, 3, 1e-3)
     assert abs(shipped["gain"]) < 0.05  # the untrained network is the cubic spline it refines
     assert tuned["psnr"] != shipped["psnr"] and tuned["adapt_s"] > 0
+    assert shipped["crop"] is None and shipped["consistency"] is False  # the network alone, no projection
+    cropped = adaptation.run(
+        str(path), settings[:1], protocol, str(bundle), "cpu", crop=(16, 20, 30), pairs=1
+    )
+    assert cropped[0]["crop"] == [16, 20, 24]  # centred, no larger than the volume
+    assert cropped[0]["psnr"] != shipped["psnr"]  # scored on the crop, not the whole volume
+    assert abs(cropped[0]["own_pairs_gain"]) < 0.05 and abs(cropped[0]["true_pairs_gain"]) < 0.05
 
 
 def test_memory_estimate_runs_each_case_in_a_child_and_compares_like_with_like(capsys):

@@ -210,6 +210,9 @@ def test_uncertainty_map_goes_to_a_second_dicom_series_of_the_same_study(scan, t
     m_study, m_frame, m_uid, m_number, m_description = tags(maps, *keys)
     assert (m_study, m_frame) == (study, frame) and m_uid != uid  # one study, two series
     assert (number, m_number) == ("1000", "2000") and m_description.endswith("volsr uncertainty")
+    # a checkpoint brings no calibration: the map series says it is the raw spread, not an error bar
+    (derivation,) = tags(maps, "0008|2111")
+    assert derivation.startswith("uncalibrated spread of the network's views") and "volsr" in derivation
     sr_image, map_image = load_image(folder), load_image(maps)
     assert map_image.shape == sr_image.shape
     np.testing.assert_allclose(map_image.affine, sr_image.affine, atol=1e-4)

@@ -155,3 +155,39 @@ def test_bundle_run_writes_the_bytes_the_api_writes(bundle, tmp_path):
     assert ran["GeneratedBy"] == made["GeneratedBy"]
     step = json.loads((root / "models" / "model_meta.json").read_text())["step"]
     assert made["GeneratedBy"]["CheckpointStep"] == step  # the sidecar's step is the shipped weights'
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_bundle_run_and_volsr_infer_agree_with_data_consistency_on_and_off(bundle, tmp_path):
+    """The config's default (``"consistency": "auto"``) is ``volsr infer``'s; ``false`` is
+    ``--no-consistency``."""
+    import nibabel as nib
+    import numpy as np
+    from conftest import oblique_affine, smooth_volume
+    from typer.testing import CliRunner
+
+    from volsr.cli import app
+
+    root, _, config_file = _files(bundle)
+    src = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((12, 10, 4)).astype(np.float32), oblique_affine((1, 1, 3))), src)
+    written = {}
+    for name, consistency, flags in (("on", "auto", []), ("off", False, ["--no-consistency"])):
+        parser = ConfigParser()
+        parser.read_config(str(config_file))
+        parser.update(
+            {"bundle_root": str(root), "image": str(src), "output_dir": str(tmp_path / f"run_{name}"),
+             "device": "cpu", "consistency": consistency}
+        )  # fmt: skip
+        parser.get_parsed_content("run")
+        cli = tmp_path / f"cli_{name}" / "thick_sr.nii.gz"
+        args = ["infer", str(src), "-o", str(cli), "--bundle", str(root), "--device", "cpu", "--no-progress"]
+        result = CliRunner().invoke(app, [*args, *flags])
+        assert result.exit_code == 0, result.output
+        ran = tmp_path / f"run_{name}" / "thick_sr.nii.gz"
+        assert ran.read_bytes() == cli.read_bytes()
+        sidecars = [json.loads(p.with_name("thick_sr.json").read_text()) for p in (ran, cli)]
+        assert sidecars[0]["Consistency"] == sidecars[1]["Consistency"]
+        written[name] = (cli.read_bytes(), sidecars[1]["Consistency"])
+    assert written["on"][1]["model"] == "slices" and written["off"][1]["model"] is None
+    assert written["on"][0] != written["off"][0]  # the projection changed the output

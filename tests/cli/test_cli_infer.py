@@ -144,9 +144,13 @@ def test_evaluate_reports_baselines_and_bundle(bundle, tmp_path):
         "tiny_bundle+adapt",
         "tiny_bundle+adapt+tta",
     } <= set(methods)
-    # an untrained (identity) network reproduces the cubic spline it refines, averaged or not
-    assert abs(methods["tiny_bundle"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
-    assert abs(methods["tiny_bundle+tta"]["psnr"] - methods["cubic"]["psnr"]) < 0.05
+    # an untrained (identity) network gives the cubic spline it refines, averaged or not, and scored as
+    # `volsr infer` runs it: projected onto the volumes whose thick slices are the input (data
+    # consistency, on by default), a set the reference belongs to, so the projection brings it closer
+    for name in ("tiny_bundle", "tiny_bundle+tta"):
+        assert methods[name]["consistency"] < 1e-5 < methods["cubic"]["consistency"]
+        assert methods[name]["psnr"] > methods["cubic"]["psnr"]
+    assert abs(methods["tiny_bundle+tta"]["psnr"] - methods["tiny_bundle"]["psnr"]) < 0.05
     assert (out / "hr.png").stat().st_size > 1000 and "| hr | cubic |" in (out / "summary.md").read_text()
 
 

@@ -172,8 +172,8 @@ def test_evaluate_with_gaps_scores_consistency_under_the_gap_model():
 def test_a_3d_acquisition_points_consistency_to_k_space_and_2d_or_nothing_to_slices(tmp_path):
     import nibabel as nib
 
-    from volsr.data.acquisition import consistency_model
     from volsr.data.io import load_image
+    from volsr.inference.consistency_choice import choose_consistency_model
 
     for name, sidecar, expected in (
         ("mprage", {"MRAcquisitionType": "3D"}, "kspace"),
@@ -184,4 +184,4 @@ def test_a_3d_acquisition_points_consistency_to_k_space_and_2d_or_nothing_to_sli
         nib.save(nib.Nifti1Image(np.ones((6, 6, 4), np.float32), np.diag([1.0, 1.0, 4.0, 1.0])), path)
         if sidecar is not None:
             (tmp_path / f"{name}.json").write_text(json.dumps(sidecar))
-        assert consistency_model(load_image(path)) == expected, name
+        assert choose_consistency_model(load_image(path), (1.0, 1.0, 4.0)).model == expected, name

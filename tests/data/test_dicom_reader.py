@@ -39,9 +39,7 @@ def test_a_4d_series_reads_the_volume_asked_for(tmp_path):
         img = load_image(tmp_path, volume=v)
         assert img.meta["dicom_volumes"] == 3 and img.meta["volume"] == v
         assert_on_world_grid(img, arr[..., v], affine, same_index=False)
-    with pytest.raises(
-        VolsrInputError, match=r"is 4-D with 3 volumes; pick one with volume= \(--volume\) in 0..2"
-    ):
+    with pytest.raises(VolsrInputError, match=r"is 4-D with 3 volumes; pick one with volume= in 0..2$"):
         load_image(tmp_path)
     with pytest.raises(VolsrInputError, match="volume=3 is out of range: the image has 3 volume"):
         load_image(tmp_path, volume=3)

@@ -147,10 +147,17 @@ def test_super_resolve_with_kspace_consistency_reproduces_a_coarse_matrix():
     acquire = KSpaceTruncation(0.5, axes=(0, 1, 2), reduce_matrix=True)
     lr = acquire(hr)
     scale = [h / lo for h, lo in zip(hr.shape[1:], lr.shape[1:], strict=True)]
-    plain = SuperResolver(network, PercentileNormalizer(), device="cpu", amp=False)(lr, scale=scale)
+    plain = SuperResolver(network, PercentileNormalizer(), device="cpu", amp=False, consistency=False)
     kept = SuperResolver(network, PercentileNormalizer(), device="cpu", amp=False, consistency="kspace")
     out = kept(lr, scale=scale)
     error = float((acquire(out) - lr).abs().max()) / float(lr.abs().max())
-    assert error < 1e-5 < float((acquire(plain) - lr).abs().max()) / float(lr.abs().max())
+    assert error < 1e-5 < float((acquire(plain(lr, scale=scale)) - lr).abs().max()) / float(lr.abs().max())
+    # by default the grid (every axis x2, nothing stated) chooses the same projection
+    default = SuperResolver(network, PercentileNormalizer(), device="cpu", amp=False)(lr, scale=scale)
+    assert torch.equal(default.as_tensor(), out.as_tensor())
+    assert (default.meta["consistency"]["model"], default.meta["consistency"]["source"]) == (
+        "kspace",
+        "geometry",
+    )
     with pytest.raises(ValueError, match="consistency must be"):
         SuperResolver(network, device="cpu", consistency="wavelets")(lr, scale=scale)

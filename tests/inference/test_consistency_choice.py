@@ -11,7 +11,12 @@ from conftest import make_image, oblique_affine, smooth_volume
 
 from volsr.data.acquisition import acquisition_record
 from volsr.data.io import load_image
-from volsr.inference.consistency_choice import SIMILAR_FACTORS, choose_consistency_model
+from volsr.inference.consistency_choice import (
+    SIMILAR_FACTORS,
+    ConsistencyChoice,
+    choose_consistency_model,
+    decide_consistency,
+)
 from volsr.inference.sliding_window import output_grid
 from volsr.transforms.protocol import KSpace, ThickSlices
 
@@ -31,10 +36,9 @@ def test_sidecar_3d_means_kspace_whatever_the_grid(tmp_path, factors):
     assert (choice.model, choice.source) == ("kspace", "header")
     assert choice.reason == "the sidecar states a 3D acquisition"
     assert choice.summary() == "consistency: k-space (the sidecar states a 3D acquisition)"
-    assert choice.sidecar_fields() == {
-        "ConsistencyModel": "kspace",
-        "ConsistencyModelReason": "the sidecar states a 3D acquisition",
-    }
+    record = {"model": "kspace", "reason": "the sidecar states a 3D acquisition", "source": "header"}
+    assert choice.record() == record
+    assert ConsistencyChoice.from_record(record) == choice  # the sidecar's record reads back
 
 
 def test_sidecar_2d_means_slices_even_for_a_reduced_looking_grid(tmp_path):
@@ -108,3 +112,40 @@ def test_record_from_a_degraded_scan_is_contiguous_and_decides_nothing():
     scan = make_image(np.ones((4, 4, 4)), np.eye(4))
     scan.meta["slice_acquisition"] = acquisition_record(1.0, np.eye(4))
     assert choose_consistency_model(scan, (2.0, 2.0, 2.0)).source == "geometry"
+
+
+@pytest.mark.parametrize("asked", ["auto", True])
+def test_auto_is_the_choice_from_header_then_grid(tmp_path, asked):
+    stated = load_image(_nifti(tmp_path, {"MRAcquisitionType": "3D"}))
+    assert decide_consistency(stated, (1.0, 1.0, 4.0), asked) == choose_consistency_model(
+        stated, (1.0, 1.0, 4.0)
+    )
+    bare = make_image(np.ones((4, 4, 4)), np.eye(4))
+    assert decide_consistency(bare, (2.0, 2.0, 2.0), asked).model == "kspace"
+    assert decide_consistency(bare, (1.0, 1.0, 2.8), asked).model == "slices"
+
+
+@pytest.mark.parametrize("factors", [(2.0, 2.0, 0.5), (1.0, 0.75, 3.0)])
+def test_auto_on_a_grid_coarser_than_the_input_projects_nothing_and_says_why(factors):
+    choice = decide_consistency(make_image(np.ones((4, 4, 4)), np.eye(4)), factors, "auto")
+    assert (choice.model, choice.source, choice.label) == (None, "fallback", "off")
+    down = [i for i, f in enumerate(factors) if f < 1]
+    assert all(f"axis {i} x{factors[i]:.3g}" in choice.reason for i in down)
+    assert choice.summary().startswith("consistency: off (not projected: down-sampled on axis")
+
+
+@pytest.mark.parametrize("model", ["slices", "kspace"])
+def test_a_model_asked_for_is_kept_whatever_the_header_or_grid(tmp_path, model):
+    stated = load_image(_nifti(tmp_path, {"MRAcquisitionType": "2D" if model == "kspace" else "3D"}))
+    for factors in ((2.0, 2.0, 2.0), (1.0, 1.0, 4.0), (2.0, 2.0, 0.5)):
+        choice = decide_consistency(stated, factors, model)
+        assert (choice.model, choice.source) == (model, "request")
+
+
+def test_off_is_off_and_unknown_requests_are_refused():
+    image = make_image(np.ones((4, 4, 4)), np.eye(4))
+    choice = decide_consistency(image, (2.0, 2.0, 2.0), False)
+    assert choice.record() == {"model": None, "reason": "turned off (--no-consistency)", "source": "request"}
+    for bad in ("wavelets", 1, 0, None, "Auto"):
+        with pytest.raises(ValueError, match="consistency must be"):
+            decide_consistency(image, (2.0, 2.0, 2.0), bad)

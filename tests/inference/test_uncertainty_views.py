@@ -9,7 +9,7 @@ from conftest import oblique_affine, smooth_volume
 from monai.data import MetaTensor
 
 from volsr.inference.sliding_window import _Predictor, super_resolve
-from volsr.inference.uncertainty import CALIBRATION_FILE, CHEAP_VIEWS, UncertaintyCalibration
+from volsr.inference.uncertainty import CALIBRATION_FILE, CHEAP_VIEWS, SCHEMA, UncertaintyCalibration
 
 
 class Shift(torch.nn.Module):
@@ -41,7 +41,7 @@ def test_calibration_turns_the_spread_into_the_error_bar_in_the_scans_units():
     image = _image()
     kwargs = dict(device="cpu", precision=torch.float32, uncertainty=True, roi=(12, 10, 15))
     out, raw = super_resolve(image, Shift(), **kwargs)
-    calibration = UncertaintyCalibration(3.0, 0.01, {"slices": 0.0, "matrix": 0.0}, 4)
+    calibration = UncertaintyCalibration.constant(3.0, 0.01, {"slices": 0.0, "kspace": 0.0}, 4)
     out2, bar = super_resolve(image, Shift(), calibration=calibration, **kwargs)
     torch.testing.assert_close(out2.as_tensor(), out.as_tensor())  # the output does not change
     data = image.as_tensor()
@@ -61,7 +61,8 @@ def test_a_bundle_resolver_applies_its_stored_calibration(tmp_path):
         find_bundle("volsr_cnn3d"), root, ignore=shutil.ignore_patterns("checkpoint.pt", "*.jsonl")
     )
     image = _image()
-    record = {"views": {"4": UncertaintyCalibration(2.0, 0.0, {"slices": 0.0, "matrix": 0.0}, 4).to_dict()}}
+    doubling = UncertaintyCalibration.constant(2.0, 0.0, {"slices": 0.0, "kspace": 0.0}, 4)
+    record = {"schema": SCHEMA, "views": {"4": doubling.to_dict()}}
     (root / "models" / CALIBRATION_FILE).write_text(json.dumps(record))
     _, doubled = SuperResolver.from_bundle(root, device="cpu", uncertainty=True)(image, scale=(1, 1, 3))
     (root / "models" / CALIBRATION_FILE).unlink()
@@ -70,14 +71,22 @@ def test_a_bundle_resolver_applies_its_stored_calibration(tmp_path):
     torch.testing.assert_close(doubled.as_tensor(), 2.0 * raw.as_tensor(), rtol=1e-4, atol=1e-4)
 
 
-def test_the_shipped_bundle_has_a_calibration_for_both_maps():
+@pytest.mark.parametrize("bundle, maps", [("volsr_cnn3d", (4, 16)), ("volsr_gan3d", (4,))])
+def test_the_shipped_bundles_calibrate_their_maps_for_both_families(bundle, maps):
     from volsr.api.resolver import find_bundle
-    from volsr.inference.uncertainty import load_calibration
+    from volsr.inference.uncertainty import FAMILIES, load_calibration
 
     for views in (4, 16):
-        cal = load_calibration(find_bundle("volsr_cnn3d"), views)
-        assert cal is not None and cal.views == views and cal.slope > 1.0  # errors outgrow the spread
-        assert cal.fit["scans"] >= 10 and 0.5 < cal.fit["coverage_scale"] < 2.0
+        cal = load_calibration(find_bundle(bundle), views)
+        if views not in maps:  # the GAN's 16-view map is not calibrated: it stays the raw spread
+            assert cal is None
+            continue
+        assert cal is not None and cal.views == views and set(cal.families) == set(FAMILIES)
+        for family in FAMILIES:
+            assert min(cal.families[family].slope) > 1.0  # errors outgrow the spread between views
+            for factor in cal.fit["families"][family]["per_factor"]:
+                assert factor["cases"] >= 2 and 0.5 < factor["coverage_scale"] < 2.0
+        assert cal.families["slices"].factors[0] <= 2.0 and cal.families["slices"].factors[-1] >= 5.0
 
 
 @pytest.mark.parametrize("tta", [False, True])

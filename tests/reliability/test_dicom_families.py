@@ -193,8 +193,10 @@ def test_a_syntax_no_decoder_reads_is_refused_naming_it(tmp_path, capfd):
 def test_a_4d_classic_series_needs_a_volume_and_reads_the_one_asked_for(tmp_path, capfd):
     arr = np.stack([volume() + 1000 * v for v in range(3)], axis=-1)
     write_series(tmp_path, arr, sheared_affine())
-    refused(capfd, tmp_path, "is 4-D with 3 volumes; pick one with volume= (--volume) in 0..2", tmp_path)
-    refused(capfd, tmp_path, "volume=3 is out of range: the image has 3 volume(s)", tmp_path, "--volume", "3")
+    refused(capfd, tmp_path, "is 4-D with 3 volumes; pick one with --volume in 0..2", tmp_path)
+    refused(
+        capfd, tmp_path, "--volume 3 is out of range: the image has 3 volume(s)", tmp_path, "--volume", "3"
+    )
     fields, lines = read(capfd, tmp_path, "--volume", "1")
     assert shape_of(fields) == SHAPE and lines == []
     assert value_range(fields) == (arr[..., 1].min(), arr[..., 1].max())

@@ -43,7 +43,8 @@ def training_dataset(dataset_dir: str | Path) -> Dataset:
 class SuperResolutionInferer(Inferer):
     """MONAI's inferer interface over volsr's whole-scan inference: ``inferer(image, network)``
     super-resolves a channel-first MetaTensor with fitted sliding windows
-    (:func:`volsr.inference.sliding_window.super_resolve`), as validation during training does."""
+    (:func:`volsr.inference.sliding_window.super_resolve`), as validation during training does: the
+    network's own output, without data consistency, so validation scores the network."""
 
     def __init__(
         self, scale: float | Sequence[float] | None = None, device: str | torch.device = "auto"
@@ -51,7 +52,7 @@ class SuperResolutionInferer(Inferer):
         self.scale, self.device = scale, device
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
-        return SuperResolver(network, device=self.device)(inputs, scale=self.scale)
+        return SuperResolver(network, device=self.device, consistency=False)(inputs, scale=self.scale)
 
 
 class FileInference:

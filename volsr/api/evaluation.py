@@ -52,8 +52,10 @@ def evaluate_files(
 ) -> dict:
     """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
 
-    Each bundle is scored as is and, with ``consistency=True``, also with data consistency
-    (method name suffixed ``+dc``); with ``tta=True`` also with test-time augmentation (``+tta``);
+    Each bundle is scored as ``volsr infer`` runs it (data consistency on, its model chosen per scan:
+    :func:`volsr.inference.consistency_choice.decide_consistency`) and, with ``consistency=True``, also
+    after the projection of the protocol's own forward model (method name suffixed ``+dc``); with
+    ``tta=True`` also with test-time augmentation (``+tta``);
     with ``adapt`` > 0 also fine-tuned for ``adapt`` steps on each degraded scan (``+adapt``, and
     ``+adapt+tta`` with ``tta``: it sees the low-resolution input only, never the reference); with
     ``uncertainty=True`` the ``+tta`` output (added if need be) also makes its uncertainty map, scored

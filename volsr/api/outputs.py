@@ -34,7 +34,7 @@ from volsr.data.io import (
     write_sidecar,
 )
 from volsr.data.output_checks import check_outputs, input_files, output_kind
-from volsr.errors import VolsrInputError
+from volsr.errors import Option, VolsrInputError
 
 __all__ = [
     "BIDS_DERIVATIVES",
@@ -45,6 +45,8 @@ __all__ = [
     "bids_output_name",
     "single_output",
     "write_bids_description",
+    "recorded_path",
+    "recorded_paths",
     "OutputWriter",
 ]
 
@@ -70,7 +72,9 @@ def dicom_folder_for(path: str | Path) -> Path:
 def _derivation(provenance: dict) -> str:
     """One line for DerivationDescription: what made the series, from :meth:`SuperResolver.provenance`."""
     made = provenance["GeneratedBy"]
-    options = [name for name in ("tta", "consistency") if made["Options"][name]]
+    options = ["tta"] if made["Options"]["tta"] else []
+    if (consistency := provenance.get("Consistency")) and consistency["model"]:  # what was applied
+        options.append(f"{consistency['model']} consistency")
     if made["Options"]["adapt"]:
         options.append(f"adapt {made['Options']['adapt']}")
     bundle = Path(str(made["Bundle"])).name if made["Bundle"] else "a checkpoint"
@@ -86,7 +90,11 @@ def series_outputs(folder: str | Path, out_dir: str | Path | None = None) -> lis
     the description reduced to letters, digits, ``-`` and ``_`` so the name is safe and readable."""
     found = list_series(folder)
     if not found:
-        raise VolsrInputError(folder, "holds no DICOM series (--series all reads a DICOM folder)")
+        raise VolsrInputError(
+            folder,
+            "holds no DICOM series ({series_all} reads a DICOM folder)",
+            series_all=Option("series='all'", "--series all"),
+        )
     jobs = []
     for index, info in enumerate(found, start=1):
         number = info["number"] if info["number"] is not None else index
@@ -114,6 +122,9 @@ _DICOM_SERIES = {
     "image": ("SR", 1000, ""),
     "uncertainty": ("uncertainty", 2000, "error bar (estimated SD of the error, in the source's units) of: "),
 }
+
+#: the DerivationDescription start of a map the bundle holds no calibration for
+_UNCALIBRATED_MAP = "uncalibrated spread of the network's views (in the source's units, no error bar) of: "
 
 #: what the sidecar says of the map
 UNCERTAINTY_RECORD = {
@@ -144,6 +155,27 @@ def single_output(scan: Path, output: Path | None, dicom: bool) -> Path:
     if kind == "file":
         return output
     return output_path_for(scan, output)
+
+
+def recorded_path(path: str | os.PathLike) -> str:
+    """A path as the sidecars and the manifest record it: absolute and resolved (symbolic links
+    followed). Provenance must name the same file whichever folder the run started in, and the file
+    that was read even if a link to it later points elsewhere; a relative path would mean nothing
+    once the record is read from another folder."""
+    return str(Path(path).resolve())
+
+
+def recorded_paths(info: dict) -> dict:
+    """``info`` (:meth:`volsr.api.resolver.SuperResolver.provenance`) with the paths it holds in the
+    form :func:`recorded_path` gives: the ``Sources`` and the ``GeneratedBy`` bundle. The uncertainty
+    map stays a bare ``File`` name: it is written beside the sidecar, and moves with it."""
+    record = dict(info)
+    if record.get("Sources"):
+        record["Sources"] = [recorded_path(s) for s in record["Sources"]]
+    made = record.get("GeneratedBy")
+    if isinstance(made, dict) and made.get("Bundle"):
+        record["GeneratedBy"] = made | {"Bundle": recorded_path(made["Bundle"])}
+    return record
 
 
 def write_bids_description(folder: Path) -> None:
@@ -228,7 +260,7 @@ class OutputWriter:
                 )
                 info = info | {"Uncertainty": {"File": path.name, **UNCERTAINTY_RECORD}}
             if o.sidecar:
-                write_sidecar(written, info, overwrite=o.overwrite, folder=o.dicom)
+                write_sidecar(written, recorded_paths(info), overwrite=o.overwrite, folder=o.dicom)
         except BaseException:
             for path in [written, *extra]:
                 discard_output(path)  # no output without its map and its record
@@ -244,6 +276,8 @@ class OutputWriter:
         if not o.dicom:
             return save_image(out, dst, dtype=dtype, overwrite=o.overwrite)
         label, offset, derived = _DICOM_SERIES[kind]
+        if kind == "uncertainty" and not info["GeneratedBy"]["Options"].get("uncertainty_calibrated"):
+            derived = _UNCALIBRATED_MAP  # a raw spread is no error bar: say so where a PACS shows it
         return save_dicom_series(
             out, dst, reference=image, dtype=dtype, derivation=derived + _derivation(info),
             modality=o.modality, overwrite=o.overwrite, label=label, series_offset=offset, joins=joins,

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from volsr.errors import Option, VolsrOptionError
+from volsr.inference.consistency_choice import check_request
+
 if TYPE_CHECKING:
     import torch
 
@@ -37,11 +40,16 @@ class ResolverOptions:
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         amp: bfloat16 autocast where it is native and fast (:func:`volsr.inference.devices.decide_precision`).
         progress: progress bar over windows.
-        consistency: make every output reproduce its input exactly under the boxcar thick-slice
-            model (:func:`volsr.inference.consistency.project_consistent`); ``"kspace"``: under a
-            smaller acquisition matrix instead, keeping the acquired band of k-space
-            (:func:`volsr.inference.consistency.project_kspace_consistent`); ``"auto"``: the one the
-            scan's header points to (:func:`volsr.data.acquisition.consistency_model`).
+        consistency: data consistency: make every output reproduce its input exactly under a model of
+            the acquisition. ``"auto"`` (the default; True is the same): per scan, the model the header
+            states (DICOM MRAcquisitionType or a dcm2niix sidecar: 3D -> k-space, 2D or stated gaps ->
+            thick slices), else the one the grid points to (every axis up-sampled alike -> k-space,
+            else thick slices), and no projection on a grid coarser than the input on some axis
+            (:func:`volsr.inference.consistency_choice.decide_consistency`); ``"slices"``: boxcar
+            thick slices (:func:`volsr.inference.consistency.project_consistent`); ``"kspace"``: a
+            smaller acquisition matrix, keeping the acquired band of k-space
+            (:func:`volsr.inference.consistency.project_kspace_consistent`); False: the network's
+            output as it is. The output's sidecar says which model was used and why (``"Consistency"``).
         tta: average the network over 16 flips and in-plane swaps of each window.
         uncertainty: also make the uncertainty map (:func:`volsr.inference.sliding_window.uncertainty_map`):
             the spread of those 16 views, whose mean is then the output (so it implies ``tta``); the
@@ -56,7 +64,7 @@ class ResolverOptions:
 
     Raises:
         ValueError: a ``roi`` that is not 3 positive sizes, an ``overlap`` outside [0, 1), a
-            negative ``adapt``, a ``max_memory`` below 1 byte.
+            negative ``adapt``, a ``max_memory`` below 1 byte, a ``consistency`` not named above.
     """
 
     roi: tuple[int, ...] | None = None
@@ -64,7 +72,7 @@ class ResolverOptions:
     device: str | torch.device = "auto"
     amp: bool = True
     progress: bool = False
-    consistency: bool | str = False
+    consistency: bool | str = "auto"
     tta: bool = False
     uncertainty: bool = False
     adapt: int = 0
@@ -74,9 +82,15 @@ class ResolverOptions:
         # frozen: normalising the given values once, here
         object.__setattr__(self, "roi", _window_size(self.roi))
         object.__setattr__(self, "overlap", _overlap_fraction(self.overlap))
-        object.__setattr__(self, "adapt", _count(self.adapt, "adapt (--adapt)"))
+        object.__setattr__(self, "adapt", _count(self.adapt, "adapt"))
+        check_request(self.consistency)
         if self.max_memory is not None:
             object.__setattr__(self, "max_memory", _memory_size(self.max_memory))
+
+
+def _option(name: str) -> Option:
+    """The argument ``name`` as Python and as ``volsr infer`` spell it (``max_memory``, ``--max-memory``)."""
+    return Option(name, "--" + name.replace("_", "-"))
 
 
 def _finite(value, name: str) -> float:
@@ -85,14 +99,16 @@ def _finite(value, name: str) -> float:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise VolsrOptionError("{name} must be a finite number, got " + repr(value), name=_option(name))
     return number
 
 
 def _count(value, name: str, least: int = 0) -> int:
     number = _finite(value, name)
     if number != int(number) or number < least:
-        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        raise VolsrOptionError(
+            "{name} must be a whole number >= " + f"{least}, got {value!r}", name=_option(name)
+        )
     return int(number)
 
 
@@ -101,8 +117,11 @@ def _memory_size(size: int | str) -> int:
     from volsr.inference.memory import parse_size
 
     if isinstance(size, str):
-        return parse_size(size, "max_memory (--max-memory)")
-    return _count(size, "max_memory (--max-memory)", least=1)
+        try:
+            return parse_size(size, "{name}")  # names the option by the field it is given
+        except ValueError as exc:
+            raise VolsrOptionError(str(exc), name=_option("max_memory")) from None
+    return _count(size, "max_memory", least=1)
 
 
 def _window_size(roi: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -110,17 +129,19 @@ def _window_size(roi: Sequence[int] | None) -> tuple[int, ...] | None:
     if roi is None:
         return None
     if isinstance(roi, (str, bytes)) or len(tuple(roi)) != 3:
-        raise ValueError(f"roi (--roi) takes 3 window sizes in voxels, got {roi!r}")
-    return tuple(_count(r, "roi (--roi)", least=1) for r in roi)
+        raise VolsrOptionError("{name} takes 3 window sizes in voxels, got " + repr(roi), name=_option("roi"))
+    return tuple(_count(r, "roi", least=1) for r in roi)
 
 
 def _overlap_fraction(overlap: float | None) -> float | None:
     """``overlap`` as a fraction in [0, 1): MONAI's windows step by ``roi * (1 - overlap)``."""
     if overlap is None:
         return None
-    fraction = _finite(overlap, "overlap (--overlap)")
+    fraction = _finite(overlap, "overlap")
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"overlap (--overlap) is a fraction of the window in [0, 1), got {overlap!r}")
+        raise VolsrOptionError(
+            "{name} is a fraction of the window in [0, 1), got " + repr(overlap), name=_option("overlap")
+        )
     return fraction
 
 
@@ -177,7 +198,7 @@ class InferRequest:
 
     def __post_init__(self) -> None:
         for name, values in (("spacing", self.spacing), ("scale", self.scale)):
-            _check_positive(values, f"{name} (--{name})", none_allowed=name == "spacing")
+            _check_positive(values, name, none_allowed=name == "spacing")
 
     @classmethod
     def of(
@@ -224,4 +245,4 @@ def _check_positive(values, name: str, none_allowed: bool) -> None:
             continue
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
             shown = " ".join("None" if x is None else f"{x:g}" for x in items)
-            raise ValueError(f"{name} takes positive, finite values; got {shown}")
+            raise VolsrOptionError("{name} takes positive, finite values; got " + shown, name=_option(name))

@@ -27,7 +27,7 @@ from volsr.data.acquisition import slice_acquisition
 from volsr.data.io import load_image
 from volsr.data.normalization import PercentileNormalizer
 from volsr.data.voxel_checks import coordinate_assumption
-from volsr.errors import VolsrInputError, VolsrInputWarning
+from volsr.errors import Option, VolsrInputError, VolsrInputWarning, VolsrOptionError
 from volsr.geometry.grids import voxel_spacing
 from volsr.geometry.meta import affine_of
 from volsr.inference import memory
@@ -41,15 +41,17 @@ __all__ = ["SuperResolver", "checked_device"]
 
 def warn_if_not_contiguous(image: torch.Tensor) -> None:
     """A :class:`~volsr.errors.VolsrInputWarning` when the header states slices with gaps or overlaps:
-    the networks were trained on contiguous slices (``--consistency`` and ``--adapt`` do model them)."""
+    the networks were trained on contiguous slices (data consistency and ``--adapt`` do model them)."""
     acquisition = slice_acquisition(image)
     if acquisition is None or acquisition.contiguous:
         return
     source = getattr(image, "meta", {}).get("filename_or_obj", "the scan")
     warnings.warn(
-        f"{source}: {acquisition.describe()}; the network was trained on contiguous slices, so expect "
-        "less gain (--consistency and --adapt model the stated thickness)",
-        VolsrInputWarning,
+        VolsrInputWarning(
+            f"{source}: {acquisition.describe()}; the network was trained on contiguous slices, so expect "
+            "less gain (data consistency and {adapt} model the stated thickness)",
+            adapt=Option("adapt=", "--adapt"),
+        ),
         stacklevel=3,
     )
 
@@ -58,19 +60,19 @@ def checked_device(device: str | torch.device) -> torch.device:
     """``device`` resolved (:func:`volsr.inference.devices.resolve_device`), refused in one line when it
     does not exist here: a name torch does not know, a CUDA index past the GPUs present, a device
     type volsr does not run on."""
-    named = f"device (--device) {str(device)!r}"
+    named = {"device": Option(f"device={str(device)!r}", f"--device {str(device)!r}")}
     try:
         asked = None if str(device) == "auto" else torch.device(device)
     except RuntimeError:  # torch.device("foo")
-        raise ValueError(f"{named} is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise VolsrOptionError("{device} is not a device: use auto, cpu, cuda or cuda:N", **named) from None
     if asked is not None and asked.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{named}: no CUDA GPU is available here")
+        raise VolsrOptionError("{device}: no CUDA GPU is available here", **named)
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(f"{named} does not exist here: {count} CUDA GPU(s) present")
+        raise VolsrOptionError("{device} does not exist here: " + f"{count} CUDA GPU(s) present", **named)
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"{named}: volsr runs on cpu or cuda")
+        raise VolsrOptionError("{device}: volsr runs on cpu or cuda", **named)
     return dev
 
 
@@ -99,7 +101,8 @@ def check_memory(
     spacing_mm = [float(v) for v in voxel_spacing(out_affine)]
     problem = memory.memory_refusal(need, limit, out_shape, spacing_mm, options.max_memory is not None)
     if problem is not None:
-        raise VolsrInputError(getattr(image, "meta", {}).get("filename_or_obj", "the image"), problem)
+        source = getattr(image, "meta", {}).get("filename_or_obj", "the image")
+        raise VolsrInputError(source, problem, **memory.REFUSAL_OPTIONS)
 
 
 def _read_weights(path: str | Path) -> tuple[nn.Module, PercentileNormalizer, dict]:
@@ -306,9 +309,12 @@ class SuperResolver:
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:
         """What made ``out`` from ``image`` (read from ``src``): volsr and bundle versions, the
-        checkpoint's step, the options, both grids and, under ``Assumptions``, what volsr assumed of
-        a header that did not say it (a NIfTI file with no coordinate codes). Written as the output's
-        JSON sidecar; it states no SliceThickness, since the output was not acquired in slices."""
+        checkpoint's step, the options, both grids, under ``Consistency`` the data-consistency model
+        ``out`` got and why (``{"model": "slices" | "kspace" | None, "reason", "source"}``, from
+        ``out.meta["consistency"]``: :meth:`volsr.inference.consistency_choice.ConsistencyChoice.record`)
+        and, under ``Assumptions``, what volsr assumed of a header that did not say it (a NIfTI file
+        with no coordinate codes). Written as the output's JSON sidecar; it states no SliceThickness,
+        since the output was not acquired in slices."""
 
         def grid(t: torch.Tensor) -> dict:
             return {
@@ -343,5 +349,6 @@ class SuperResolver:
             },
             "Input": grid(image) | series,
             "Output": grid(out),
+            "Consistency": getattr(out, "meta", {}).get("consistency"),
             **({"Assumptions": [assumed]} if assumed else {}),
         }

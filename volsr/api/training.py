@@ -7,8 +7,8 @@ otherwise.
 
 Example:
     >>> from volsr.api import train_bundle
-    >>> train_bundle("my_bundle", data="my_hr_scans/", steps=2000)
-    >>> train_bundle("my_bundle", resume=True)        # on from models/checkpoint.pt, as started
+    >>> train_bundle("./my_bundle", data="my_hr_scans/", steps=2000)
+    >>> train_bundle("./my_bundle", resume=True)        # on from models/checkpoint.pt, as started
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def train_bundle(
     """Train a bundle's network with its ``configs/train.json``; returns the best validation record.
 
     Args:
-        bundle_or_config: a bundle name (``bundles/NAME``), folder, or the path of a train JSON.
+        bundle_or_config: a bundle name (the installed copy's), folder, or the path of a train JSON
+            (:mod:`volsr.api.bundle_search`).
         data: folder, image or MONAI datalist JSON of high-resolution scans (the config's
             ``dataset_dir`` otherwise).
         steps: total optimisation steps (the config's ``steps``).

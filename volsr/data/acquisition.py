@@ -13,7 +13,8 @@ with, and so does
 re-gridded along that axis no longer matches the spacing, and :func:`slice_acquisition` then
 returns ``None``: the record describes the acquisition grid only.
 
-Used by data consistency and per-scan adaptation (they model the stated thickness), by
+Used by data consistency and per-scan adaptation (they model the stated thickness; a gap or overlap
+also points data consistency to the thick-slice model: :mod:`volsr.inference.consistency_choice`), by
 ``volsr info``, by ``volsr degrade`` (which writes the sidecar: :func:`sidecar_fields`), and by
 :class:`volsr.SuperResolver`, which warns when the slices are not contiguous. A DICOM
 SpacingBetweenSlices is not read: the spacing is the one between the slice positions, which the
@@ -132,11 +133,3 @@ def thickness_ratios(image: torch.Tensor) -> tuple[float, float, float]:
     if (acquisition := slice_acquisition(image)) is not None and not acquisition.contiguous:
         ratios[acquisition.axis] = acquisition.thickness_ratio
     return tuple(ratios)
-
-
-def consistency_model(image: torch.Tensor) -> str:
-    """The data-consistency model the scan's header points to: ``"kspace"`` for a 3D acquisition
-    (MRAcquisitionType 3D, from DICOM or a dcm2niix sidecar), whose resolution on every axis is set by
-    the k-space matrix; ``"slices"`` otherwise (2D slices, or nothing stated)."""
-    meta = getattr(image, "meta", None) or {}
-    return "kspace" if meta.get("acquisition_type") == "3D" else "slices"

@@ -23,7 +23,7 @@ from volsr.data.dicom_files import DicomFile, FolderContents, quiet, quiet_sitk,
 from volsr.data.dicom_frames import Frame, frames_of
 from volsr.data.dicom_geometry import series_grid
 from volsr.data.dicom_pixels import SeriesVolumes, value_dtype
-from volsr.errors import VolsrInputError, VolsrInputWarning
+from volsr.errors import Option, VolsrInputError, VolsrInputWarning
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -123,7 +123,8 @@ def _pick_series(folder: Path, contents: FolderContents, series_uid: str | None)
     if series_uid is None and len(uids) > 1:
         raise VolsrInputError(
             folder,
-            f"holds {len(uids)} DICOM series; pick one with series_uid= (--series): {_listing(contents)}",
+            f"holds {len(uids)} DICOM series; pick one with {{series}}: {_listing(contents)}",
+            series=Option("series_uid=", "--series"),
         )
     if series_uid is not None and series_uid not in uids:
         raise VolsrInputError(folder, f"has no DICOM series {series_uid}; it holds: {_listing(contents)}")

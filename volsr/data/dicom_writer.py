@@ -31,10 +31,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from volsr.data.io import SIDECAR_EXISTS, sidecar_path
+from volsr.data.io import EXISTS, SIDECAR_EXISTS, sidecar_path
 from volsr.data.stored_values import in_integer_range
 from volsr.data.temporaries import register, release, temporary_name
-from volsr.errors import VolsrInputError, write_error
+from volsr.errors import OVERWRITE, Option, VolsrInputError, VolsrOptionError, write_error
 from volsr.geometry.meta import affine_of
 
 __all__ = [
@@ -96,9 +96,10 @@ def output_modality(reference: torch.Tensor | None, modality: str | None = None)
     source = _reference_tags(reference).get("0008|0060") if reference is not None else None
     chosen = (modality or source or "MR").upper()
     if chosen not in _SOP_CLASS:
-        raise ValueError(
+        raise VolsrOptionError(
             f"DICOM output is written as MR or CT images (modality {chosen!r} given or in the source); "
-            "pass modality='MR' or 'CT' (--modality), or write NIfTI"
+            "pass {modality}, or write NIfTI",
+            modality=Option("modality='MR' or 'CT'", "--modality MR or CT"),
         )
     return chosen
 
@@ -133,14 +134,14 @@ def check_dicom_output(
         raise VolsrInputError(folder, "is a file; a DICOM series is written to a folder")
     if out.is_dir():
         if not overwrite:
-            raise VolsrInputError(folder, "already exists; pass overwrite=True (--overwrite) to replace it")
+            raise VolsrInputError(folder, EXISTS, overwrite=OVERWRITE)
         foreign = [p.name for p in out.iterdir() if not DICOM_FILE_PATTERN.fullmatch(p.name)]
         if foreign:
             raise VolsrInputError(
                 folder, f"holds files volsr did not write (e.g. {foreign[0]}); choose an empty or new folder"
             )
     if sidecar and sidecar_path(out, folder=True).exists() and not overwrite:
-        raise VolsrInputError(sidecar_path(out, folder=True), SIDECAR_EXISTS)
+        raise VolsrInputError(sidecar_path(out, folder=True), SIDECAR_EXISTS, overwrite=OVERWRITE)
     output_modality(image, modality)
     if dtype not in _DTYPES:
         raise ValueError(f"DICOM output takes dtype 'input' or 'float32', got {dtype!r}")
@@ -408,9 +409,7 @@ def _replace_folder(out: Path, tmp: Path, overwrite: bool = True) -> None:
             os.rename(tmp, out)
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise VolsrInputError(
-                    out, "already exists; pass overwrite=True (--overwrite) to replace it"
-                ) from None
+                raise VolsrInputError(out, EXISTS, overwrite=OVERWRITE) from None
             raise
         return
     old = temporary_name(out, kind="old")

@@ -40,7 +40,7 @@ from volsr.data.output_checks import check_name_length, check_outputs, input_fil
 from volsr.data.stored_values import clipped_share, in_integer_range, value_range
 from volsr.data.temporaries import in_flight, temporary_name
 from volsr.data.voxel_checks import coordinate_assumption, float32_voxels, nibabel_repairs
-from volsr.errors import VolsrInputError, VolsrInputWarning, write_error
+from volsr.errors import OVERWRITE, Option, VolsrInputError, VolsrInputWarning, write_error
 from volsr.geometry.grids import is_sheared, voxel_spacing
 from volsr.geometry.meta import affine_of
 
@@ -73,7 +73,9 @@ FORMATS = {
 #: endings of single-file volumes (a lone .dcm is one slice, not a volume)
 VOLUME_SUFFIXES = tuple(e for e, fmt in FORMATS.items() if fmt != "dicom")
 _NIFTI_OUT = (".nii.gz", ".nii")
-SIDECAR_EXISTS = "(the sidecar of the output) exists; pass overwrite=True (--overwrite) to replace it"
+#: an output that is there already (an ``overwrite`` field: :data:`volsr.errors.OVERWRITE`)
+EXISTS = "already exists; pass {overwrite} to replace it"
+SIDECAR_EXISTS = "(the sidecar of the output) exists; pass {overwrite} to replace it"
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
 
@@ -162,11 +164,17 @@ def _volume_index(path: str, shape: tuple[int, ...], volume: int | None, hint: s
     n_vol = shape[extra[0]] if extra else 1
     if volume is None and n_vol > 1:
         raise VolsrInputError(
-            path, f"is 4-D with {n_vol} volumes; pick one with volume= (--volume) in 0..{n_vol - 1}"
+            path,
+            f"is 4-D with {n_vol} volumes; pick one with {{volume}} in 0..{n_vol - 1}",
+            volume=Option("volume=", "--volume"),
         )
     v = 0 if volume is None else volume
     if not 0 <= v < n_vol:
-        raise VolsrInputError(path, f"volume={volume} is out of range: the image has {n_vol} volume(s)")
+        raise VolsrInputError(
+            path,
+            "{volume} is out of range: the image has " + f"{n_vol} volume(s)",
+            volume=Option(f"volume={volume}", f"--volume {volume}"),
+        )
     return (slice(None),) * 3 + tuple(v if i in extra else 0 for i in range(3, len(shape)))
 
 
@@ -201,9 +209,13 @@ def load_image(
     if volume is not None and (
         isinstance(volume, bool) or not isinstance(volume, int | np.integer) or volume < 0
     ):
-        raise VolsrInputError(path, f"volume must be an index >= 0, got {volume!r}")
+        raise VolsrInputError(
+            path, "{volume} must be an index >= 0, got " + repr(volume), volume=Option("volume", "--volume")
+        )
     if series_uid is not None and not p.is_dir():
-        raise VolsrInputError(path, "series_uid (--series) applies to a folder of DICOM series only")
+        raise VolsrInputError(
+            path, "{series} applies to a folder of DICOM series only", series=Option("series_uid", "--series")
+        )
     fmt = "dicom" if p.is_dir() else FORMATS.get(_ending(p, FORMATS) or "")
     if fmt is None:
         raise VolsrInputError(
@@ -322,17 +334,19 @@ def check_output(
     if out.is_dir():
         raise VolsrInputError(path, "is a folder; give an output file name")
     if out.exists() and not overwrite:
-        raise VolsrInputError(path, "already exists; pass overwrite=True (--overwrite) to replace it")
+        raise VolsrInputError(path, EXISTS, overwrite=OVERWRITE)
     if sidecar and sidecar_path(out).exists() and not overwrite:
-        raise VolsrInputError(sidecar_path(out), SIDECAR_EXISTS)
+        raise VolsrInputError(sidecar_path(out), SIDECAR_EXISTS, overwrite=OVERWRITE)
     dt = _output_dtype(dtype, image)
     if values and dtype != "input" and image is not None:
         share = clipped_share(_values(image), dt)
         if share > 0:
             raise VolsrInputError(
                 _meta(image).get("filename_or_obj", "the image"),
-                f"dtype {dt.name} (--dtype) holds {value_range(dt)} and would clip {share:.1%} of its "
-                "voxels; use --dtype input or float32",
+                f"{{dtype}} {dt.name} holds {value_range(dt)} and would clip {share:.1%} of its voxels; "
+                "use {input_or_float32}",
+                dtype=Option("dtype", "--dtype"),
+                input_or_float32=Option("dtype='input' or 'float32'", "--dtype input or float32"),
             )
     return out
 
@@ -348,9 +362,11 @@ def _warn_if_clipped(path: Path, image: torch.Tensor, dtype: str, dt: np.dtype) 
         return
     if (share := clipped_share(_values(image), dt)) > 0:
         warnings.warn(
-            f"{path}: {share:.2%} of the voxels lie outside {dt.name}'s range ({value_range(dt)}) and "
-            "were clipped to it; --dtype float32 keeps every value",
-            VolsrInputWarning,
+            VolsrInputWarning(
+                f"{path}: {share:.2%} of the voxels lie outside {dt.name}'s range ({value_range(dt)}) and "
+                "were clipped to it; {float32} keeps every value",
+                float32=Option("dtype='float32'", "--dtype float32"),
+            ),
             stacklevel=3,
         )
 
@@ -460,9 +476,7 @@ def _replace_atomically(
         else:
             _claim(tmp, out)
     except FileExistsError:
-        raise VolsrInputError(
-            out, "already exists; pass overwrite=True (--overwrite) to replace it"
-        ) from None  # noqa: E501
+        raise VolsrInputError(out, EXISTS, overwrite=OVERWRITE) from None
     except OSError as exc:
         raise write_error(out, exc) from None
     finally:
@@ -519,7 +533,7 @@ def write_sidecar(
     the sidecar's path."""
     dst = sidecar_path(path, folder)
     if dst.exists() and not overwrite:
-        raise VolsrInputError(dst, SIDECAR_EXISTS)
+        raise VolsrInputError(dst, SIDECAR_EXISTS, overwrite=OVERWRITE)
     text = json.dumps(dict(info), indent=2, default=str) + "\n"
     return _replace_atomically(dst, lambda tmp: tmp.write_text(text), overwrite=overwrite)
 

@@ -26,7 +26,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from volsr.data.temporaries import name_limit
-from volsr.errors import VolsrInputError
+from volsr.errors import OVERWRITE, Option, VolsrInputError
+
+#: writing DICOM series, as each caller asks for it
+_DICOM = Option("dicom=True", "--dicom")
 
 __all__ = [
     "NIFTI_ENDINGS",
@@ -69,14 +72,17 @@ def output_kind(path: str | os.PathLike, dicom: bool = False) -> str:
     if ending is not None:
         if dicom:
             raise VolsrInputError(
-                path, "--dicom writes a series folder; name it without an image ending (.nii.gz)"
+                path,
+                "{dicom} writes a series folder; name it without an image ending (.nii.gz)",
+                dicom=_DICOM,
             )
         return "file"
     if _FILE_ENDING.search(p.name):
         raise VolsrInputError(
             path,
             f"unknown output type {p.suffix!r}: volsr writes NIfTI (name the output .nii.gz or .nii), "
-            "DICOM series folders (--dicom), or into a folder (create it first if its name has a dot)",
+            "DICOM series folders ({dicom}), or into a folder (create it first if its name has a dot)",
+            dicom=_DICOM,
         )
     return "folder"
 
@@ -143,7 +149,9 @@ def check_outputs(
         else:
             what = f"is a file of the input {source}"
         raise VolsrInputError(
-            output, f"{what}; refusing to write over it (also with --overwrite), choose another output"
+            output,
+            f"{what}; refusing to write over it (also with {{overwrite}}), choose another output",
+            overwrite=OVERWRITE,
         )
 
 

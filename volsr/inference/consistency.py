@@ -26,7 +26,11 @@ axis up-sampled the projection returns ``lr`` itself. On an axis that is down-sa
 The model is exact for data degraded by :class:`volsr.transforms.SliceThickness` when ``n_hr /
 n_lr`` is the factor and ``thickness_ratio`` is ``thickness / spacing`` (1: contiguous); for a real
 scan it is an assumption (a boxcar slice profile, and contiguous slices unless the header states
-the thickness), which is why inference applies it only on request.
+the thickness). Inference applies it by default where the header or the grid points to thick slices,
+and :func:`project_kspace_consistent` where they point to a smaller matrix
+(:mod:`volsr.inference.consistency_choice`): where the model matches the acquisition it has not
+lowered PSNR on the validation volumes, and its cost is small against the network
+(``benchmarks/consistency.py``).
 
 Example:
     >>> sr = super_resolve(lr, network, scale=(1, 1, 4))

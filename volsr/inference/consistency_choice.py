@@ -1,8 +1,24 @@
-"""Which data-consistency model a scan gets, and why: thick slices or a smaller k-space matrix.
+"""Which data-consistency model a scan gets, and why: thick slices, a smaller k-space matrix, or none.
 
 Data consistency (:mod:`volsr.inference.consistency`) needs the forward model of the acquisition:
 thick slices (:func:`~volsr.inference.consistency.project_consistent`) or a reduced matrix
-(:func:`~volsr.inference.consistency.project_kspace_consistent`). What decides, first to last:
+(:func:`~volsr.inference.consistency.project_kspace_consistent`). :func:`decide_consistency` takes
+what was asked (``consistency``: ``"auto"`` or ``True``, the default of ``volsr infer`` and
+:class:`volsr.SuperResolver`; ``"slices"`` or ``"kspace"``; ``False``) and the run's grid:
+
+* ``False``: no projection.
+* ``"slices"`` / ``"kspace"``: that model, as asked, whatever the header says.
+* ``"auto"``: no projection where an axis is down-sampled (an output on a coarser grid than the
+  input on some axis cannot reproduce the input: the projection would only be a least-squares fit
+  that changes the network's output without making it consistent); else
+  :func:`choose_consistency_model`.
+
+Everywhere else both projections apply, so the default never turns a run into an error: any factor,
+whole or not (slabs of ``n_out / n_in`` output voxels; the band of the smaller matrix), axes left as
+they are (the identity there), test-time augmentation and uncertainty maps (the views' mean is
+projected; the map, their spread, is not changed), per-scan adaptation (the adapted network's output).
+
+:func:`choose_consistency_model` decides, first to last:
 
 1. The header's acquisition type (``meta["acquisition_type"]``, read by :func:`volsr.data.io.load_image`
    from DICOM MRAcquisitionType (0018,0023) or a dcm2niix / BIDS sidecar's ``"MRAcquisitionType"``):
@@ -14,27 +30,41 @@ thick slices (:func:`~volsr.inference.consistency.project_consistent`) or a redu
    is the signature of a reduced 3D matrix -> k-space; anything else (one coarse axis, or axes coarser
    by different factors) -> slices, the acquisition the default network was trained for.
 
-The reason is said in words, for the output's sidecar and the one-line summary.
+The reason is said in words, for the output's sidecar (``"Consistency"``: :meth:`ConsistencyChoice.record`)
+and the one-line summary (:meth:`ConsistencyChoice.summary`).
 
 Example:
-    >>> choice = choose_consistency_model(scan, factors=(2.0, 2.0, 2.0))
+    >>> choice = decide_consistency(scan, factors=(2.0, 2.0, 2.0))
     >>> choice.model, choice.reason
     ('kspace', 'no acquisition type stated; all axes up-sampled alike (x2, x2, x2): a reduced 3D matrix')
+    >>> ConsistencyChoice.from_record(output.meta["consistency"]).summary()
+    'consistency: k-space (no acquisition type stated; all axes up-sampled alike (x2, x2, x2): ...)'
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the options (volsr.api.request) check a request here without importing torch
+    import torch
 
-from volsr.data.acquisition import slice_acquisition
-
-__all__ = ["MODELS", "SIMILAR_FACTORS", "UPSAMPLED", "ConsistencyChoice", "choose_consistency_model"]
+__all__ = [
+    "MODELS",
+    "REQUESTS",
+    "SIMILAR_FACTORS",
+    "UPSAMPLED",
+    "ConsistencyChoice",
+    "check_request",
+    "choose_consistency_model",
+    "decide_consistency",
+]
 
 #: the two forward models: thick slices, or a smaller k-space matrix
 MODELS = ("slices", "kspace")
+#: what ``consistency`` may be: off, on with the model chosen per scan (``True`` is ``"auto"``), one model
+REQUESTS = (False, True, "auto", *MODELS)
 #: largest / smallest factor up to which every axis counts as coarser by a similar factor: a reduced
 #: matrix of 256 x 256 x 176 at 1 mm read at 128 x 128 x 96 has 2 x 2 x 1.83 (ratio 1.09); a thick-slice
 #: scan with a slightly coarser in-plane grid (0.9 x 0.9 x 3 mm to 0.9 mm) has 1 x 1 x 3.3 (ratio 3.3)
@@ -45,29 +75,78 @@ UPSAMPLED = 1.05
 
 @dataclass(frozen=True)
 class ConsistencyChoice:
-    """The consistency model (``"slices"`` or ``"kspace"``), the reason in words, and what decided it
-    (``"header"`` or ``"geometry"``)."""
+    """The consistency model (``"slices"``, ``"kspace"``, or ``None``: no projection), the reason in
+    words, and what decided it (``"header"``, ``"geometry"``, ``"request"``: as asked, or
+    ``"fallback"``: ``"auto"`` where no projection applies)."""
 
-    model: str
+    model: str | None
     reason: str
     source: str
 
     @property
     def label(self) -> str:
-        """``"k-space"`` or ``"thick slices"``: the model as the summary names it."""
-        return "k-space" if self.model == "kspace" else "thick slices"
+        """``"k-space"``, ``"thick slices"`` or ``"off"``: the model as the summary names it."""
+        return {"kspace": "k-space", "slices": "thick slices", None: "off"}[self.model]
 
     def summary(self) -> str:
         """E.g. ``"consistency: k-space (the DICOM header states a 3D acquisition)"``."""
         return f"consistency: {self.label} ({self.reason})"
 
-    def sidecar_fields(self) -> dict:
-        """What the output's sidecar records: ``{"ConsistencyModel", "ConsistencyModelReason"}``."""
-        return {"ConsistencyModel": self.model, "ConsistencyModelReason": self.reason}
+    def record(self) -> dict:
+        """What the output's sidecar records under ``"Consistency"`` (and the output MetaTensor under
+        ``meta["consistency"]``): ``{"model", "reason", "source"}``."""
+        return {"model": self.model, "reason": self.reason, "source": self.source}
+
+    @classmethod
+    def from_record(cls, record: dict) -> ConsistencyChoice:
+        """The choice a :meth:`record` (a sidecar's ``"Consistency"``) holds."""
+        return cls(record["model"], record["reason"], record["source"])
 
 
 def _factors_text(factors: Sequence[float]) -> str:
     return ", ".join(f"x{f:.3g}" for f in factors)
+
+
+def _checked_factors(factors: Sequence[float]) -> tuple[float, ...]:
+    factors = tuple(float(f) for f in factors)
+    if len(factors) != 3 or not all(f > 0 for f in factors):
+        raise ValueError(f"factors must be three positive numbers, got {factors!r}")
+    return factors
+
+
+def check_request(consistency: bool | str) -> None:
+    """Refuse a ``consistency`` that is not one of :data:`REQUESTS`, naming the value."""
+    if not any(consistency is r if isinstance(r, bool) else consistency == r for r in REQUESTS):
+        raise ValueError(
+            f"consistency must be True, False, 'auto', 'slices' or 'kspace', got {consistency!r}"
+        )
+
+
+def decide_consistency(
+    image: torch.Tensor, factors: Sequence[float], consistency: bool | str = "auto"
+) -> ConsistencyChoice:
+    """The projection ``image`` super-resolved by ``factors`` (output / input voxels per axis) gets
+    under the ``consistency`` asked for (see the module doc): never an error for ``"auto"``, whose
+    fallback is no projection with the reason said.
+
+    Raises:
+        ValueError: ``consistency`` is not one of :data:`REQUESTS`, or ``factors`` is not three
+            positive numbers.
+    """
+    check_request(consistency)
+    factors = _checked_factors(factors)
+    if consistency is False:
+        return ConsistencyChoice(None, "turned off (--no-consistency)", "request")
+    if consistency in MODELS:
+        return ConsistencyChoice(consistency, f"asked for (--consistency-model {consistency})", "request")
+    down = [f"axis {i} x{f:.3g}" for i, f in enumerate(factors) if f < 1.0]
+    if down:
+        reason = (
+            f"not projected: down-sampled on {', '.join(down)}, where no output on the coarser grid "
+            "reproduces the input"
+        )
+        return ConsistencyChoice(None, reason, "fallback")
+    return choose_consistency_model(image, factors)
 
 
 def choose_consistency_model(image: torch.Tensor, factors: Sequence[float]) -> ConsistencyChoice:
@@ -77,9 +156,9 @@ def choose_consistency_model(image: torch.Tensor, factors: Sequence[float]) -> C
     Raises:
         ValueError: ``factors`` is not three positive numbers.
     """
-    factors = tuple(float(f) for f in factors)
-    if len(factors) != 3 or not all(f > 0 for f in factors):
-        raise ValueError(f"factors must be three positive numbers, got {factors!r}")
+    from volsr.data.acquisition import slice_acquisition  # numpy and torch: only when a scan is at hand
+
+    factors = _checked_factors(factors)
     meta = getattr(image, "meta", None) or {}
     stated = meta.get("acquisition_type")
     where = "the DICOM header" if meta.get("source_format") == "dicom" else "the sidecar"

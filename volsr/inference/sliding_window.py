@@ -22,17 +22,19 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from volsr.data.acquisition import consistency_model, thickness_ratios
+from volsr.data.acquisition import thickness_ratios
 from volsr.data.normalization import PercentileNormalizer
-from volsr.errors import VolsrInputError
+from volsr.errors import Option, VolsrInputError
 from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
 from volsr.geometry.grids import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
 from volsr.geometry.interpolation import resample_array
 from volsr.geometry.meta import affine_of, new_image
 from volsr.geometry.orientation import coarse_axis, from_canonical, to_canonical
 from volsr.inference.consistency import project_consistent, project_kspace_consistent
+from volsr.inference.consistency_choice import check_request, decide_consistency
 from volsr.inference.devices import autocast, decide_precision, resolve_device
 from volsr.inference.uncertainty import UncertaintyCalibration, map_views
+from volsr.inference.window_progress import WindowProgress, window_count, window_label
 
 __all__ = [
     "super_resolve",
@@ -297,15 +299,18 @@ def super_resolve(
             that support it and on CPUs where it is faster (measured once per machine), else float32.
         progress: show a progress bar over windows.
         sw_batch_size: windows per network call.
-        consistency: project the output onto the volumes whose boxcar thick-slice degradation onto
-            the input grid reproduces the input exactly
-            (:func:`volsr.inference.consistency.project_consistent`), in normalised units, before
-            de-normalising. Exact and cheap, but it assumes boxcar slices on every up-sampled axis,
-            contiguous unless the header stated the slice thickness
-            (:func:`volsr.data.acquisition.slice_acquisition`). ``"slices"`` is the same as True;
-            ``"kspace"`` instead keeps the acquired band of k-space exactly, for a scan acquired with a
-            smaller matrix (:func:`volsr.inference.consistency.project_kspace_consistent`); ``"auto"``
-            picks one of the two from the header (:func:`volsr.data.acquisition.consistency_model`).
+        consistency: project the output, in normalised units before de-normalising, onto the volumes
+            that reproduce the input exactly under a forward model of the acquisition. ``"slices"``:
+            boxcar thick slices on every up-sampled axis, contiguous unless the header stated the
+            slice thickness (:func:`volsr.inference.consistency.project_consistent`,
+            :func:`volsr.data.acquisition.slice_acquisition`); ``"kspace"``: a smaller acquisition
+            matrix, whose acquired band of k-space is kept exactly
+            (:func:`volsr.inference.consistency.project_kspace_consistent`); ``"auto"`` (or True): the
+            model :func:`volsr.inference.consistency_choice.decide_consistency` picks from the header,
+            else the grid, and no projection where an axis is down-sampled; False (the default here:
+            this is the network's own output; :class:`volsr.SuperResolver` and ``volsr infer`` ask for
+            ``"auto"``): none. The output's ``meta["consistency"]`` records what was done and why
+            (:meth:`volsr.inference.consistency_choice.ConsistencyChoice.record`).
         tta: test-time augmentation: average the network over 16 flips and in-plane swaps of each
             window (16x the network time; see ``benchmarks/quality.py`` for what it buys).
         uncertainty: also return the uncertainty map (:func:`uncertainty_map`): the spread of the
@@ -324,12 +329,7 @@ def super_resolve(
             or factors of 1): there is nothing to super-resolve, and the network would only change
             the voxels.
     """
-    if consistency not in (False, True, "slices", "kspace", "auto"):
-        raise ValueError(
-            f"consistency must be True, False, 'slices', 'kspace' or 'auto', got {consistency!r}"
-        )
-    if consistency == "auto":  # what the header says of the acquisition
-        consistency = consistency_model(image)
+    check_request(consistency)
     normalizer = normalizer or PercentileNormalizer()
     dev = resolve_device(device)
     precision = decide_precision(dev, amp=True) if precision is None else precision
@@ -339,8 +339,10 @@ def super_resolve(
         raise VolsrInputError(
             getattr(image, "meta", {}).get("filename_or_obj", "the image"),
             f"already has the requested grid ({mm} mm): nothing to super-resolve; "
-            "ask for a finer one with spacing= / scale= (--spacing / --scale)",
+            "ask for a finer one with {grid}",
+            grid=Option("spacing= / scale=", "--spacing / --scale"),
         )
+    choice = decide_consistency(image, effective, consistency)
 
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
     lo, hi = normalizer.fit(data)
@@ -361,16 +363,18 @@ def super_resolve(
     predictor = _Predictor(
         network.to(dev).eval(), dev, precision, tta, positions, spread=uncertainty, views=views
     )
+    windows = window_count(x.shape[2:], roi, overlap)  # a labelled bar: MONAI's own has no label
+    counted = WindowProgress(predictor, windows, window_label(image), progress)
     y = sliding_window_inference(
         x,
         roi,
         sw_batch_size,
-        predictor,
+        counted,
         overlap=overlap,
         mode="gaussian",
         sw_device=dev,
         device=work,
-        progress=progress,
+        progress=False,
         with_coord=True,
     )
     del x  # the spline volume: one full-size buffer less at the peak
@@ -378,17 +382,17 @@ def super_resolve(
     spread = None
     if uncertainty:
         y, spread = y.split(y.shape[0] // 2)
-    if consistency == "kspace":  # a smaller acquisition matrix: keep the acquired band of k-space
+    if choice.model == "kspace":  # a smaller acquisition matrix: keep the acquired band of k-space
         y = project_kspace_consistent(y, x_lr)
-    elif consistency:  # the input grid is the low-resolution grid of the model: same field of view
+    elif choice.model == "slices":  # the input grid is the model's low-resolution grid: same field of view
         y = project_consistent(y, x_lr, thickness_ratio=thickness_ratios(image))
     y = normalizer.denormalize_(y.contiguous(), lo, hi).cpu()
-    out = new_image(y, image, out_affine)
+    out = new_image(y, image, out_affine, consistency=choice.record())
     if spread is None:
         return out
     error_bar = uncertainty_map(spread, float(hi - lo))
     if calibration is not None:  # the spread as the error's standard deviation, noise floor included
-        error_bar = calibration.error_bar(error_bar, x_lr, effective, float(hi - lo))
+        error_bar = calibration.error_bar(error_bar, x_lr, effective, float(hi - lo), family=choice.model)
     return out, new_image(error_bar.cpu(), image, out_affine)
 
 

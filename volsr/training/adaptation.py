@@ -3,7 +3,11 @@
 A thick-slice scan is sharp in-plane. Blurring an in-plane axis with the slice profile of its thick
 axis turns the scan into training pairs of its own contrast, anatomy and noise (the idea of SMORE,
 Zhao et al., 2020). Starting from the shipped weights, a few hundred steps adapt the network to what
-its training set did not show; only the scan being restored is used, never a reference.
+its training set did not show; only the scan being restored is used, never a reference. Pairs made
+in-plane differ from the through-plane task (their third axis is the scan's blurred thick axis, the
+anatomy is seen from another direction), so on scans like the training data a network trained on
+the same degradation gains little or loses (the bundle README measures it); a rate well below the
+training one and the loss the weights were trained with (``lr``, ``loss``) move it least.
 Hand-written: MONAI has no test-time training.
 
 Data flow: scan -> normalised as inference normalises it -> on an isotropic grid at the output
@@ -46,7 +50,7 @@ from volsr.transforms.slice_thickness import SliceThickness
 
 __all__ = ["DEFAULT_ADAPT_STEPS", "adaptation_volume", "adaptation_sampler", "adapt"]
 
-#: about 7 min on 2 CPU cores for volsr_cnn3d; more steps still gain a little (benchmarks/adaptation.py)
+#: steps when none are given; about 5.6 CPU-seconds each for volsr_cnn3d (benchmarks/adaptation.py)
 DEFAULT_ADAPT_STEPS = 500
 #: in-plane voxels up to this much coarser than the output spacing are used as they are
 _SPACING_TOLERANCE = 1.1
@@ -127,6 +131,7 @@ def adapt(
     spacing: float | Sequence[float | None] | None = None,
     steps: int = DEFAULT_ADAPT_STEPS,
     lr: float = 5e-4,
+    loss: str = "l1",
     batch_size: int = 4,
     patch_size: int = 32,
     profile: str = "boxcar",
@@ -138,9 +143,9 @@ def adapt(
     """A copy of ``network`` fine-tuned on ``image``'s own in-plane detail (``image`` as given to
     :func:`volsr.inference.sliding_window.super_resolve`, with the same ``scale`` / ``spacing``).
 
-    ``steps`` of AdamW (warm-up, then cosine to ``lr / 10``), L1 loss, batches of ``batch_size``
-    patches; returns the moving average of the weights over about the last tenth of the steps, in
-    eval mode on ``device``.
+    ``steps`` of AdamW (warm-up, then cosine to ``lr / 10``), ``loss`` (``"l1"`` or ``"mse"``:
+    :data:`~volsr.training.trainer.PIXEL_LOSSES`), batches of ``batch_size`` patches; returns the
+    moving average of the weights over about the last tenth of the steps, in eval mode on ``device``.
     """
     if int(steps) < 1:
         raise ValueError(f"adaptation needs at least one step, got {steps}")
@@ -157,6 +162,7 @@ def adapt(
         warmup=max(1, steps // 10),
         batch_size=batch_size,
         patch_size=patch_size,
+        pixel_loss=loss,
         ema=min(0.99, max(0.0, 1 - 10 / steps)),  # the average spans about the last tenth of the steps
         amp=amp,
         seed=seed,

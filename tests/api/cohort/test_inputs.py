@@ -80,7 +80,7 @@ def test_outputs_that_would_collide_are_refused_before_any_work(tmp_path):
     a, b = _nifti(tmp_path / "x" / "scan.nii.gz"), _nifti(tmp_path / "y" / "scan.nii.gz")
     with pytest.raises(VolsrInputError, match="same output name"):
         plan_outputs(discover([a, b]), tmp_path / "out")
-    with pytest.raises(ValueError, match="need a folder: -o DIR"):
+    with pytest.raises(ValueError, match=r"need a folder: OutputOptions\(path=DIR\)$"):
         plan_outputs(discover([tmp_path / "x"]), None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(VolsrInputError, match="holds no scans"):

@@ -28,7 +28,7 @@ from volsr.api.outputs import (
     series_outputs,
 )
 from volsr.data.io import VOLUME_SUFFIXES, scan_stem
-from volsr.errors import VolsrInputError, VolsrInputWarning
+from volsr.errors import Option, VolsrInputError, VolsrInputWarning, VolsrOptionError
 
 __all__ = [
     "ALL_SERIES",
@@ -44,6 +44,9 @@ __all__ = [
 
 #: ``--series all``: every series of a DICOM folder, each to its own output
 ALL_SERIES = "all"
+#: the settings a cohort's refusals name, as Python and the command line spell them
+SERIES_ALL = Option("series='all'", "--series all")
+OUTPUT_FOLDER = Option("OutputOptions(path=DIR)", "-o DIR")
 #: endings of list files: one path a line (``#`` starts a comment), or a MONAI-style JSON datalist
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".json")
 _DICOM_MAGIC_OFFSET = 128
@@ -238,7 +241,9 @@ def plan_outputs(
     owner: dict[Path, Path] = {}
     for scan in scans:
         if scan.relative is not None and scan.bids_root is None and out_dir is None:
-            raise ValueError(f"{scan.path}: scans found in a folder or list need a folder: -o DIR")
+            raise VolsrOptionError(
+                f"{scan.path}: scans found in a folder or list need a folder: " + "{out}", out=OUTPUT_FOLDER
+            )
         if scan.bids_root is not None:
             folder = (out_dir or scan.bids_root / BIDS_DERIVATIVES) / scan.relative.parent
             planned = [(None, folder / bids_output_name(scan.path.name))]
@@ -246,7 +251,9 @@ def plan_outputs(
             folder = (out_dir or Path.cwd()) / (scan.relative.parent if scan.relative else "")
             if series == ALL_SERIES:
                 if not scan.path.is_dir():
-                    raise ValueError(f"{scan.path}: --series all reads DICOM folders, and this is a file")
+                    raise VolsrOptionError(
+                        f"{scan.path}: " + "{all} reads DICOM folders, and this is a file", all=SERIES_ALL
+                    )
                 planned = series_outputs(scan.path, folder) if expand_series else [(None, folder)]
             else:
                 uid = series if scan.relative is None else None  # a UID names a series of one given folder

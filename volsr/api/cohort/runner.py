@@ -29,10 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle
+from volsr.api.bundle_search import DEFAULT_BUNDLE, locate_bundle
 from volsr.api.cohort.inputs import (
     ALL_SERIES,
     LIST_SUFFIXES,
+    OUTPUT_FOLDER,
+    SERIES_ALL,
     Job,
     default_output_folder,
     discover,
@@ -48,13 +50,22 @@ from volsr.api.cohort.manifest import (
     read_records,
     status_counts,
 )
-from volsr.api.cohort.sharding import Process, ProcessGroup, parse_shard, rank_device, split, torchrun_process
-from volsr.api.outputs import OutputWriter, single_output, write_bids_description
+from volsr.api.cohort.sharding import (
+    SHARD,
+    Process,
+    ProcessGroup,
+    parse_shard,
+    rank_device,
+    split,
+    torchrun_process,
+)
+from volsr.api.cohort.summary import scan_summary
+from volsr.api.outputs import OutputWriter, recorded_path, single_output, write_bids_description
 from volsr.api.request import InferRequest, ResolverOptions
 from volsr.api.resolver import SuperResolver
 from volsr.data.io import sidecar_path
 from volsr.data.output_checks import check_outputs, input_files, output_kind
-from volsr.errors import VolsrInputError, one_line
+from volsr.errors import Option, VolsrInputError, VolsrOptionError, one_line
 
 __all__ = ["CohortResult", "run_jobs", "run_key", "generated_by", "infer_cohort"]
 
@@ -106,11 +117,13 @@ def run_key(sr: SuperResolver, request: InferRequest, weights: Path | None = Non
     return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _job_error_line(exc: BaseException, job: Job) -> str:
-    """One line naming the scan (and series) and the problem."""
+def _job_error_line(exc: BaseException, job: Job, cli_words: bool = False) -> str:
+    """One line naming the scan (and series) and the problem; the settings it names in the command
+    line's words with ``cli_words`` (:func:`volsr.errors.one_line`)."""
     if isinstance(exc, VolsrInputError):  # names its own file: the scan, or the output it could not write
-        return f"series {job.series_uid}: {exc}" if job.series_uid else str(exc)
-    text = one_line(exc)
+        text = one_line(exc, cli=cli_words)
+        return f"series {job.series_uid}: {text}" if job.series_uid else text
+    text = one_line(exc, cli=cli_words)
     if not isinstance(exc, (FileNotFoundError, ValueError)):  # not the user's input: say what broke
         text = f"{type(exc).__name__}: {text}"
     if str(job.src) not in text:
@@ -121,10 +134,14 @@ def _job_error_line(exc: BaseException, job: Job) -> str:
 class _Runner:
     """The per-scan steps and their records; :func:`run_jobs` is the loop."""
 
-    def __init__(self, sr, request, manifest, done_before, key, expected, rank, echo, error) -> None:
+    def __init__(
+        self, sr, request, manifest, done_before, key, expected, rank, echo, error, bundle_origin=None,
+        cli_words=False,
+    ) -> None:  # fmt: skip
         self.sr, self.request, self.manifest, self.key = sr, request, manifest, key
         self.done_before, self.expected, self.rank = done_before, expected, rank
         self.echo, self.error = echo, error
+        self.bundle_origin, self.cli_words = bundle_origin, cli_words
         self.counts: Counter = Counter()
         self._lock = threading.Lock()
 
@@ -133,14 +150,14 @@ class _Runner:
             self.counts[status] += 1
         if self.manifest is not None:
             self.manifest.write({
-                "input": os.path.abspath(job.src), "series": job.series_uid,
-                "output": os.path.abspath(job.dst), "status": status,
+                "input": recorded_path(job.src), "series": job.series_uid,
+                "output": recorded_path(job.dst), "status": status,
                 "seconds": None if seconds is None else round(seconds, 3), "error": error,
                 "key": self.key, "rank": self.rank,
             })  # fmt: skip
 
     def fail(self, job: Job, exc: BaseException, seconds: float | None = None) -> None:
-        line = _job_error_line(exc, job)
+        line = _job_error_line(exc, job, self.cli_words)
         self.error(line)
         self.record(job, "failed", seconds, line)
 
@@ -157,7 +174,8 @@ class _Runner:
 
     def plan(self, job: Job) -> bool | None:
         """``None``: nothing to do (recorded); else whether the run may replace an existing output."""
-        done = self.done_before.get(os.path.abspath(job.dst))
+        # the output's path resolved, or absolute as given (the form some manifests hold)
+        done = self.done_before.get(recorded_path(job.dst)) or self.done_before.get(os.path.abspath(job.dst))
         exists = job.dst.exists()
         if self.manifest is not None and not self.request.output.overwrite and done and exists:
             if done.get("key") == self.key and self._sidecar_agrees(job):
@@ -188,15 +206,21 @@ class _Runner:
         return self.sr.resolve_scan(job.src, image, spacing=self.request.spacing, scale=self.request.scale)
 
     def write(self, job: Job, dst: Path, image, outputs, info: dict, overwrite: bool, seconds: float) -> None:
-        """Write the outputs and the sidecar; record the outcome."""
+        """Write the outputs and the sidecar; record the outcome and echo the scan's summary
+        (:func:`volsr.api.cohort.summary.scan_summary`)."""
         start = time.perf_counter()
+        writer = self.writer(overwrite)
         try:
-            written = self.writer(overwrite).write(outputs, image, info, dst)
+            written = writer.write(outputs, image, info, dst)
         except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the cohort
             self.fail(job, exc, seconds + time.perf_counter() - start)
             return
-        self.echo(f"wrote {written}")
-        self.record(job, "done", seconds + time.perf_counter() - start)
+        seconds += time.perf_counter() - start
+        files, folders = writer.outputs_of(written)
+        self.echo(
+            scan_summary(job.src, info, seconds, [*folders, *files], self.bundle_origin, job.series_uid)
+        )
+        self.record(job, "done", seconds)
 
 
 def _stderr_line(line: str) -> None:
@@ -215,6 +239,8 @@ def run_jobs(
     prefetch: int = 2,
     echo: Callable[[str], None] = print,
     error: Callable[[str], None] = _stderr_line,
+    bundle_origin: str | None = None,
+    cli_words: bool = False,
 ) -> Counter:
     """Super-resolve ``jobs`` in order with the resolver ``sr``; returns the count of each status.
 
@@ -228,11 +254,19 @@ def run_jobs(
         key: this run's :func:`run_key`.
         rank: the process's index, recorded.
         prefetch: scans read ahead of the one running (reader threads); 0 reads each when its turn comes.
-        echo: receives ``wrote ...`` / ``skipped ...`` lines.
+        echo: receives each written scan's summary (a few lines: grids, time, device and precision,
+            bundle, consistency, the files written) and ``skipped ...`` lines.
         error: receives one line per failed scan.
+        bundle_origin: how ``sr``'s bundle was found, for the summary
+            (:meth:`volsr.api.bundle_search.BundleLocation.describe`).
+        cli_words: the error lines name settings as the command line does (``--overwrite``), not as
+            Python does (``overwrite=True``).
     """
     expected = generated_by(sr) if manifest is not None and request.output.sidecar else None
-    runner = _Runner(sr, request, manifest, dict(done_before or {}), key, expected, rank, echo, error)
+    runner = _Runner(
+        sr, request, manifest, dict(done_before or {}), key, expected, rank, echo, error,
+        bundle_origin, cli_words,
+    )  # fmt: skip
     todo = [(job, overwrite) for job in jobs if (overwrite := runner.plan(job)) is not None]
     write_slots = threading.BoundedSemaphore(2)  # outputs held in memory while they wait to be written
     readers = ThreadPoolExecutor(max(prefetch, 1), thread_name_prefix="volsr-read")
@@ -301,6 +335,7 @@ def infer_cohort(
     prefetch: int = 2,
     echo: Callable[[str], None] = print,
     error: Callable[[str], None] = _stderr_line,
+    cli_words: bool = False,
 ) -> CohortResult:
     """Super-resolve every scan in ``inputs`` (:func:`volsr.api.cohort.inputs.discover`) with one bundle.
 
@@ -320,6 +355,9 @@ def infer_cohort(
         bundle: bundle name or folder (:meth:`volsr.api.resolver.SuperResolver.from_bundle`).
         shard: ``"I/N"``: this process's part of the cohort.
         prefetch: scans read ahead (:func:`run_jobs`).
+        echo: receives each written scan's summary (:func:`run_jobs`).
+        error: receives one line per failed scan.
+        cli_words: the error lines name settings as the command line does (:func:`run_jobs`).
 
     Raises:
         ValueError: conflicting options, a NIfTI file name as the folder of a cohort, several
@@ -330,7 +368,9 @@ def infer_cohort(
     resolver = request.resolver or ResolverOptions()
     running = torchrun_process()
     if running is not None and shard is not None:
-        raise ValueError("--shard splits a cohort without torchrun; under torchrun the ranks split it")
+        raise VolsrOptionError(
+            "{shard} splits a cohort without torchrun; under torchrun the ranks split it", shard=SHARD
+        )
     process = running or (parse_shard(shard) if shard is not None else Process())
     scans = discover(inputs)
     if len(scans) == 1 and scans[0].relative is None and series != ALL_SERIES:
@@ -338,21 +378,28 @@ def infer_cohort(
         jobs, folder = [Job(scans[0].path, dst, series)], None
     else:
         if output is not None and output_kind(output) == "file":  # refuses `-o out.png` too
-            what = "series" if series == ALL_SERIES else "scan"
-            raise ValueError(f"{'--series all' if what == 'series' else 'a cohort'} writes one file per "
-                             f"{what}: give --output a folder")  # fmt: skip
+            whole = "{all}" if series == ALL_SERIES else "a cohort"
+            raise VolsrOptionError(
+                whole + f" writes one file per {'series' if series == ALL_SERIES else 'scan'}: give "
+                "{output} a folder",
+                all=SERIES_ALL, output=Option("OutputOptions(path=...)", "--output"),
+            )  # fmt: skip
         folder = output or default_output_folder(scans)
         plan_outputs(scans, folder, series, dicom, expand_series=False)  # every process checks all
         jobs = plan_outputs(split(scans, process), folder, series, dicom)
     if process.count > 1 and folder is None:
-        raise ValueError("a cohort split over processes (torchrun, --shard) needs an output folder: -o DIR")
+        raise VolsrOptionError(
+            "a cohort split over processes (torchrun, {shard}) needs an output folder: {out}",
+            shard=SHARD, out=OUTPUT_FOLDER,
+        )  # fmt: skip
     writer = OutputWriter(request.output, resolver.uncertainty)
     _check_outputs_spare_inputs(jobs, inputs, scans, writer, folder)
 
     device = rank_device(resolver.device, process)
     group = ProcessGroup(device) if process.kind == "rank" else None
     try:
-        root = find_bundle(bundle)
+        location = locate_bundle(bundle, "models/model.pt")
+        root = location.root
         sr = SuperResolver.from_bundle(root, options=dataclasses.replace(resolver, device=device))
         result = CohortResult(jobs=len(jobs), process=process)
         manifest, done_before, key = None, {}, ""
@@ -368,6 +415,7 @@ def infer_cohort(
         result.counts = run_jobs(
             sr, jobs, request=request, manifest=manifest, done_before=done_before, key=key,
             rank=process.index, prefetch=prefetch, echo=echo, error=error,
+            bundle_origin=location.describe(), cli_words=cli_words,
         )  # fmt: skip
         if group is not None:
             group.barrier()  # every rank's part is complete

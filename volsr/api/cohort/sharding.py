@@ -17,6 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from volsr.errors import Option, VolsrOptionError
+
+#: ``shard``, as Python and the command line spell it
+SHARD = Option("shard=", "--shard")
+
 __all__ = ["Process", "parse_shard", "torchrun_process", "split", "rank_device", "ProcessGroup"]
 
 T = TypeVar("T")
@@ -42,9 +47,11 @@ def parse_shard(text: str) -> Process:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard takes I/N with 0 <= I < N (e.g. 3/8), got {text!r}") from None
+        raise VolsrOptionError(
+            "{shard} takes I/N with 0 <= I < N (e.g. 3/8), got " + repr(text), shard=SHARD
+        ) from None
     if not 0 <= index < count:
-        raise ValueError(f"--shard takes I/N with 0 <= I < N (e.g. 3/8), got {text!r}")
+        raise VolsrOptionError("{shard} takes I/N with 0 <= I < N (e.g. 3/8), got " + repr(text), shard=SHARD)
     return Process(index, count, "shard")
 
 
