@@ -78,6 +78,18 @@ def make_tiny_bundle(root: Path, step: int = 1) -> Path:
     return root
 
 
+def write_thick_scan(folder: Path) -> Path:
+    """``folder/in/thick.nii.gz``: 16 x 12 x 5 float32 voxels of 1 x 1 x 2 mm on an oblique grid, the
+    scan the CLI tests run on."""
+    import nibabel as nib
+
+    path = folder / "in" / "thick.nii.gz"
+    path.parent.mkdir()
+    data = smooth_volume((16, 12, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, oblique_affine((1.0, 1.0, 2.0))), path)
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

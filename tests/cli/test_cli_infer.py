@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_bundle, oblique_affine, smooth_volume
+from conftest import make_tiny_bundle, oblique_affine, smooth_volume, write_thick_scan
 from typer.testing import CliRunner
 
 from volsr.cli import app
@@ -23,12 +23,7 @@ def bundle(tmp_path):
 
 @pytest.fixture
 def scan(tmp_path):
-    path = tmp_path / "in" / "thick.nii.gz"
-    path.parent.mkdir()
-    nib.save(
-        nib.Nifti1Image(smooth_volume((16, 12, 5)).astype(np.float32), oblique_affine((1.0, 1.0, 2.0))), path
-    )
-    return path
+    return write_thick_scan(tmp_path)
 
 
 def test_infer_default_output_in_cwd_isotropic_and_fov_kept(bundle, scan, tmp_path, monkeypatch):

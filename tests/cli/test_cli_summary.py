@@ -6,10 +6,8 @@ import json
 import re
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
-from conftest import make_tiny_bundle, oblique_affine, smooth_volume
+from conftest import make_tiny_bundle, write_thick_scan
 from typer.testing import CliRunner
 
 from volsr.api.bundle_search import installed_bundles
@@ -25,11 +23,7 @@ def bundle(tmp_path):
 
 @pytest.fixture
 def scan(tmp_path):
-    path = tmp_path / "in" / "thick.nii.gz"
-    path.parent.mkdir()
-    data = smooth_volume((16, 12, 5)).astype(np.float32)
-    nib.save(nib.Nifti1Image(data, oblique_affine((1.0, 1.0, 2.0))), path)
-    return path
+    return write_thick_scan(tmp_path)
 
 
 def _infer(*args: str):
