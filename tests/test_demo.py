@@ -27,6 +27,10 @@ def test_demo_runs_offline_and_writes_an_isotropic_volume_in_place(tmp_path):
     # run in a clone, the demo leaves nothing that `git status` would show as untracked
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["sample_pd_thick_sr.json", "sample_pd_thick_sr.nii.gz", "sample_pd_thick_sr.png"]
+    announced = sorted(
+        Path(line.split(" ", 1)[1]).name for line in result.output.splitlines() if line.startswith("wrote ")
+    )
+    assert announced == written  # every file written is named, the sidecar included
     repo = Path(__file__).resolve().parents[1]
     if shutil.which("git") and (repo / ".git").exists():
         ignored = subprocess.run(

@@ -699,8 +699,8 @@ def demo(
     typer.echo(
         f"{r['input'].name}: {shape_in} -> {shape_out} voxels in {r['seconds']:.1f} s on {r['device']}"
     )
-    typer.echo(f"wrote {r['output']}")
-    typer.echo(f"wrote {r['png']}")
+    for written in (r["output"], r["sidecar"], r["png"]):
+        typer.echo(f"wrote {written}")
 
 
 def _exit_with(exc: BaseException) -> NoReturn:

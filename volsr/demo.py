@@ -20,7 +20,7 @@ def run_demo(
     """Super-resolve the sample to isotropic 0.86 mm; write the volume and a PNG beside it."""
     from volsr.api.outputs import output_path_for
     from volsr.api.resolver import SuperResolver
-    from volsr.data.io import load_image, scan_stem
+    from volsr.data.io import load_image, scan_stem, sidecar_path
     from volsr.evaluation.report import save_montage
     from volsr.geometry.grids import grid_factors, voxel_spacing
     from volsr.geometry.interpolation import resample
@@ -49,6 +49,7 @@ def run_demo(
     return {
         "input": src,
         "output": dst,
+        "sidecar": sidecar_path(dst),
         "png": png,
         "seconds": seconds,
         "shape_in": tuple(image.shape[1:]),
