@@ -205,14 +205,10 @@ def window_count(
 ) -> tuple[int, float]:
     """MONAI's number of windows on ``shape`` and the network's work relative to one pass (window voxels /
     voxels). ``super_resolve`` clips the roi to the volume; MONAI alone (``pad=True``) pads the volume."""
-    from monai.data.utils import dense_patch_slices
-    from monai.inferers.utils import _get_scan_interval
+    from volsr.inference.window_progress import window_count as windows
 
     roi = [int(r) if pad else min(int(r), int(n)) for r, n in zip(roi, shape, strict=True)]
-    padded = [max(int(n), r) for n, r in zip(shape, roi, strict=True)]
-    overlaps = [overlap] * len(shape) if isinstance(overlap, (int, float)) else list(overlap)
-    interval = _get_scan_interval(padded, roi, len(shape), overlaps)
-    n = len(dense_patch_slices(padded, roi, interval))
+    n = windows(shape, roi, overlap)
     return n, n * math.prod(roi) / math.prod(shape)
 
 
