@@ -58,6 +58,12 @@ class _NamesOptions:
     template: str
     options: dict[str, Option]
 
+    def _name_options(self, message: str, options: dict[str, Option]) -> str:
+        """Keep ``message`` (folded to one line) and ``options``; return the message in Python's words."""
+        self.template = " ".join(str(message).split())
+        self.options = options
+        return _fill(self.template, options, cli=False)
+
     def words(self, cli: bool = False) -> str:
         """The message, its settings spelled for the command line (``cli``) or for Python."""
         return _fill(self.template, self.options, cli)
@@ -83,9 +89,7 @@ class VolsrInputError(_NamesOptions, ValueError):
 
     def __init__(self, path: str | os.PathLike, problem: str, **options: Option) -> None:
         self.path = str(path)
-        self.template = " ".join(str(problem).split())  # always a single line
-        self.options = options
-        self.problem = _fill(self.template, options, cli=False)
+        self.problem = self._name_options(problem, options)  # always a single line
         super().__init__(f"{self.path}: {self.problem}")
 
     def words(self, cli: bool = False) -> str:
@@ -106,9 +110,7 @@ class VolsrOptionError(_NamesOptions, ValueError):
     """
 
     def __init__(self, message: str, **options: Option) -> None:
-        self.template = " ".join(str(message).split())
-        self.options = options
-        super().__init__(_fill(self.template, options, cli=False))
+        super().__init__(self._name_options(message, options))
 
     def __reduce__(self):
         return (functools.partial(type(self), **self.options), (self.template,))
@@ -119,9 +121,7 @@ class VolsrInputWarning(_NamesOptions, UserWarning):
     it as one line, ``volsr: warning: {message}``; settings it names are :class:`Option` fields."""
 
     def __init__(self, message: str = "", **options: Option) -> None:
-        self.template = " ".join(str(message).split())
-        self.options = options
-        super().__init__(_fill(self.template, options, cli=False))
+        super().__init__(self._name_options(message, options))
 
 
 def write_error(path: str | os.PathLike, exc: OSError) -> VolsrInputError:
