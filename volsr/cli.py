@@ -141,6 +141,13 @@ class OutputDtype(str, Enum):
     uint64 = "uint64"
 
 
+class Baseline(str, Enum):  # volsr.evaluation.comparison.BASELINES, named here to keep torch out of --help
+    nearest = "nearest"
+    linear = "linear"
+    cubic = "cubic"
+    fourier = "fourier"
+
+
 class Window(str, Enum):
     none = "none"
     hamming = "hamming"
@@ -629,6 +636,14 @@ def evaluate(
     axes: Axes = None,
     window: WindowOption = None,
     bundle: Annotated[list[str] | None, typer.Option(help="Bundles to score [default: volsr_cnn3d].")] = None,
+    baseline: Annotated[
+        list[Baseline] | None,
+        typer.Option(
+            help="Classical methods to score (repeat the option) [default: linear and cubic for thick "
+            "slices; cubic and zero-filled fourier for --kspace].",
+            show_default=False,
+        ),
+    ] = None,
     consistency: Annotated[
         bool, typer.Option("--consistency", help="Also score with data consistency.")
     ] = False,
@@ -652,7 +667,7 @@ def evaluate(
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
-    """Degrade reference scans, super-resolve them, and score volsr against linear and cubic B-spline.
+    """Degrade reference scans, super-resolve them, and score volsr against classical interpolation.
 
     The degradation takes the options of `volsr degrade`, with the same defaults (`--axis` is
     required with `--thickness`/`--factor`); k-space truncation always writes the smaller matrix.
@@ -670,6 +685,7 @@ def evaluate(
         protocol,
         bundles=bundle or ["volsr_cnn3d"],
         out_dir=output,
+        baselines=[b.value for b in baseline] if baseline else None,
         device=device,
         consistency=consistency,
         tta=tta,

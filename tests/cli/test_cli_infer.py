@@ -362,3 +362,17 @@ def test_help_at_80_columns_cuts_no_option_name(command):
                 assert name in r.output, (command, name)
     for line in r.output.splitlines():
         assert len(line) <= 80 or line.lstrip().startswith("-"), line
+
+
+def test_evaluate_baseline_option_replaces_the_classical_methods(bundle, tmp_path):
+    hr = tmp_path / "hr.nii.gz"
+    nib.save(nib.Nifti1Image(smooth_volume((24, 24, 24)).astype(np.float32), np.eye(4)), hr)
+    out = tmp_path / "report"
+    args = ["evaluate", str(hr), "--kspace", "0.5", "--bundle", str(bundle), "--device", "cpu"]
+    args += ["-o", str(out)]
+    r = runner.invoke(app, [*args, "--baseline", "nearest", "--baseline", "fourier"])
+    assert r.exit_code == 0, r.output
+    methods = json.loads((out / "summary.json").read_text())["scans"]["hr"]["methods"]
+    assert set(methods) == {"nearest", "fourier", "tiny_bundle"}
+    r = runner.invoke(app, [*args, "--baseline", "bicubic"])
+    assert r.exit_code == 2 and "bicubic" in r.output

@@ -8,7 +8,7 @@ from conftest import make_image, smooth_volume
 
 from volsr.evaluation.comparison import evaluate, restore_baseline
 from volsr.evaluation.report import write_report
-from volsr.transforms.protocol import ThickSlices
+from volsr.transforms.protocol import KSpace, ThickSlices
 
 
 def test_a_map_that_is_the_actual_error_scores_one_and_is_drawn(tmp_path):
@@ -30,3 +30,30 @@ def test_a_map_that_is_the_actual_error_scores_one_and_is_drawn(tmp_path):
     assert "oracle: Spearman 1.000, coverage 100.0%" in files["markdown"].read_text()
     assert files["reliability oracle"].read_bytes()[:4] == b"\x89PNG"
     assert "uncertainty" not in files["json"].read_text().split('"methods"')[0]  # no tensors in the JSON
+
+
+def _band_limited(shape: tuple[int, ...], keep: int) -> np.ndarray:
+    """A positive periodic volume whose spectrum lies within ``keep`` lines of DC on every axis."""
+    rng = np.random.default_rng(3)
+    grids = np.meshgrid(*[np.arange(n) / n for n in shape], indexing="ij")
+    vol = np.full(shape, 10.0)
+    for _ in range(6):
+        k = rng.integers(-keep, keep + 1, size=3)
+        phase = 2 * np.pi * sum(ki * g for ki, g in zip(k, grids, strict=True)) + rng.uniform(0, 6)
+        vol += rng.uniform(0.5, 1.0) * np.cos(phase)
+    return vol.astype(np.float32)
+
+
+def test_a_reduced_matrix_is_scored_against_zero_filled_fourier_by_default():
+    # band-limited within the kept band: zero-filled Fourier restores it exactly, the spline does not
+    hr = make_image(_band_limited((24, 20, 16), keep=3), np.eye(4))
+    report = evaluate(hr, KSpace(0.5))
+    assert set(report["methods"]) == {"cubic", "fourier"}
+    assert report["methods"]["fourier"]["psnr"] > 100.0
+    assert report["methods"]["cubic"]["psnr"] < 60.0
+
+
+def test_thick_slices_keep_the_spline_baselines_and_a_list_replaces_the_default():
+    hr = make_image((1000 * smooth_volume((20, 18, 24))).astype(np.float32), np.eye(4))
+    assert set(evaluate(hr, ThickSlices(axis=2, factor=2.0))["methods"]) == {"linear", "cubic"}
+    assert set(evaluate(hr, KSpace(0.5), baselines=["nearest"])["methods"]) == {"nearest"}

@@ -140,12 +140,18 @@ def test_a_model_asked_for_is_kept_whatever_the_header_or_grid(tmp_path, model):
     for factors in ((2.0, 2.0, 2.0), (1.0, 1.0, 4.0), (2.0, 2.0, 0.5)):
         choice = decide_consistency(stated, factors, model)
         assert (choice.model, choice.source) == (model, "request")
+        # the record is read by Python and command-line users alike: it names the option both ways
+        assert choice.reason == f"asked for (consistency={model!r} / --consistency-model {model})"
 
 
 def test_off_is_off_and_unknown_requests_are_refused():
     image = make_image(np.ones((4, 4, 4)), np.eye(4))
     choice = decide_consistency(image, (2.0, 2.0, 2.0), False)
-    assert choice.record() == {"model": None, "reason": "turned off (--no-consistency)", "source": "request"}
+    assert choice.record() == {
+        "model": None,
+        "reason": "turned off (consistency=False / --no-consistency)",
+        "source": "request",
+    }
     for bad in ("wavelets", 1, 0, None, "Auto"):
         with pytest.raises(ValueError, match="consistency must be"):
             decide_consistency(image, (2.0, 2.0, 2.0), bad)

@@ -58,7 +58,7 @@ def test_off_is_the_network_output_as_super_resolve_gives_it(network, thick):
     assert consistency_error(off, thick) > 1e-3  # what the projection then removes
     assert off.meta["consistency"] == {
         "model": None,
-        "reason": "turned off (--no-consistency)",
+        "reason": "turned off (consistency=False / --no-consistency)",
         "source": "request",
     }
 

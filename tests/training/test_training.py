@@ -236,3 +236,27 @@ def test_ship_last_keeps_the_final_step_whatever_validation_says(tmp_path):
     assert load_checkpoint(tmp_path / "out" / "model.pt")[2]["step"] == 3  # not chosen on these numbers
     with pytest.raises(ValueError, match="ship must be 'best' or 'last'"):
         _tiny_config(data, tmp_path / "out2", ship="first")
+
+
+def test_a_fourier_sampler_keeps_the_acquired_band_exact_in_the_input():
+    from monai.data import MetaTensor
+
+    from volsr.transforms import build_degradation
+    from volsr.transforms.protocol import KSpace
+
+    vol = torch.as_tensor(smooth_volume((40, 40, 40)), dtype=torch.float32)[None] / 100
+    hr = MetaTensor(vol, affine=torch.eye(4, dtype=torch.float64))
+    halved = {"kspace": {"fraction": 0.5, "axes": [0, 1, 2], "window": ["none"], "reduce_matrix": True}}
+    # 14 voxels halved to 7: a band symmetric about DC, which the sampler's random flips map onto itself
+    pairs = {
+        mode: PatchPairSampler(
+            [hr], build_degradation(halved, seed=0), patch_size=14, margin=0, seed=1, interpolation=mode
+        ).sample()
+        for mode in ("cubic", "fourier")
+    }
+    (xc, yc, _), (xf, yf, _) = pairs["cubic"], pairs["fourier"]
+    assert torch.equal(yc, yf)  # the same crop, flips and target
+    # re-acquired on the halved matrix, the Fourier input is the target's acquisition; the spline's is not
+    acquire = KSpace(0.5).transform()
+    torch.testing.assert_close(acquire(xf), acquire(yf), atol=1e-5, rtol=0)
+    assert float((acquire(xc) - acquire(yc)).abs().max()) > 1e-3

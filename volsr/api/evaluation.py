@@ -43,7 +43,7 @@ def evaluate_files(
     bundles: Sequence[str | Path] = (),
     out_dir: str | Path = "eval",
     device: str = "auto",
-    baselines: Sequence[str] = ("linear", "cubic"),
+    baselines: Sequence[str] | None = None,
     consistency: bool = False,
     tta: bool = False,
     adapt: int = 0,
@@ -51,6 +51,10 @@ def evaluate_files(
     uncertainty: bool = False,
 ) -> dict:
     """Evaluate every scan in ``paths``; write per-scan reports and ``summary.{json,md}``.
+
+    ``baselines``: the classical methods scored beside the bundles (``nearest``, ``linear``, ``cubic``,
+    ``fourier``); default :func:`volsr.evaluation.comparison.default_baselines` (cubic and linear for
+    thick slices, cubic and zero-filled Fourier for a reduced k-space matrix).
 
     Each bundle is scored as ``volsr infer`` runs it (data consistency on, its model chosen per scan:
     :func:`volsr.inference.consistency_choice.decide_consistency`) and, with ``consistency=True``, also

@@ -25,9 +25,16 @@ from volsr.geometry.meta import new_image
 from volsr.inference.consistency import consistency_error, project_consistent, project_kspace_consistent
 from volsr.transforms.protocol import KSpace, Protocol, ThickSlices
 
-__all__ = ["BASELINES", "degrade", "restore_baseline", "evaluate"]
+__all__ = ["BASELINES", "default_baselines", "degrade", "restore_baseline", "evaluate"]
 
 BASELINES = ("nearest", "linear", "cubic", "fourier")
+
+
+def default_baselines(protocol: Protocol) -> tuple[str, ...]:
+    """The classical methods ``protocol`` is scored against by default: the cubic B-spline everyone
+    reports, and the strongest classical method for its degradation (linear for thick slices,
+    zero-filled Fourier for a reduced k-space matrix, whose acquired band it keeps exactly)."""
+    return ("cubic", "fourier") if isinstance(protocol, KSpace) else ("linear", "cubic")
 
 
 def degrade(hr: torch.Tensor, protocol: Protocol) -> torch.Tensor:
@@ -66,10 +73,10 @@ def evaluate(
     hr: torch.Tensor,
     protocol: Protocol,
     resolvers: Mapping[str, object] | None = None,
-    baselines: Sequence[str] = ("linear", "cubic"),
+    baselines: Sequence[str] | None = None,
     consistency: bool = False,
 ) -> dict:
-    """Score baselines and resolvers on ``hr`` degraded by ``protocol``.
+    """Score baselines (default: :func:`default_baselines`) and resolvers on ``hr`` degraded by ``protocol``.
 
     With ``consistency``, every resolver's output is also scored after the exact data-consistency
     projection (method name suffixed ``+dc``).
@@ -89,7 +96,8 @@ def evaluate(
     lr = degrade(hr, protocol)
     shape = tuple(hr.shape[1:])
     scale = grid_factors(lr.shape[1:], shape)
-    outputs = {m: restore_baseline(lr, shape, m) for m in baselines}
+    classical = default_baselines(protocol) if baselines is None else baselines
+    outputs = {m: restore_baseline(lr, shape, m) for m in classical}
     maps = {}
     for name, sr in (resolvers or {}).items():
         result = sr(lr, scale=scale)

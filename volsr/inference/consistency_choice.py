@@ -136,9 +136,11 @@ def decide_consistency(
     check_request(consistency)
     factors = _checked_factors(factors)
     if consistency is False:
-        return ConsistencyChoice(None, "turned off (--no-consistency)", "request")
+        # a record read by Python and command-line users alike: it names the option both ways
+        return ConsistencyChoice(None, "turned off (consistency=False / --no-consistency)", "request")
     if consistency in MODELS:
-        return ConsistencyChoice(consistency, f"asked for (--consistency-model {consistency})", "request")
+        asked = f"consistency={consistency!r} / --consistency-model {consistency}"
+        return ConsistencyChoice(consistency, f"asked for ({asked})", "request")
     down = [f"axis {i} x{f:.3g}" for i, f in enumerate(factors) if f < 1.0]
     if down:
         reason = (

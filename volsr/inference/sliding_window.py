@@ -27,7 +27,6 @@ from volsr.data.normalization import PercentileNormalizer
 from volsr.errors import Option, VolsrInputError
 from volsr.geometry.grid_encoding import SamplePositions, with_grid_channels
 from volsr.geometry.grids import grid_factors, scale_for_spacing, scaled_grid, voxel_spacing
-from volsr.geometry.interpolation import resample_array
 from volsr.geometry.meta import affine_of, new_image
 from volsr.geometry.orientation import coarse_axis, from_canonical, to_canonical
 from volsr.inference.consistency import project_consistent, project_kspace_consistent
@@ -35,6 +34,7 @@ from volsr.inference.consistency_choice import check_request, decide_consistency
 from volsr.inference.devices import autocast, decide_precision, resolve_device
 from volsr.inference.uncertainty import UncertaintyCalibration, map_views
 from volsr.inference.window_progress import WindowProgress, window_count, window_label
+from volsr.networks.input_grid import input_interpolation, regrid_input
 
 __all__ = [
     "super_resolve",
@@ -285,7 +285,8 @@ def super_resolve(
 
     Args:
         image: MetaTensor in scanner units; its affine defines the input grid.
-        network: a generator mapping a spline-interpolated, normalised patch to its refinement.
+        network: a generator mapping a re-gridded, normalised patch to its refinement (the re-gridding its
+            weights were trained on: :func:`volsr.networks.input_grid.regrid_input`).
         normalizer: the normalisation the network was trained with (default percentile 0.5/99.5).
         scale: per-axis up-sampling factors (non-integer allowed); or
         spacing: target voxel size in mm (``None`` on an axis keeps it). With neither, the output
@@ -348,7 +349,8 @@ def super_resolve(
     lo, hi = normalizer.fit(data)
     work = volume_device(dev, math.prod(out_shape))  # where the whole volume lives
     x_lr = normalizer.normalize(data.to(work).float(), lo, hi)  # (C, *in_shape)
-    x = resample_array(x_lr, out_shape, "cubic")  # (C, *out_shape): the only whole-volume resampling
+    # (C, *out_shape): the only whole-volume resampling
+    x = regrid_input(x_lr, out_shape, input_interpolation(network))
 
     axis = coarse_axis(effective)
     x = to_canonical(x[None], axis).contiguous()  # (1, C, ...), coarse axis last

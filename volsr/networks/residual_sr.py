@@ -1,8 +1,9 @@
 """A 3D residual CNN for super-resolution on the output grid (RCAN-style body, mDCSRN-style input).
 
 The network never sees a low-resolution grid: the caller re-grids the low-resolution scan to the
-output grid with a cubic B-spline (:func:`volsr.geometry.interpolation.resample`), so any per-axis,
-non-integer factor is handled, and the network predicts only the residual the spline cannot::
+output grid (:func:`volsr.networks.input_grid.regrid_input`: a cubic B-spline, or zero-filled Fourier
+interpolation for a network trained on reduced k-space matrices), so any per-axis, non-integer factor
+is handled, and the network predicts only the residual the up-sampling cannot::
 
     x (B, C [+ G], X, Y, Z)  -- the spline-interpolated scan, intensities normalised, optionally
                                 followed by G = 9 grid-encoding channels: where each voxel sits
@@ -45,6 +46,8 @@ import torch
 from monai.networks.blocks import ChannelSELayer
 from torch import nn
 
+from volsr.networks.input_grid import INPUT_INTERPOLATIONS
+
 __all__ = ["ResidualSRConfig", "ResidualSR3D", "PRESETS", "flops_per_voxel", "count_parameters"]
 
 
@@ -67,6 +70,10 @@ class ResidualSRConfig:
     coarse_blocks: int = 0
     #: features of the context branch (0: twice ``features``)
     coarse_features: int = 0
+    #: the up-sampling the input is made with and the network refines
+    #: (:func:`volsr.networks.input_grid.regrid_input`): ``"cubic"`` B-spline or ``"fourier"``
+    #: (zero-filled k-space, for reduced acquisition matrices)
+    input_interpolation: str = "cubic"
 
 
 PRESETS: dict[str, ResidualSRConfig] = {
@@ -191,6 +198,10 @@ class ResidualSR3D(nn.Module):
     def __init__(self, config: ResidualSRConfig | None = None, **kwargs) -> None:
         super().__init__()
         cfg = config or ResidualSRConfig(**kwargs)
+        if cfg.input_interpolation not in INPUT_INTERPOLATIONS:
+            raise ValueError(
+                f"input_interpolation must be one of {INPUT_INTERPOLATIONS}, got {cfg.input_interpolation!r}"
+            )
         self.config = cfg
         self.in_channels = cfg.in_channels  # a plain int: TorchScript reads no dataclass
         f = cfg.features

@@ -36,6 +36,7 @@ from volsr.geometry.meta import affine_of
 from volsr.geometry.orientation import coarse_axis
 from volsr.inference.devices import decide_precision, resolve_device
 from volsr.inference.sliding_window import grid_channels, output_grid
+from volsr.networks.input_grid import input_interpolation
 from volsr.training.data import PatchPairSampler, patch_batches
 from volsr.training.engine import Distributed, fit
 from volsr.training.trainer import (
@@ -110,6 +111,7 @@ def adaptation_sampler(
     patch_size: int = 32,
     grid_encoding: bool = False,
     seed: int = 0,
+    interpolation: str = "cubic",
 ) -> PatchPairSampler:
     """Training pairs from the scan itself: its in-plane axes thickened to its own slice thickness,
     sampled at its own slice spacing (gaps or overlaps as the header states them)."""
@@ -120,7 +122,9 @@ def adaptation_sampler(
     slices = {"axis": in_plane, "factor": factor, "gap": gap, "profile": [profile]}
     degradation = build_degradation({"slice_thickness": slices}, seed=seed)
     patch = min(int(patch_size), *volume.shape[1:])  # a small scan: patches of one size still stack
-    return PatchPairSampler([volume], degradation, patch, seed=seed, grid_encoding=grid_encoding)
+    return PatchPairSampler(
+        [volume], degradation, patch, seed=seed, grid_encoding=grid_encoding, interpolation=interpolation
+    )
 
 
 def adapt(
@@ -151,7 +155,15 @@ def adapt(
         raise ValueError(f"adaptation needs at least one step, got {steps}")
     dev = resolve_device(device)
     sampler = adaptation_sampler(
-        image, normalizer, scale, spacing, profile, patch_size, grid_channels(network) > 0, seed
+        image,
+        normalizer,
+        scale,
+        spacing,
+        profile,
+        patch_size,
+        grid_channels(network) > 0,
+        seed,
+        input_interpolation(network),
     )
     cfg = TrainConfig(
         data=[],

@@ -24,9 +24,10 @@ from volsr.data.io import VOLUME_SUFFIXES
 from volsr.data.normalization import PercentileNormalizer
 from volsr.geometry.grid_encoding import SamplePositions
 from volsr.geometry.grids import grid_factors, index_map
-from volsr.geometry.interpolation import apply_along_axis, resample_array
+from volsr.geometry.interpolation import apply_along_axis
 from volsr.geometry.meta import affine_of
 from volsr.geometry.orientation import coarse_axis, to_canonical
+from volsr.networks.input_grid import regrid_input
 from volsr.transforms.slice_thickness import slice_profile_matrix
 
 __all__ = ["list_volumes", "PatchPairSampler", "PatchBatches", "patch_batches", "random_contrast"]
@@ -106,6 +107,8 @@ class PatchPairSampler:
         seed: seed of the crop positions and flips.
         grid_encoding: append the channels of :mod:`volsr.geometry.grid_encoding` (where each voxel
             sits on the low-resolution grid, after the same crop, flips and swap) to the input.
+        interpolation: how the low-resolution crop is re-gridded into the network's input
+            (:func:`volsr.networks.input_grid.regrid_input`: the network's ``input_interpolation``).
     """
 
     def __init__(
@@ -120,9 +123,11 @@ class PatchPairSampler:
         seed: int = 0,
         contrast_prob: float = 0.0,
         grid_encoding: bool = False,
+        interpolation: str = "cubic",
     ) -> None:
         self.volumes = list(volumes)
         self.grid_encoding = grid_encoding
+        self.interpolation = interpolation
         self.contrast_prob = float(contrast_prob)
         self.zoom = (float(zoom[0]), float(zoom[1]))
         self.degradation = degradation
@@ -169,7 +174,7 @@ class PatchPairSampler:
         out = self.degradation({"hr": hr})
         lr = out["lr"]
         scale = grid_factors(lr.shape[1:], hr.shape[1:])
-        x = resample_array(lr.as_tensor().float(), hr.shape[1:], "cubic")
+        x = regrid_input(lr.as_tensor().float(), hr.shape[1:], self.interpolation)
         y = hr.as_tensor()
         axis = coarse_axis(scale)
         x, y = to_canonical(x, axis), to_canonical(y, axis)

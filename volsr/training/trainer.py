@@ -344,6 +344,7 @@ def training_data(
         seed=cfg.seed + step,
         contrast_prob=cfg.contrast_prob,
         grid_encoding=cfg.network.get("arguments", {}).get("grid_channels", 0) > 0,
+        interpolation=cfg.network.get("arguments", {}).get("input_interpolation", "cubic"),
     )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     return sampler, validator
