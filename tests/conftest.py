@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def make_tiny_bundle(root: Path, step: int = 1) -> Path:
     from volsr.networks.checkpoint import save_model
 
     shutil.copytree(REPO / "bundles" / "volsr_cnn3d" / "configs", root / "configs")
+    inference = root / "configs" / "inference.json"  # the tiny network keeps every scan to itself
+    inference.write_text(
+        json.dumps({k: v for k, v in json.loads(inference.read_text()).items() if k != "kspace_bundle"})
+    )
     network = ResidualSR3D(features=4, num_blocks=1)
     save_model(root / "models" / "model.pt", network, PercentileNormalizer(), step=step)
     return root

@@ -23,7 +23,7 @@ from volsr.geometry.grids import fov_corners, voxel_spacing
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = "volsr_cnn3d"  # what volsr demo and volsr infer use unless --bundle names another
-SHIPPED_BUNDLES = (DEFAULT, "volsr_gan3d")
+SHIPPED_BUNDLES = (DEFAULT, "volsr_gan3d", "volsr_kspace3d")
 BUNDLE_FILES = (
     "configs/metadata.json",
     "configs/inference.json",
@@ -132,7 +132,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_the_wheel_ships_both_bundles_and_the_sample_as_in_the_source_tree(installed):
+def test_the_wheel_ships_every_bundle_and_the_sample_as_in_the_source_tree(installed):
     with zipfile.ZipFile(installed["wheel"]) as wheel:
         names = set(wheel.namelist())
         data = next(n.split("/")[0] for n in names if n.split("/")[0].endswith(".data"))
@@ -176,6 +176,16 @@ def test_installed_infer_runs_each_shipped_bundle_and_keeps_the_field_of_view(in
     output = _installed_infer(installed, bundle)
     _assert_same_field_of_view(output, installed["scan"])
     assert _recorded_bundle(_sidecar(output)) == installed["bundles"] / bundle
+
+
+def test_the_installed_default_hands_a_reduced_matrix_to_the_installed_kspace_bundle(installed):
+    # every axis up-sampled alike on a header that states nothing: a smaller 3D k-space matrix
+    output = installed["work"] / "reduced_sr.nii.gz"
+    args = [installed["volsr"], "infer", str(installed["scan"]), "--scale", "1.5", "1.5", "1.5"]
+    _run([*args, "--device", "cpu", "-o", str(output)], installed["work"], installed["env"])
+    record = json.loads(_sidecar(output).read_text())
+    assert _recorded_bundle(_sidecar(output)) == installed["bundles"] / "volsr_kspace3d"
+    assert record["Consistency"]["model"] == "kspace"
 
 
 def test_installed_infer_writes_the_same_voxels_as_the_source_tree(installed):

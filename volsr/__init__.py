@@ -7,7 +7,7 @@
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 __all__ = ["SuperResolver", "load_image", "save_image", "save_dicom_series", "super_resolve", "__version__"]
 

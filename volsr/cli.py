@@ -521,7 +521,8 @@ def infer(
 ) -> None:
     """Super-resolve scans with a bundle; by default to isotropic voxels at the finest input spacing.
 
-    The output keeps the field of view and the header; the input is never overwritten. Each scan
+    The output keeps the field of view and the header; the input is never overwritten. The default
+    bundle hands a scan acquired with a smaller 3D k-space matrix to volsr_kspace3d. Each scan
     written gets a few lines on stdout: both grids, the time, device and precision, the bundle and
     where it came from, the data-consistency model, and every file written. A scan or
     series that cannot be used is named on stderr and skipped, and the exit status is 2. A cohort's

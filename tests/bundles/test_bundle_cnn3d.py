@@ -98,7 +98,7 @@ def test_bundle_inference_config_writes_a_dicom_series_when_asked(tmp_path):
     )
 
 
-@pytest.mark.parametrize("bundle", ["volsr_cnn3d", "volsr_gan3d"])
+@pytest.mark.parametrize("bundle", ["volsr_cnn3d", "volsr_gan3d", "volsr_kspace3d"])
 def test_metadata_names_the_volsr_version_of_this_package(bundle):
     import tomllib
 
@@ -112,4 +112,9 @@ def test_metadata_names_the_volsr_version_of_this_package(bundle):
     # a consumer outside volsr learns what each input channel is from the metadata alone
     channels = meta["network_data_format"]["inputs"]["image"]["channel_def"]
     assert len(channels) == meta["network_data_format"]["inputs"]["image"]["num_channels"] == 10
-    assert "cubic B-spline" in channels["0"] and "grid_encoding" in meta["description"]
+    # channel 0 is made as the network's configuration says: the up-sampling it was trained to refine
+    inference = REPO / "bundles" / bundle / "configs" / "inference.json"
+    network = json.loads(inference.read_text())["network_def"]
+    made_by = {"cubic": "cubic B-spline", "fourier": "zero-filled Fourier"}
+    assert made_by[network.get("input_interpolation", "cubic")] in channels["0"]
+    assert "grid_encoding" in meta["description"]

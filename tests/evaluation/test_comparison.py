@@ -57,3 +57,15 @@ def test_thick_slices_keep_the_spline_baselines_and_a_list_replaces_the_default(
     hr = make_image((1000 * smooth_volume((20, 18, 24))).astype(np.float32), np.eye(4))
     assert set(evaluate(hr, ThickSlices(axis=2, factor=2.0))["methods"]) == {"linear", "cubic"}
     assert set(evaluate(hr, KSpace(0.5), baselines=["nearest"])["methods"]) == {"nearest"}
+
+
+def test_a_reduced_matrix_states_a_3d_acquisition_so_one_axis_gets_the_kspace_model():
+    from volsr.evaluation.comparison import degrade
+    from volsr.inference.consistency_choice import decide_consistency
+
+    hr = make_image((1000 * smooth_volume((20, 18, 24))).astype(np.float32), np.eye(4))
+    lr = degrade(hr, KSpace(0.5, axes=(2,)))
+    choice = decide_consistency(lr, (1.0, 1.0, 2.0))  # one coarse axis: by its grid alone, thick slices
+    assert (choice.model, choice.source) == ("kspace", "header")
+    assert choice.reason == "the evaluation protocol states a 3D acquisition"
+    assert "acquisition_type" not in degrade(hr, ThickSlices(axis=2, factor=2.0)).meta

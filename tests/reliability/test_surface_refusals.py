@@ -194,7 +194,7 @@ def test_a_spacing_typo_is_refused_before_anything_is_allocated(folders, bundle,
     def never(*args, **kwargs):
         raise AssertionError("the grid was allocated")
 
-    monkeypatch.setattr(sliding_window, "resample_array", never)
+    monkeypatch.setattr(sliding_window, "regrid_input", never)
     args = _infer(scan, out_dir, bundle, "--device", "cpu", "--spacing", "0.01", "0.01", "0.01",
                   "--max-memory", "16G")  # fmt: skip
     run = refused(args, inputs, out_dir, scan)

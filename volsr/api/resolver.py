@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from volsr import __version__
-from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle
+from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle, is_bundle_path
 from volsr.api.outputs import OutputWriter
 from volsr.api.request import InferRequest, ResolverOptions
 from volsr.data.acquisition import slice_acquisition
@@ -31,6 +31,7 @@ from volsr.errors import Option, VolsrInputError, VolsrInputWarning, VolsrOption
 from volsr.geometry.grids import voxel_spacing
 from volsr.geometry.meta import affine_of
 from volsr.inference import memory
+from volsr.inference.consistency_choice import decide_consistency
 from volsr.inference.devices import decide_precision, precision_name, resolve_device
 from volsr.inference.sliding_window import output_grid, super_resolve, volume_device, window_budget
 from volsr.inference.uncertainty import load_calibration, map_views
@@ -105,6 +106,19 @@ def check_memory(
         raise VolsrInputError(source, problem, **memory.REFUSAL_OPTIONS)
 
 
+def _kspace_bundle(root: Path) -> str | Path | None:
+    """The bundle ``root``'s ``configs/inference.json`` hands reduced k-space matrices to
+    (``"kspace_bundle"``: a name is the installed copy's, as everywhere; a path is relative to
+    ``root``), or ``None``."""
+    try:
+        named = json.loads((root / "configs" / "inference.json").read_text()).get("kspace_bundle")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(named, str) or not named:
+        return None
+    return root / named if is_bundle_path(named) else named
+
+
 def _read_weights(path: str | Path) -> tuple[nn.Module, PercentileNormalizer, dict]:
     """:func:`volsr.networks.checkpoint.load_checkpoint`, its failures as one
     :class:`~volsr.errors.VolsrInputError` naming the file: torch's unpickler and the network builder
@@ -135,6 +149,10 @@ class SuperResolver:
 
     ``sr.info`` is the provenance of the weights (bundle, bundle version, checkpoint step); every
     resolver derived from this one (:meth:`with_options`, :meth:`adapted`) keeps it.
+
+    ``sr.kspace_resolver``: the resolver a scan acquired with a smaller k-space matrix is handed to
+    (:meth:`for_scan`), or ``None``. A bundle names it in ``configs/inference.json``
+    (``"kspace_bundle"``); volsr_cnn3d names volsr_kspace3d.
     """
 
     def __init__(
@@ -150,6 +168,7 @@ class SuperResolver:
         self.network = network.eval().to(self.device)
         self.normalizer = normalizer or PercentileNormalizer()
         self.info: dict = {}
+        self.kspace_resolver: SuperResolver | None = None
 
     roi = property(lambda self: self.options.roi)
     overlap = property(lambda self: self.options.overlap)
@@ -181,7 +200,28 @@ class SuperResolver:
             sr.info["bundle_version"] = metadata["version"]
         except (OSError, ValueError, KeyError):
             pass  # a bundle without metadata still runs; its outputs just say less
+        kspace = _kspace_bundle(root)
+        if kspace is not None:
+            sr.kspace_resolver = cls.from_bundle(kspace, **kwargs)
+            sr.kspace_resolver.kspace_resolver = None  # one hand-over at most
         return sr
+
+    def for_scan(
+        self,
+        image: torch.Tensor,
+        spacing: float | Sequence[float | None] | None = None,
+        scale: float | Sequence[float] | None = None,
+    ) -> SuperResolver:
+        """The resolver for ``image`` on the grid ``spacing`` / ``scale`` give: :attr:`kspace_resolver`
+        for a scan acquired with a smaller k-space matrix, as the header states it or, where it states
+        nothing, as the grid shows it (every axis up-sampled alike; a ``consistency`` model asked for
+        decides instead: :func:`volsr.inference.consistency_choice.decide_consistency`), else this one."""
+        if self.kspace_resolver is None:
+            return self
+        _, _, effective = output_grid(image, scale, spacing)
+        asked = self.consistency if self.consistency in ("slices", "kspace") else "auto"
+        model = decide_consistency(image, effective, asked).model
+        return self.kspace_resolver if model == "kspace" else self
 
     def __call__(
         self,
@@ -193,6 +233,9 @@ class SuperResolver:
         the ``uncertainty`` option ``(output, uncertainty map)``."""
         if isinstance(image, (str, Path)):
             image = load_image(image)
+        chosen = self.for_scan(image, spacing=spacing, scale=scale)
+        if chosen is not self:
+            return chosen(image, spacing=spacing, scale=scale)
         warn_if_not_contiguous(image)
         check_memory(image, self.network, self.options, self.precision, scale=scale, spacing=spacing)
         if self.adapt > 0:
@@ -249,6 +292,8 @@ class SuperResolver:
         (``adapt=0``) unless told to."""
         sr = SuperResolver(network or self.network, self.normalizer, self.options, **{"adapt": 0, **changes})
         sr.info = dict(self.info)
+        if network is None and self.kspace_resolver is not None:  # adapted weights hand nothing over
+            sr.kspace_resolver = self.kspace_resolver.with_options(**changes)
         return sr
 
     def predict_file(
@@ -296,7 +341,8 @@ class SuperResolver:
         ``uncertainty`` option also ``"uncertainty"``; and their provenance (:meth:`provenance`). An
         error about the scan names ``src``."""
         try:
-            result = self(image, spacing=spacing, scale=scale)
+            sr = self.for_scan(image, spacing=spacing, scale=scale)
+            result = sr(image, spacing=spacing, scale=scale)
         except VolsrInputError:  # names the scan already
             raise
         except ValueError as e:  # e.g. a scan that --adapt cannot learn from: say which one
@@ -305,7 +351,7 @@ class SuperResolver:
             outputs = {"image": result[0], "uncertainty": result[1]}
         else:
             outputs = {"image": result}
-        return outputs, self.provenance(src, image, outputs["image"])
+        return outputs, sr.provenance(src, image, outputs["image"])
 
     def provenance(self, src: str | Path, image: torch.Tensor, out: torch.Tensor) -> dict:
         """What made ``out`` from ``image`` (read from ``src``): volsr and bundle versions, the

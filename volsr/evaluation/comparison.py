@@ -38,8 +38,14 @@ def default_baselines(protocol: Protocol) -> tuple[str, ...]:
 
 
 def degrade(hr: torch.Tensor, protocol: Protocol) -> torch.Tensor:
-    """The low-resolution image of ``hr`` under ``protocol`` (on its own, smaller grid)."""
-    return protocol.transform()(hr)
+    """The low-resolution image of ``hr`` under ``protocol`` (on its own, smaller grid). A reduced
+    k-space matrix states a 3D acquisition, as a scanner's header does, so that volsr is scored as it
+    runs on such a scan (:func:`volsr.inference.consistency_choice.decide_consistency`)."""
+    lr = protocol.transform()(hr)
+    if isinstance(protocol, KSpace) and protocol.reduce_matrix:
+        lr.meta["acquisition_type"] = "3D"
+        lr.meta["acquisition_stated_by"] = "the evaluation protocol"
+    return lr
 
 
 def restore_baseline(lr: torch.Tensor, shape: Sequence[int], method: str) -> torch.Tensor:

@@ -23,6 +23,7 @@ projected; the map, their spread, is not changed), per-scan adaptation (the adap
 1. The header's acquisition type (``meta["acquisition_type"]``, read by :func:`volsr.data.io.load_image`
    from DICOM MRAcquisitionType (0018,0023) or a dcm2niix / BIDS sidecar's ``"MRAcquisitionType"``):
    ``3D`` -> k-space (the resolution of every axis is set by the k-space matrix), ``2D`` -> slices.
+   ``meta["acquisition_stated_by"]`` names who stated it where not a file (an evaluation protocol).
 2. A stated slice thickness with gaps or overlaps (:mod:`volsr.data.acquisition`): only separate
    slices have them -> slices.
 3. Otherwise the geometry, from the up-sampling factors of the run (output voxels per input voxel
@@ -163,7 +164,9 @@ def choose_consistency_model(image: torch.Tensor, factors: Sequence[float]) -> C
     factors = _checked_factors(factors)
     meta = getattr(image, "meta", None) or {}
     stated = meta.get("acquisition_type")
-    where = "the DICOM header" if meta.get("source_format") == "dicom" else "the sidecar"
+    where = meta.get("acquisition_stated_by") or (
+        "the DICOM header" if meta.get("source_format") == "dicom" else "the sidecar"
+    )
     if stated == "3D":
         return ConsistencyChoice("kspace", f"{where} states a 3D acquisition", "header")
     if stated == "2D":

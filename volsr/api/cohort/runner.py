@@ -114,6 +114,12 @@ def run_key(sr: SuperResolver, request: InferRequest, weights: Path | None = Non
     """A fingerprint of what makes an output: the weights file's SHA-256 (``weights``), the
     resolver's ``GeneratedBy`` (:func:`generated_by`) and the request's options."""
     made = {"weights": _file_digest(weights), "made_by": generated_by(sr), "request": request.fingerprint()}
+    if sr.kspace_resolver is not None:  # the weights a reduced k-space matrix is handed to make outputs too
+        handed = sr.kspace_resolver
+        made["kspace"] = [
+            _file_digest(Path(handed.info["bundle"]) / "models" / "model.pt"),
+            generated_by(handed),
+        ]
     return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -62,7 +62,12 @@ def scan_summary(
     lines = [f"{name}: {grid_text(info['Input'])} -> {grid_text(info['Output'])}, {run}"]
     if made.get("Bundle"):
         version = f" {made['BundleVersion']}" if made.get("BundleVersion") else ""
-        lines.append(f"  bundle: {Path(made['Bundle']).name}{version} ({bundle_origin or made['Bundle']})")
+        where = bundle_origin or made["Bundle"]
+        if bundle_origin and not bundle_origin.endswith(
+            str(made["Bundle"])
+        ):  # the bundle named handed it over
+            where = f"handed a reduced k-space matrix by the bundle asked for: {made['Bundle']}"
+        lines.append(f"  bundle: {Path(made['Bundle']).name}{version} ({where})")
     if info.get("Consistency"):
         lines.append(f"  consistency: {_consistency_text(info['Consistency'])}")
     lines += [f"  wrote {path}" for path in written]
