@@ -161,9 +161,9 @@ def adapt(
         spacing,
         profile,
         patch_size,
-        grid_channels(network) > 0,
-        seed,
-        input_interpolation(network),
+        grid_encoding=grid_channels(network) > 0,
+        seed=seed,
+        interpolation=input_interpolation(network),
     )
     cfg = TrainConfig(
         data=[],

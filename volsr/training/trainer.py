@@ -336,6 +336,7 @@ def training_data(
         from volsr.transforms import build_degradation
 
         degradation = build_degradation(cfg.degradation, seed=cfg.seed + step)
+    arguments = cfg.network.get("arguments", {})  # what the network is given, as it was trained
     sampler = PatchPairSampler(
         volumes,
         degradation,
@@ -343,8 +344,8 @@ def training_data(
         zoom=tuple(cfg.zoom),
         seed=cfg.seed + step,
         contrast_prob=cfg.contrast_prob,
-        grid_encoding=cfg.network.get("arguments", {}).get("grid_channels", 0) > 0,
-        interpolation=cfg.network.get("arguments", {}).get("input_interpolation", "cubic"),
+        grid_encoding=arguments.get("grid_channels", 0) > 0,
+        interpolation=arguments.get("input_interpolation", "cubic"),
     )
     validator = Validator(cfg.val_data, cfg.val_protocol, loader) if cfg.val_data else None
     return sampler, validator

@@ -63,9 +63,8 @@ def scan_summary(
     if made.get("Bundle"):
         version = f" {made['BundleVersion']}" if made.get("BundleVersion") else ""
         where = bundle_origin or made["Bundle"]
-        if bundle_origin and not bundle_origin.endswith(
-            str(made["Bundle"])
-        ):  # the bundle named handed it over
+        handed_over = bool(bundle_origin) and not bundle_origin.endswith(str(made["Bundle"]))
+        if handed_over:  # another bundle than the one asked for made it (SuperResolver.for_scan)
             where = f"handed a reduced k-space matrix by the bundle asked for: {made['Bundle']}"
         lines.append(f"  bundle: {Path(made['Bundle']).name}{version} ({where})")
     if info.get("Consistency"):
