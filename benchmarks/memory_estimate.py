@@ -7,7 +7,7 @@ per output voxel the run added and the estimate's bytes per voxel for the same r
 constants are meant to bound the measured values (ratio estimate / measured >= 1); they are not meant
 to be tight (their purpose is to refuse an impossible grid before allocating it).
 
-    python benchmarks/memory_estimate.py                   # 192^3 output, every case (about 2 min)
+    python benchmarks/memory_estimate.py                   # 192^3 output, every case (about 1 min)
     python benchmarks/memory_estimate.py --size 256 --case plain int16
 
 A small random network (4 features) keeps the windows' activations small beside the whole-volume
@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: name -> (uncertainty map, stored type, consistency)
-CASES: dict[str, tuple[bool, str, bool | str]] = {
-    "plain": (False, "float32", False),
-    "int16": (False, "int16", False),
-    "consistency": (False, "int16", "slices"),
-    "uncertainty": (True, "float32", False),
+#: name -> (uncertainty map, stored type, consistency, the network's input interpolation)
+CASES: dict[str, tuple[bool, str, bool | str, str]] = {
+    "plain": (False, "float32", False, "cubic"),
+    "int16": (False, "int16", False, "cubic"),
+    "consistency": (False, "int16", "slices", "cubic"),
+    "uncertainty": (True, "float32", False, "cubic"),
+    # volsr_kspace3d: the scan re-gridded by zero-filled Fourier interpolation, the k-space projection
+    "fourier": (False, "float32", "kspace", "fourier"),
 }
 
 
@@ -54,9 +56,10 @@ def run_case(case: str, size: int, factor: int) -> dict:
     from volsr.inference.sliding_window import super_resolve, window_budget
     from volsr.networks.residual_sr import ResidualSR3D, ResidualSRConfig
 
-    uncertainty, dtype, consistency = CASES[case]
+    uncertainty, dtype, consistency, interpolation = CASES[case]
     torch.manual_seed(0)
-    network = ResidualSR3D(ResidualSRConfig(features=4, num_blocks=1, attention=False)).eval()
+    config = ResidualSRConfig(features=4, num_blocks=1, attention=False, input_interpolation=interpolation)
+    network = ResidualSR3D(config).eval()
     shape = (size, size, size // factor)
     data = torch.rand((1, *shape), generator=torch.Generator().manual_seed(0)) * 1000
     image = MetaTensor(data, affine=torch.as_tensor(np.diag([1.0, 1.0, float(factor), 1.0])))

@@ -2,7 +2,7 @@
 
 Every volume in ``--data`` (default ``../shared/data/val``) is degraded by each protocol
 (boxcar thick slices x2 and x4 along axes 0, 1, 2; 3-voxel slices every 4 voxels along axis 2,
-with gaps; k-space truncation keeping 1/2 and 1/3 of the matrix on all axes), restored by nearest,
+with gaps; k-space truncation keeping 1/2 and 1/3 of the matrix on all axes, and 1/2 on axis 2), restored by nearest,
 linear, cubic B-spline and zero-filled k-space (fourier) interpolation and by every bundle of
 ``bundles/`` that has ``models/model.pt`` (with and without data consistency), and scored against
 the original with :func:`volsr.evaluation.comparison.evaluate`.
@@ -53,11 +53,11 @@ def baselines() -> list[str]:
 
 def protocols(quick: bool = False) -> list[Protocol]:
     """Thick slices x2 / x4 on each axis, slices with gaps, then k-space truncation to 1/2 and 1/3
-    on all axes."""
+    on all axes and to 1/2 on axis 2 (a 3D acquisition with fewer partitions)."""
     thick = [ThickSlices(axis=axis, factor=factor) for factor in (2.0, 4.0) for axis in (0, 1, 2)]
     # a clinical pattern (e.g. 3 mm slices every 4 mm): what the gap-aware data consistency is for
     gaps = [ThickSlices(axis=2, factor=3.0, spacing_factor=4 / 3)]
-    kspace = [KSpace(f) for f in (1 / 2, 1 / 3)]
+    kspace = [KSpace(f) for f in (1 / 2, 1 / 3)] + [KSpace(1 / 2, axes=(2,))]
     if not kspace_available():
         kspace = []
     if quick:

@@ -61,7 +61,8 @@ def test_quality_protocols_and_quick():
     gaps = [p for p in full if isinstance(p, ThickSlices) and p.spacing_factor > 1.0]
     assert [(p.axis, p.factor * p.spacing_factor) for p in gaps] == [(2, pytest.approx(4.0))]
     if quality.kspace_available():
-        assert sorted(round(p.fraction, 3) for p in full if isinstance(p, KSpace)) == [0.333, 0.5]
+        kspace = sorted((round(p.fraction, 3), p.axes) for p in full if isinstance(p, KSpace))
+        assert kspace == [(0.333, (0, 1, 2)), (0.5, (0, 1, 2)), (0.5, (2,))]
         assert "fourier" in quality.baselines()
     assert len(quick) == 2
 
@@ -217,8 +218,8 @@ def test_adaptation_scores_the_shipped_and_the_tuned_network(tmp_path):
 
 def test_memory_estimate_runs_each_case_in_a_child_and_compares_like_with_like(capsys):
     memory_estimate = import_benchmark("memory_estimate")
-    rows = memory_estimate.main(["--size", "48", "--case", "plain", "int16"])
-    assert [r["case"] for r in rows] == ["plain", "int16"]
+    rows = memory_estimate.main(["--size", "48", "--case", "plain", "int16", "fourier"])
+    assert [r["case"] for r in rows] == ["plain", "int16", "fourier"]
     for row in rows:
         assert "error" not in row, row
         assert row["output_shape"] == [48, 48, 48]
@@ -227,4 +228,4 @@ def test_memory_estimate_runs_each_case_in_a_child_and_compares_like_with_like(c
         assert row["estimate_over_measured"] == pytest.approx(ratio, abs=0.01)
     # the int16 write adds the float64 rounding and clipping to the estimate: never below float32's
     assert rows[1]["estimate_bytes_per_voxel"] >= rows[0]["estimate_bytes_per_voxel"]
-    assert capsys.readouterr().out.count("{") == 2
+    assert capsys.readouterr().out.count("{") == 3

@@ -18,7 +18,7 @@ On a GPU with room for the volume (:func:`volsr.inference.sliding_window.volume_
 only the output and its written copy. The constants bound the peak resident memory measured for
 ``super_resolve`` + ``save_image`` on 128^3 to 256^3 outputs with a 4-feature network
 (``python benchmarks/memory_estimate.py --size N``: 29 to 49 bytes per voxel with one channel outside
-the windows, 68 with an uncertainty map). The estimate takes the upper end: its purpose is to refuse
+the windows, a zero-filled Fourier input included, 68 with an uncertainty map). The estimate takes the upper end: its purpose is to refuse
 a grid that cannot fit (a ``--spacing 0.01`` typo asks for terabytes), not to pack a machine to the
 last byte.
 
