@@ -1,11 +1,11 @@
 """Quality benchmark: masked PSNR / 3-D SSIM of every baseline and bundle on the validation volumes.
 
-Every volume in ``--data`` (default ``../shared/data/val``) is degraded by each protocol
-(boxcar thick slices x2 and x4 along axes 0, 1, 2; 3-voxel slices every 4 voxels along axis 2,
-with gaps; k-space truncation keeping 1/2 and 1/3 of the matrix on all axes, and 1/2 on axis 2), restored by nearest,
+Every volume in ``--data`` (default ``../shared/data/val``) is degraded by each protocol (boxcar thick
+slices x2 and x4 along axes 0, 1, 2; 3-voxel slices every 4 voxels along axis 2, with gaps; k-space
+truncation keeping 1/2 and 1/3 of the matrix on all axes, and 1/2 on axis 2), restored by nearest,
 linear, cubic B-spline and zero-filled k-space (fourier) interpolation and by every bundle of
-``bundles/`` that has ``models/model.pt`` (with and without data consistency), and scored against
-the original with :func:`volsr.evaluation.comparison.evaluate`.
+``bundles/`` that has ``models/model.pt`` (with and without data consistency), and scored against the
+original with :func:`volsr.evaluation.comparison.evaluate`.
 
 Writes ``<out>/quality.json``, ``<out>/psnr_gain.png`` (PSNR gain over cubic) and the section
 between ``<!-- quality:begin -->`` and ``<!-- quality:end -->`` of ``<out>.md``.

@@ -16,11 +16,11 @@ volume on the CPU, float32 buffers):
 
 On a GPU with room for the volume (:func:`volsr.inference.sliding_window.volume_device`) the host holds
 only the output and its written copy. The constants bound the peak resident memory measured for
-``super_resolve`` + ``save_image`` on 128^3 to 256^3 outputs with a 4-feature network
-(``python benchmarks/memory_estimate.py --size N``: 29 to 49 bytes per voxel with one channel outside
-the windows, a zero-filled Fourier input included, 68 with an uncertainty map). The estimate takes the upper end: its purpose is to refuse
-a grid that cannot fit (a ``--spacing 0.01`` typo asks for terabytes), not to pack a machine to the
-last byte.
+``super_resolve`` + ``save_image`` on 128^3 to 256^3 outputs with a 4-feature network (``python
+benchmarks/memory_estimate.py --size N``: 29 to 49 bytes per voxel with one channel outside the windows,
+a zero-filled Fourier input included, 68 with an uncertainty map). The estimate takes the upper end: its
+purpose is to refuse a grid that cannot fit (a ``--spacing 0.01`` typo asks for terabytes), not to pack
+a machine to the last byte.
 
 Hand-written: neither MONAI nor torch estimates a run's peak host memory before it starts.
 
