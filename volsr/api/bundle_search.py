@@ -9,7 +9,7 @@ So ``--bundle volsr_cnn3d`` runs the same bundle from any folder, a clone's ``bu
 ``--bundle bundles/volsr_cnn3d`` names the clone's.
 
 Example:
-    >>> find_bundle("volsr_cnn3d") / "models" / "model.pt"      # the default bundle's weights
+    >>> bundle_weights(find_bundle("volsr_cnn3d"))                # the default bundle's weights
     >>> locate_bundle("./my_bundle").origin                       # 'path'
 """
 
@@ -31,6 +31,8 @@ __all__ = [
     "locate_bundle",
     "find_bundle_root",
     "find_bundle",
+    "WEIGHTS",
+    "bundle_weights",
 ]
 
 DEFAULT_BUNDLE = "volsr_cnn3d"
@@ -39,6 +41,8 @@ BUNDLE_RULE = (
     "a name is a bundle of the installed copy (the bundles that came with this volsr), the same from "
     "any folder; a path (with a /, e.g. bundles/volsr_cnn3d or ./my_bundle) names that folder"
 )
+#: a bundle's trained weights, relative to its folder (MONAI's bundle layout)
+WEIGHTS = "models/model.pt"
 _BUNDLES = ("share", "volsr", "bundles")  # where a wheel puts them, under its install prefix
 
 
@@ -125,5 +129,10 @@ def find_bundle_root(bundle: str | os.PathLike, need: str = "configs/metadata.js
 
 
 def find_bundle(bundle: str | os.PathLike) -> Path:
-    """A bundle folder with trained weights (``models/model.pt``)."""
-    return find_bundle_root(bundle, "models/model.pt")
+    """A bundle folder with trained weights (:data:`WEIGHTS`)."""
+    return find_bundle_root(bundle, WEIGHTS)
+
+
+def bundle_weights(root: str | os.PathLike) -> Path:
+    """The trained weights of the bundle folder ``root``."""
+    return Path(root) / WEIGHTS

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from volsr import __version__
-from volsr.api.bundle_search import DEFAULT_BUNDLE, find_bundle, is_bundle_path
+from volsr.api.bundle_search import DEFAULT_BUNDLE, bundle_weights, find_bundle, is_bundle_path
 from volsr.api.outputs import OutputWriter
 from volsr.api.request import InferRequest, ResolverOptions
 from volsr.data.acquisition import slice_acquisition
@@ -193,7 +193,7 @@ class SuperResolver:
     def from_bundle(cls, bundle: str | Path = DEFAULT_BUNDLE, **kwargs) -> SuperResolver:
         """Load ``models/model.pt`` of a bundle given by name (``bundles/NAME``) or path."""
         root = find_bundle(bundle)
-        sr = cls.from_checkpoint(root / "models" / "model.pt", **kwargs)
+        sr = cls.from_checkpoint(bundle_weights(root), **kwargs)
         sr.info["bundle"] = str(root)
         try:
             metadata = json.loads((root / "configs" / "metadata.json").read_text())

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from volsr.api.bundle_search import DEFAULT_BUNDLE, locate_bundle
+from volsr.api.bundle_search import DEFAULT_BUNDLE, WEIGHTS, bundle_weights, locate_bundle
 from volsr.api.cohort.inputs import (
     ALL_SERIES,
     LIST_SUFFIXES,
@@ -117,7 +117,7 @@ def run_key(sr: SuperResolver, request: InferRequest, weights: Path | None = Non
     if sr.kspace_resolver is not None:  # the weights a reduced k-space matrix is handed to make outputs too
         handed = sr.kspace_resolver
         made["kspace"] = [
-            _file_digest(Path(handed.info["bundle"]) / "models" / "model.pt"),
+            _file_digest(bundle_weights(handed.info["bundle"])),
             generated_by(handed),
         ]
     return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -404,7 +404,7 @@ def infer_cohort(
     device = rank_device(resolver.device, process)
     group = ProcessGroup(device) if process.kind == "rank" else None
     try:
-        location = locate_bundle(bundle, "models/model.pt")
+        location = locate_bundle(bundle, WEIGHTS)
         root = location.root
         sr = SuperResolver.from_bundle(root, options=dataclasses.replace(resolver, device=device))
         result = CohortResult(jobs=len(jobs), process=process)
@@ -417,7 +417,7 @@ def infer_cohort(
             name = MANIFEST if process.kind == "single" else own
             manifest = ManifestWriter(folder / name)
             result.manifest = folder / (MANIFEST if process.kind != "shard" else name)
-            key = run_key(sr, request, root / "models" / "model.pt")
+            key = run_key(sr, request, bundle_weights(root))
         result.counts = run_jobs(
             sr, jobs, request=request, manifest=manifest, done_before=done_before, key=key,
             rank=process.index, prefetch=prefetch, echo=echo, error=error,
