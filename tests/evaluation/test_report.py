@@ -6,6 +6,7 @@ import matplotlib.figure
 import numpy as np
 import pytest
 from conftest import make_image, smooth_volume
+from PIL import Image
 
 from volsr.evaluation.report import save_montage
 
@@ -32,6 +33,8 @@ def test_montage_draws_three_planes_at_physical_aspect_with_scores_and_an_error_
     path = save_montage(images, tmp_path / "m.png", 2, "test", scores, reference="reference")
     assert path.is_file() and path.stat().st_size > 0
     (fig,) = drawn
+    with Image.open(path) as png:  # a 256-colour palette, the figure's size at 110 dpi
+        assert png.mode == "P" and png.size == tuple(int(110 * v) for v in fig.get_size_inches())
     panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
     image_panels = [ax for ax in panels if ax.images[0].get_cmap().name == "gray"]
     error_panels = [ax for ax in panels if ax.images[0].get_cmap().name == "magma"]

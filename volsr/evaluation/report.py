@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,9 +147,21 @@ def save_montage(
     fig.suptitle(title + f"  (spacing {' x '.join(f'{v:.2f}' for v in spacing)} mm)", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _save_palette_png(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _save_palette_png(fig, path: Path, dpi: int) -> None:
+    """``fig`` as a 256-colour palette PNG: about half the bytes of the RGBA file matplotlib writes
+    (which has no palette option), for reports that are kept and shared."""
+    from PIL import Image  # matplotlib's own image library
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as rgba:
+        rgba.convert("RGB").quantize(colors=256).save(path, format="PNG", optimize=True)
 
 
 def _spacing(image: torch.Tensor) -> tuple[float, float, float]:
